@@ -1,0 +1,375 @@
+"""Turn a Mapping into plain closures once, so the per-row hot path does no pydantic or dispatch work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Mapping as RowMapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sync import transforms as tf
+from sync.issues import Issue, RuleError, SkipRow, warning
+from sync.mapping import (
+    BooleanCast,
+    ColumnSource,
+    ConstantSource,
+    DateParse,
+    Email,
+    FieldRule,
+    IntegerCast,
+    Lower,
+    Mapping,
+    MappingOptions,
+    NumberCast,
+    PathSource,
+    Phone,
+    Split,
+    TemplateSource,
+    Transform,
+    Trim,
+    parse_path,
+    split_template,
+)
+
+Row = RowMapping[str, Any]
+Step = Callable[[Any, list[Issue]], Any]
+Reader = Callable[[Row, list[Issue]], Any]
+
+
+class _Empty:
+    """Marker for "the source had no value" (kept apart from None, which means "send null")."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EMPTY"
+
+
+EMPTY: Final = _Empty()
+
+
+class _Dropped:
+    """Marker for "a bad value was dropped with a warning": never sent, never cleared."""
+
+    __slots__ = ()
+
+
+DROPPED: Final = _Dropped()
+
+# Targets whose values Klaviyo needs in one shape; a matching transform is added when the rule has none.
+_IMPLICIT: dict[str, Transform] = {
+    "email": Email(),
+    "profile.email": Email(),
+    "phone_number": Phone(),
+    "profile.phone_number": Phone(),
+    "time": DateParse(),
+    "consented_at": DateParse(),
+    "value": NumberCast(),
+    "price": NumberCast(),
+    "inventory_quantity": NumberCast(),
+    "inventory_policy": IntegerCast(),
+    "published": BooleanCast(),
+    "images": Split(),
+}
+# Targets Klaviyo types as strings: numbers from JSON sources become text.
+_TEXT_TARGETS = frozenset(
+    {
+        "unique_id",
+        "external_id",
+        "profile.external_id",
+        "id",
+        "sku",
+        "title",
+        "description",
+        "url",
+        "name",
+        "image_full_url",
+        "image_thumbnail_url",
+        "item_external_id",
+        "first_name",
+        "last_name",
+        "organization",
+        "locale",
+        "image",
+        "properties.OrderId",
+    }
+)
+
+
+@dataclass(slots=True, frozen=True)
+class CompiledField:
+    """One field rule ready to run: ``read(row, warnings)`` returns a value, EMPTY, or raises."""
+
+    target: str
+    column: str | None
+    read: Reader
+
+
+@dataclass(slots=True)
+class CompiledMapping:
+    """A mapping with every field rule compiled; ``resolve`` maps one row to ``{target: value}``."""
+
+    mapping: Mapping
+    fields: list[CompiledField]
+    keep_empty: bool
+
+    def resolve(self, row: Row, errors: list[Issue], warnings: list[Issue]) -> dict[str, Any]:
+        """Values by target; empty fields are left out (or EMPTY when the mapping clears them).
+
+        Raises SkipRow when a skip-when-empty field is empty.
+        """
+        values: dict[str, Any] = {}
+        keep_empty = self.keep_empty
+        for field in self.fields:
+            try:
+                value = field.read(row, warnings)
+            except RuleError as exc:
+                errors.append(exc.to_issue(field.column))
+                continue
+            if value is DROPPED:
+                continue
+            if value is not EMPTY or keep_empty:
+                values[field.target] = value
+        return values
+
+
+def compile_mapping(mapping: Mapping) -> CompiledMapping:
+    """Compile every field rule of ``mapping`` into closures."""
+    from sync.mapping import TargetKind
+
+    opts = mapping.options
+    kind = mapping.target.kind
+    soft_phone = opts.drop_invalid_phone and kind in (TargetKind.PROFILE, TargetKind.SUBSCRIPTION)
+    fields = [_compile_field(rule, opts, soft_phone) for rule in mapping.fields]
+    keep_empty = opts.clear_empty and kind is TargetKind.PROFILE
+    return CompiledMapping(mapping=mapping, fields=fields, keep_empty=keep_empty)
+
+
+def _compile_field(rule: FieldRule, opts: MappingOptions, soft_phone: bool = False) -> CompiledField:
+    field = _compile_strict_field(rule, opts)
+    if soft_phone and rule.target == "phone_number":
+        return CompiledField(field.target, field.column, _drop_bad_phone(field.read, field.column))
+    return field
+
+
+def _drop_bad_phone(read: Reader, column: str | None) -> Reader:
+    """Keep the profile when its phone is invalid: drop the phone and warn instead of failing the row."""
+
+    def soft_read(row: Row, warnings: list[Issue]) -> Any:
+        try:
+            return read(row, warnings)
+        except RuleError as exc:
+            if exc.rule != "invalid_phone":
+                raise
+            warnings.append(
+                warning("phone_dropped", f"{exc.message}; the profile is sent without it", column)
+            )
+            return DROPPED
+
+    return soft_read
+
+
+def _compile_strict_field(rule: FieldRule, opts: MappingOptions) -> CompiledField:
+    get, column = _compile_source(rule)
+    specs = list(rule.transforms)
+    implicit = _IMPLICIT.get(rule.target)
+    if implicit is not None and not any(spec.op == implicit.op for spec in specs):
+        specs.append(implicit)
+    steps = [_compile_transform(spec, opts, column) for spec in specs]
+    if rule.target in _TEXT_TARGETS:
+        steps.append(_as_text)
+    elif rule.target == "value_currency":
+        steps.append(_currency)
+    default = rule.default
+    required = rule.required
+    skip = rule.skip_row_when_empty
+    target = rule.target
+
+    def on_empty() -> Any:
+        if default is not None:
+            return default
+        if skip:
+            raise SkipRow(column)
+        if required:
+            raise RuleError("required_missing", f"{target} is required but {column or 'the source'} is empty")
+        return EMPTY
+
+    if len(steps) == 1:
+        (only,) = steps
+
+        def read_one(row: Row, warnings: list[Issue]) -> Any:
+            value = get(row)
+            if value is None or value == "":
+                return on_empty()
+            return only(value, warnings)
+
+        return CompiledField(target, column, read_one)
+
+    def read(row: Row, warnings: list[Issue]) -> Any:
+        value = get(row)
+        if value is None or value == "":
+            return on_empty()
+        for step in steps:
+            value = step(value, warnings)
+        return value
+
+    return CompiledField(target, column, read)
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _clean(value: Any) -> Any:
+    """Trim strings and map blank text to "" so every source treats blanks alike."""
+    if type(value) is str:
+        return value.strip()
+    return value
+
+
+def _compile_source(rule: FieldRule) -> tuple[Callable[[Row], Any], str | None]:
+    src = rule.source
+    if isinstance(src, ColumnSource):
+        name = src.column
+
+        def get_column(row: Row) -> Any:
+            value = row.get(name)
+            return value.strip() if type(value) is str else value
+
+        return get_column, name
+    if isinstance(src, PathSource):
+        keys = parse_path(src.path)
+        return _path_getter(keys), src.path
+    if isinstance(src, ConstantSource):
+        constant = src.value
+        return (lambda row: constant), None
+    if isinstance(src, TemplateSource):
+        return _template_getter(split_template(src.template)), src.template
+    raise TypeError(f"unknown source {src!r}")  # pragma: no cover - pydantic rejects it first
+
+
+def _path_getter(keys: tuple[str | int, ...]) -> Callable[[Row], Any]:
+    def get_path(row: Row) -> Any:
+        node: Any = row
+        for key in keys:
+            if isinstance(key, int):
+                if not isinstance(node, list) or key >= len(node):
+                    return None
+                node = node[key]
+            else:
+                if not isinstance(node, RowMapping):
+                    return None
+                node = node.get(key)
+            if node is None:
+                return None
+        return _clean(node)
+
+    return get_path
+
+
+def _template_getter(parts: list[tuple[bool, str]]) -> Callable[[Row], Any]:
+    def get_template(row: Row) -> Any:
+        out: list[str] = []
+        for is_column, text in parts:
+            if not is_column:
+                out.append(text)
+                continue
+            value = row.get(text)
+            if value is None or (text_value := str(value).strip()) == "":
+                return None  # a key built from a missing part is no key at all
+            out.append(text_value)
+        return "".join(out)
+
+    return get_template
+
+
+# ---------------------------------------------------------------- transforms
+
+
+def _each(fn: Callable[[Any], Any]) -> Step:
+    """Apply a scalar transform to a value, or to each element of a list."""
+
+    def step(value: Any, warnings: list[Issue]) -> Any:
+        if type(value) is list:
+            return [fn(item) for item in value]
+        return fn(value)
+
+    return step
+
+
+def _compile_transform(spec: Transform, opts: MappingOptions, column: str | None) -> Step:
+    if isinstance(spec, Trim):
+        return _each(tf.trim)
+    if isinstance(spec, Lower):
+        return _each(lambda v: tf.trim(v).lower())
+    if isinstance(spec, Email):
+        return _email_step(column)
+    if isinstance(spec, NumberCast):
+        decimal = spec.decimal
+        return _each(lambda v: tf.to_number(v, decimal))
+    if isinstance(spec, IntegerCast):
+        int_decimal = spec.decimal
+        return _each(lambda v: tf.to_integer(v, int_decimal))
+    if isinstance(spec, BooleanCast):
+        return _each(tf.to_boolean)
+    if isinstance(spec, Split):
+        separator = spec.separator
+        return lambda v, w: tf.split(v, separator)
+    if isinstance(spec, DateParse):
+        return _date_step(spec, opts, column)
+    if isinstance(spec, Phone):
+        region = spec.region or opts.default_phone_region
+        return _each(lambda v: tf.to_e164(v, region))
+    raise TypeError(f"unknown transform {spec!r}")  # pragma: no cover
+
+
+def _email_step(column: str | None) -> Step:
+    def step(value: Any, warnings: list[Issue]) -> Any:
+        address = tf.email(value)
+        if address.endswith(("@example.com", ".example.com")):
+            warnings.append(
+                warning(
+                    "example_address",
+                    f"{address} is an @example.com address: Klaviyo accepts it but never processes it",
+                    column,
+                )
+            )
+        return address
+
+    return step
+
+
+def _date_step(spec: DateParse, opts: MappingOptions, column: str | None) -> Step:
+    fmt = spec.format
+    tz = spec.timezone or opts.default_timezone
+    tf.zone(tz)  # fail at compile time, not on row one million
+    dayfirst = opts.dayfirst if spec.dayfirst is None else spec.dayfirst
+    hour = opts.date_only_hour if spec.date_only_hour is None else spec.date_only_hour
+    note = (
+        f"has a date with no time of day; it is sent as {hour:02d}:00 {tz}. Klaviyo would read a bare "
+        "date as midnight UTC, so date-triggered flows fire early or late: check the zone and hour"
+    )
+
+    def step(value: Any, warnings: list[Issue]) -> Any:
+        text, had_time = tf.parse_datetime(value, fmt, tz, dayfirst=dayfirst, date_only_hour=hour)
+        if not had_time:
+            warnings.append(warning("date_without_time", f"{column or 'value'} {note}", column))
+        return text
+
+    return step
+
+
+def _as_text(value: Any, warnings: list[Issue]) -> Any:
+    if type(value) is str:
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 1234.0 from a spreadsheet is the id "1234"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _currency(value: Any, warnings: list[Issue]) -> Any:
+    code = str(value).strip().upper()
+    if len(code) != 3 or not code.isalpha():
+        raise RuleError("invalid_currency", f"{value!r} is not an ISO 4217 currency code such as USD")
+    return code
