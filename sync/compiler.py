@@ -18,6 +18,7 @@ from sync.mapping import (
     FieldRule,
     IntegerCast,
     Lower,
+    MapObjects,
     Mapping,
     MappingOptions,
     NumberCast,
@@ -112,6 +113,10 @@ class CompiledMapping:
     mapping: Mapping
     fields: list[CompiledField]
     keep_empty: bool
+    # Order mappings check order-level required / skip-when-empty fields once per order, not per line
+    # row, because exports fill order columns on an order's first row only: (target, column) pairs.
+    group_required: list[tuple[str, str | None]]
+    group_skip: list[tuple[str, str | None]]
 
     def resolve(self, row: Row, errors: list[Issue], warnings: list[Issue]) -> dict[str, Any]:
         """Values by target; empty fields are left out (or EMPTY when the mapping clears them).
@@ -140,9 +145,22 @@ def compile_mapping(mapping: Mapping) -> CompiledMapping:
     opts = mapping.options
     kind = mapping.target.kind
     soft_phone = opts.drop_invalid_phone and kind in (TargetKind.PROFILE, TargetKind.SUBSCRIPTION)
-    fields = [_compile_field(rule, opts, soft_phone) for rule in mapping.fields]
+    group_required: list[tuple[str, str | None]] = []
+    group_skip: list[tuple[str, str | None]] = []
+    rules = list(mapping.fields)
+    if kind is TargetKind.ORDER:
+        for index, rule in enumerate(rules):
+            if rule.target.startswith("item.") or not (rule.required or rule.skip_row_when_empty):
+                continue
+            _, column = _compile_source(rule)
+            if rule.required:
+                group_required.append((rule.target, column))
+            if rule.skip_row_when_empty:
+                group_skip.append((rule.target, column))
+            rules[index] = rule.model_copy(update={"required": False, "skip_row_when_empty": False})
+    fields = [_compile_field(rule, opts, soft_phone) for rule in rules]
     keep_empty = opts.clear_empty and kind is TargetKind.PROFILE
-    return CompiledMapping(mapping=mapping, fields=fields, keep_empty=keep_empty)
+    return CompiledMapping(mapping, fields, keep_empty, group_required, group_skip)
 
 
 def _compile_field(rule: FieldRule, opts: MappingOptions, soft_phone: bool = False) -> CompiledField:
@@ -319,7 +337,39 @@ def _compile_transform(spec: Transform, opts: MappingOptions, column: str | None
     if isinstance(spec, Phone):
         region = spec.region or opts.default_phone_region
         return _each(lambda v: tf.to_e164(v, region))
+    if isinstance(spec, MapObjects):
+        return _map_objects_step(spec)
     raise TypeError(f"unknown transform {spec!r}")  # pragma: no cover
+
+
+def _map_objects_step(spec: MapObjects) -> Step:
+    keys = dict(spec.keys)
+    numbers = frozenset(spec.numbers)
+    lists = frozenset(spec.lists)
+
+    def convert(obj: Any) -> dict[str, Any]:
+        if not isinstance(obj, RowMapping):
+            raise RuleError(
+                "not_an_object", f"expected an object with named fields, got {type(obj).__name__}"
+            )
+        out: dict[str, Any] = {}
+        for source_key, target_key in keys.items():
+            value = obj.get(source_key)
+            if value is None or value == "":
+                continue
+            if target_key in numbers:
+                value = tf.to_number(value)
+            elif target_key in lists:
+                value = tf.split(value)
+            out[target_key] = value
+        return out
+
+    def step(value: Any, warnings: list[Issue]) -> Any:
+        if isinstance(value, list):
+            return [convert(obj) for obj in value]
+        return convert(value)
+
+    return step
 
 
 def _email_step(column: str | None) -> Step:

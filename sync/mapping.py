@@ -141,8 +141,21 @@ class Phone(_Spec):
     region: str | None = None
 
 
+class MapObjects(_Spec):
+    """Rename the keys of an object or of each object in a list, dropping other keys.
+
+    For nested source arrays such as a tracking spec's ``products`` -> Klaviyo's ``Items``;
+    ``numbers`` lists output keys cast to numbers and ``lists`` output keys split into lists.
+    """
+
+    op: Literal["map_objects"] = "map_objects"
+    keys: dict[str, str]
+    numbers: list[str] = Field(default_factory=list)
+    lists: list[str] = Field(default_factory=list)
+
+
 Transform = Annotated[
-    Trim | Lower | Email | NumberCast | IntegerCast | BooleanCast | Split | DateParse | Phone,
+    Trim | Lower | Email | NumberCast | IntegerCast | BooleanCast | Split | DateParse | Phone | MapObjects,
     Field(discriminator="op"),
 ]
 

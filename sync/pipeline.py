@@ -71,7 +71,7 @@ class Pipeline:
         self.order_builder: OrderBuilder | None = None
         self.row_builder: _RowBuilder | None = None
         if self.kind is TargetKind.ORDER:
-            self.order_builder = OrderBuilder(mapping)
+            self.order_builder = OrderBuilder(mapping, self.compiled.group_required, self.compiled.group_skip)
         else:
             self.row_builder = _row_builder(mapping)
         self.is_event = self.kind in (TargetKind.EVENT, TargetKind.ORDER)
@@ -172,6 +172,8 @@ class Pipeline:
                 items = builder.build([values for _, values, _, _ in group])
             except RuleError as exc:
                 errors.append(exc.to_issue().at_row(numbers[0]))
+            except SkipRow:
+                return RowResult(numbers[0], [], [], _dedupe(warnings), numbers, skipped=True)
             for item in items:
                 self.event_checks.check(item, errors, warnings)
         return RowResult(numbers[0], [] if errors else items, errors, _dedupe(warnings), numbers)

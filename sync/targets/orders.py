@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from sync.compiler import EMPTY
+from sync.issues import RuleError, SkipRow
 from sync.mapping import Mapping
 from sync.targets.common import Item, MappingError, check_targets, split_target
 from sync.targets.events import ALLOWED, Placement, _place, event_item
@@ -29,7 +30,14 @@ Row = RowMapping[str, Any]
 class OrderBuilder:
     """Builds the order event and its Ordered Product events from an order's line rows."""
 
-    def __init__(self, mapping: Mapping) -> None:
+    def __init__(
+        self,
+        mapping: Mapping,
+        group_required: list[tuple[str, str | None]] | None = None,
+        group_skip: list[tuple[str, str | None]] | None = None,
+    ) -> None:
+        self.group_required = group_required or []
+        self.group_skip = group_skip or []
         targets = mapping.targets()
         check_targets(targets, ALLOWED, ("properties.", "profile.", "item."), "Order")
         if ORDER_KEY not in targets:
@@ -47,8 +55,21 @@ class OrderBuilder:
     def build(self, lines: list[dict[str, Any]]) -> list[Item]:
         """Items for one order from the resolved values of its rows (first row first)."""
         order = self._order_values(lines)
+        for target, column in self.group_skip:
+            if order.get(target, EMPTY) is EMPTY:
+                raise SkipRow(column)
+        for target, column in self.group_required:
+            if order.get(target, EMPTY) is EMPTY:
+                raise RuleError(
+                    "required_missing", f"{target} is required but {column} is empty on every row", column
+                )
         order_id: str = order[ORDER_KEY]
         items = [_place(self.item_slots, line) for line in lines]
+        for item in items:
+            if "RowTotal" not in item and "ItemPrice" in item:
+                total = _line_total(item)
+                if total is not None:
+                    item["RowTotal"] = total
         properties, profile = self.placement.fill(order)
         if items and self.item_slots:
             properties["Items"] = items
