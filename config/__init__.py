@@ -1,0 +1,1 @@
+"""Process-wide configuration: settings from the environment, logging, secret encryption."""

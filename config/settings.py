@@ -1,0 +1,85 @@
+"""The one Settings object, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VAR_DIR = Path("var")
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev"}
+
+
+class Environment(StrEnum):
+    DEV = "dev"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class MissingSecretKeyError(RuntimeError):
+    """SECRET_KEY is unset or a placeholder outside development."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the console; each maps to an upper-case environment variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Environment = Environment.DEV
+    database_url: str = "sqlite+aiosqlite:///./var/console.db"
+    redis_url: str = "redis://127.0.0.1:6379"
+    secret_key: SecretStr | None = None
+    klaviyo_base_url: str = "https://a.klaviyo.com"
+    sandbox_url: str = "http://127.0.0.1:8100"
+    upload_dir: Path = VAR_DIR / "uploads"
+    upload_max_bytes: int = Field(default=2 * 1024**3, gt=0)
+    log_level: str = "INFO"
+    log_json: bool = False
+    queue_name: str = "arq:queue"
+    cookie_secure: bool = False
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 300
+
+    @model_validator(mode="after")
+    def _require_secret_outside_dev(self) -> Settings:
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if key.strip().lower() in PLACEHOLDER_SECRETS:
+            if self.environment is Environment.PRODUCTION:
+                raise MissingSecretKeyError(
+                    "SECRET_KEY is not set (or is a placeholder). Set SECRET_KEY to a long random "
+                    'value, e.g. `python -c "import secrets; print(secrets.token_urlsafe(48))"`.'
+                )
+            self.secret_key = SecretStr(_dev_secret_key())
+        return self
+
+    @property
+    def secret(self) -> str:
+        """The secret key as text (never log it)."""
+        assert self.secret_key is not None
+        return self.secret_key.get_secret_value()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _dev_secret_key() -> str:
+    """Generate once and keep in ./var so dev sessions and stored secrets survive restarts."""
+    path = VAR_DIR / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Database-backed services shared by the web app and the workers."""

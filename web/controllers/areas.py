@@ -1,0 +1,32 @@
+"""Areas whose issues have not landed yet: each page says what will live there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.response import Template
+
+from web.templating import render
+
+UPCOMING = {
+    "mappings": (
+        "Mappings",
+        "Map your store's fields to Klaviyo metrics, profiles and catalog fields, "
+        "with a live preview of the exact payload.",
+    ),
+    "uploads": ("Uploads", "Upload backfill CSVs of historical orders, events, profiles and catalog items."),
+    "runs": ("Runs", "Every sync run with its progress, throughput and errors."),
+    "lists": ("Lists", "Klaviyo lists, membership and email/SMS subscriptions."),
+    "schedules": ("Schedules", "Recurring syncs from feeds, and real-time ingest tokens."),
+}
+
+
+class UpcomingAreasController(Controller):
+    include_in_schema = False
+
+    @get(["/mappings", "/uploads", "/runs", "/lists", "/schedules"])
+    async def page(self, request: Request[Any, Any, Any]) -> Template:
+        area = request.url.path.strip("/")
+        title, blurb = UPCOMING[area]
+        return render(request, "areas/upcoming.html", area=area, title=title, blurb=blurb)

@@ -1,0 +1,34 @@
+"""Overview: connection, workers and queue at a glance, refreshing itself."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.response import Template
+
+from services.accounts import get_account
+from services.workers import worker_health
+from web.deps import Db, RedisDep, SettingsDep
+from web.templating import render
+
+
+class OverviewController(Controller):
+    include_in_schema = False
+
+    @get("/")
+    async def index(
+        self, request: Request[Any, Any, Any], db: Db, redis: RedisDep, settings: SettingsDep
+    ) -> Template:
+        return render(request, "overview/index.html", **await self._status(db, redis, settings))
+
+    @get("/overview/status")
+    async def status(
+        self, request: Request[Any, Any, Any], db: Db, redis: RedisDep, settings: SettingsDep
+    ) -> Template:
+        return render(
+            request, "overview/_status.html", area="overview", **await self._status(db, redis, settings)
+        )
+
+    async def _status(self, db: Db, redis: RedisDep, settings: SettingsDep) -> dict[str, Any]:
+        return {"account": await get_account(db), "health": await worker_health(redis, settings.queue_name)}

@@ -1,0 +1,74 @@
+"""Template engine setup and the one helper handlers use to render pages and partials."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from litestar import Request
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Template
+from litestar.template.config import TemplateConfig
+
+from web.security import current_user
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+NAV = [
+    ("overview", "Overview", "/"),
+    ("connection", "Connection", "/connection"),
+    ("mappings", "Mappings", "/mappings"),
+    ("uploads", "Uploads", "/uploads"),
+    ("runs", "Runs", "/runs"),
+    ("lists", "Lists", "/lists"),
+    ("schedules", "Schedules", "/schedules"),
+    ("users", "Users", "/users"),
+    ("audit", "Audit log", "/audit"),
+]
+
+
+def ago(value: datetime | None) -> str:
+    """'3 min ago' style relative time."""
+    if value is None:
+        return "never"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    seconds = int((datetime.now(UTC) - value).total_seconds())
+    if seconds < 5:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def when(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def number(value: int | float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+
+
+def _configure(engine: JinjaTemplateEngine) -> None:
+    engine.engine.filters.update(ago=ago, when=when, number=number)
+    engine.engine.globals.update(NAV=NAV)
+
+
+template_config = TemplateConfig(
+    directory=TEMPLATE_DIR, engine=JinjaTemplateEngine, engine_callback=_configure
+)
+
+
+def render(request: Request[Any, Any, Any], name: str, status_code: int = 200, **context: Any) -> Template:
+    """Render a template with the user and the active area filled in."""
+    context.setdefault("user", current_user(request))
+    context.setdefault("area", name.split("/", 1)[0])
+    return Template(template_name=name, context=context, status_code=status_code)

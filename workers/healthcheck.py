@@ -1,0 +1,28 @@
+"""`python -m workers.healthcheck`: exit 0 when this host's worker beat recently (compose healthcheck)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import redis
+
+from config.settings import get_settings
+from services.workers import HEARTBEAT_PREFIX
+
+
+def main() -> int:
+    client = redis.Redis.from_url(get_settings().redis_url, socket_connect_timeout=2)
+    try:
+        keys = list(client.scan_iter(match=f"{HEARTBEAT_PREFIX}{socket.gethostname()}:*"))
+    except (redis.RedisError, OSError) as exc:
+        print(f"unhealthy: redis unreachable: {exc}", file=sys.stderr)
+        return 1
+    if not keys:
+        print("unhealthy: no recent heartbeat from a worker on this host", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

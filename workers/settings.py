@@ -1,0 +1,57 @@
+"""arq WorkerSettings: the functions a worker runs and the clients it shares between jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import httpx
+import structlog
+from arq.connections import RedisSettings
+
+from config.logging import configure_logging
+from config.settings import get_settings
+from models.db import make_engine, make_sessionmaker
+from workers.check_connection import check_connection
+from workers.heartbeat import beat_forever
+
+log = structlog.get_logger(__name__)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    ctx["settings"] = settings
+    ctx["engine"] = make_engine(settings.database_url)
+    ctx["sessionmaker"] = make_sessionmaker(ctx["engine"])
+    ctx["http"] = httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=5.0),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+    )
+    ctx["heartbeat"] = asyncio.create_task(beat_forever(ctx["redis"], ctx))
+    log.info("worker started", database=settings.database_url.split("@")[-1])
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    task = ctx.get("heartbeat")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if "http" in ctx:
+        await ctx["http"].aclose()
+    if "engine" in ctx:
+        await ctx["engine"].dispose()
+
+
+class WorkerSettings:
+    functions = [check_connection]
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = RedisSettings.from_dsn(get_settings().redis_url)
+    queue_name = get_settings().queue_name
+    keep_result = 0  # the database, not arq's results, feeds the UI
+    max_jobs = 20
+    job_timeout = 3600
+    health_check_interval = 10
