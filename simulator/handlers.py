@@ -244,27 +244,40 @@ def create_event(req: Request) -> Response:
 def create_events_bulk(req: Request) -> Response:
     """POST /api/event-bulk-create-jobs: up to 1,000 events, validated whole; 202 with no body."""
     body = _body(req)
-    validate_shape("events_bulk", body)
+    try:
+        validate_shape("events_bulk", body)
+        shape_errors: list[dict[str, Any]] = []
+    except Problem as problem:
+        # Keep going: the data rules below still name every other bad item in the same answer.
+        shape_errors = problem.errors
     acct = _acct(req)
-    items = body["data"]["attributes"]["events-bulk-create"]["data"]
+    try:
+        items = body["data"]["attributes"]["events-bulk-create"]["data"]
+        total = sum(len(item["attributes"]["events"]["data"]) for item in items)
+    except (KeyError, TypeError):
+        raise Problem(400, shape_errors) from None
     base = "/data/attributes/events-bulk-create/data"
-    total = sum(len(item["attributes"]["events"]["data"]) for item in items)
     _too_many(total, 1000, base, "events")
     now = datetime.now(UTC)
     big = _big(req)
     problems: list[dict[str, Any]] = []
     named: list[tuple[str, str]] = []
     for i, item in enumerate(items):
-        attrs = item["attributes"]
-        prof = attrs["profile"]["data"]
         prof_ptr = f"{base}/{i}/attributes/profile/data"
-        for j, entry in enumerate(attrs["events"]["data"]):
-            ev = entry["attributes"]
-            ev_ptr = f"{base}/{i}/attributes/events/data/{j}/attributes"
-            problems.extend(_event_problems(acct, ev, prof, ev_ptr, prof_ptr, now, big))
-            named.append(
-                (ev["metric"]["data"]["attributes"]["name"], f"{ev_ptr}/metric/data/attributes/name")
-            )
+        try:
+            attrs = item["attributes"]
+            prof = attrs["profile"]["data"]
+            for j, entry in enumerate(attrs["events"]["data"]):
+                ev = entry["attributes"]
+                ev_ptr = f"{base}/{i}/attributes/events/data/{j}/attributes"
+                problems.extend(_event_problems(acct, ev, prof, ev_ptr, prof_ptr, now, big))
+                named.append(
+                    (ev["metric"]["data"]["attributes"]["name"], f"{ev_ptr}/metric/data/attributes/name")
+                )
+        except (KeyError, TypeError, AttributeError):
+            continue  # already reported by the shape check
+    if shape_errors:
+        raise Problem(400, shape_errors + problems)
     problems += _metric_problems(req, acct, named)
     if problems:
         raise Problem(400, problems)
