@@ -126,7 +126,8 @@ class KlaviyoClient:
         try:
             answer = await self._shared.http.request(
                 endpoint.method,
-                url,
+                # A shared pool may serve several accounts, so it has no base_url of its own.
+                url if url.startswith(("http://", "https://")) else self.base_url.rstrip("/") + url,
                 content=body,
                 params=params,
                 headers=self._headers(),

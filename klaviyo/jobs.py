@@ -10,7 +10,9 @@ from typing import Any
 
 from klaviyo.batching import RowRejection
 from klaviyo.client import KlaviyoClient
+from klaviyo.endpoints import BULK_PROFILES, Endpoint
 from klaviyo.errors import KlaviyoError, item_index
+from klaviyo.sender import BatchOutcome
 
 FINISHED = {"complete", "completed", "cancelled", "failed"}
 
@@ -101,3 +103,27 @@ async def wait_catalog_job(
     job = await wait_for_job(lambda: client.get_catalog_job(job_type, job_id), **poll)
     errors = (job.get("attributes") or {}).get("errors") or []
     return _result(job, _rejections(errors, row_refs))
+
+
+async def settle(
+    client: KlaviyoClient, endpoint: Endpoint, outcome: BatchOutcome, **poll: float
+) -> BatchOutcome:
+    """For asynchronous bulk jobs (profile import, catalog), wait for each job and move the rows it
+    refused from ``accepted`` to ``rejected``. Other endpoints are final at send time."""
+    if endpoint.job_type is None or not (
+        endpoint is BULK_PROFILES or endpoint.job_type.startswith("catalog-")
+    ):
+        return outcome
+    refused: list[RowRejection] = []
+    for job_id, rows in outcome.job_rows.items():
+        if endpoint is BULK_PROFILES:
+            result = await wait_profile_import(client, job_id, rows, **poll)
+        else:
+            result = await wait_catalog_job(client, endpoint.job_type, job_id, rows, **poll)
+        refused.extend(result.rejected)
+    if refused:
+        # One row can carry several errors; keep them all but drop the row from accepted once.
+        gone = {r.row_ref for r in refused}
+        outcome.accepted = [ref for ref in outcome.accepted if ref not in gone]
+        outcome.rejected.extend(refused)
+    return outcome

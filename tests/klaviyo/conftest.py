@@ -26,3 +26,41 @@ async def prefix(redis: Redis) -> AsyncIterator[str]:
     keys = [key async for key in redis.scan_iter(match=f"{value}:*")]
     if keys:
         await redis.delete(*keys)
+
+
+@pytest.fixture(scope="module")
+def sim_server():
+    """The Klaviyo simulator over real HTTP in a background thread, time-scaled 20x."""
+    from simulator.config import SimConfig
+    from simulator.server import SimulatorServer
+
+    server = SimulatorServer(SimConfig(time_scale=20, seed=7))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sim(sim_server):
+    """The shared simulator, emptied and without faults for this test."""
+    from simulator.config import Faults
+
+    sim_server.reset()
+    sim_server.config.faults = Faults()
+    sim_server.config.revoked_keys.clear()
+    sim_server.config.limits_enabled = True
+    yield sim_server
+    sim_server.config.faults = Faults()
+
+
+@pytest.fixture
+async def client(sim, redis, prefix):
+    """A client on the simulator, paced by a limiter with this test's own keys."""
+    from klaviyo.client import KlaviyoClient
+    from klaviyo.limiter import RateLimiter
+    from klaviyo.retry import RetryPolicy
+
+    limiter = RateLimiter(redis, prefix=prefix, time_scale=sim.config.time_scale)
+    policy = RetryPolicy(max_attempts=10, max_time=60, base=0.02, cap=0.5)
+    async with KlaviyoClient(sim.api_key, base_url=sim.base_url, limiter=limiter, retry=policy) as c:
+        yield c

@@ -71,7 +71,16 @@ async def test_steady_window_holds_and_is_used_fully(redis: Redis, prefix: str) 
 
 async def test_two_processes_share_the_windows(redis: Redis, prefix: str) -> None:
     start_at = time.time() + 1.5  # both processes start together after their imports
-    command = [sys.executable, "-m", "tests.klaviyo._limiter_worker", prefix, "150", "20", "60", str(start_at)]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.klaviyo._limiter_worker",
+        prefix,
+        "150",
+        "20",
+        "60",
+        str(start_at),
+    ]
     procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [await asyncio.to_thread(p.communicate, timeout=60) for p in procs]
     times = [t for out, _ in outputs for t in json.loads(out)]
@@ -101,7 +110,11 @@ async def test_a_429_pauses_every_worker(redis: Redis, prefix: str) -> None:
 
 async def test_zero_remaining_header_blocks_until_reset(redis: Redis, prefix: str) -> None:
     limiter = RateLimiter(redis, prefix=prefix, time_scale=20)
-    headers = {"ratelimit-limit": "10, 10;w=0.05, 150;w=3", "ratelimit-remaining": "0", "ratelimit-reset": "0.3"}
+    headers = {
+        "ratelimit-limit": "10, 10;w=0.05, 150;w=3",
+        "ratelimit-remaining": "0",
+        "ratelimit-reset": "0.3",
+    }
     await limiter.observe_headers("acct", RATE, headers)
     started = time.monotonic()
     await limiter.acquire("acct", RATE)

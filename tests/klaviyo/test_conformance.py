@@ -1,0 +1,219 @@
+"""Every request body the client can build validates against the klaviyo-api SDK's pydantic models."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import httpx
+import openapi_client.models as sdk
+import pytest
+
+from klaviyo import endpoints as ep
+from klaviyo.batching import batches
+from klaviyo.client import KlaviyoClient
+from klaviyo.serialization import loads
+
+# (method, path prefix) -> SDK model of the request body
+MODELS = {
+    ("POST", "/api/events"): sdk.EventCreateQueryV2,
+    ("POST", "/api/event-bulk-create-jobs"): sdk.EventsBulkCreateJob,
+    ("POST", "/api/profile-import"): sdk.ProfileUpsertQuery,
+    ("PATCH", "/api/profiles/"): sdk.ProfilePartialUpdateQuery,
+    ("POST", "/api/profile-bulk-import-jobs"): sdk.ProfileImportJobCreateQuery,
+    ("POST", "/api/lists/L1/relationships/profiles"): sdk.ListMembersAddQuery,
+    ("DELETE", "/api/lists/L1/relationships/profiles"): sdk.ListMembersDeleteQuery,
+    ("POST", "/api/lists"): sdk.ListCreateQuery,
+    ("PATCH", "/api/lists/"): sdk.ListPartialUpdateQuery,
+    ("POST", "/api/profile-subscription-bulk-create-jobs"): sdk.SubscriptionCreateJobCreateQuery,
+    ("POST", "/api/profile-subscription-bulk-delete-jobs"): sdk.SubscriptionDeleteJobCreateQuery,
+    ("POST", "/api/profile-suppression-bulk-create-jobs"): sdk.SuppressionCreateJobCreateQuery,
+    ("POST", "/api/catalog-item-bulk-create-jobs"): sdk.CatalogItemCreateJobCreateQuery,
+    ("POST", "/api/catalog-item-bulk-update-jobs"): sdk.CatalogItemUpdateJobCreateQuery,
+    ("POST", "/api/catalog-item-bulk-delete-jobs"): sdk.CatalogItemDeleteJobCreateQuery,
+    ("POST", "/api/catalog-variant-bulk-create-jobs"): sdk.CatalogVariantCreateJobCreateQuery,
+    ("POST", "/api/catalog-category-bulk-create-jobs"): sdk.CatalogCategoryCreateJobCreateQuery,
+}
+
+PROFILE = {"email": "ana@shop.test", "first_name": "Ana", "properties": {"Tier": "gold"}}
+EVENT_ITEM = {
+    "type": "event-bulk-create",
+    "attributes": {
+        "profile": {"data": {"type": "profile", "attributes": {"email": "ana@shop.test"}}},
+        "events": {
+            "data": [
+                {
+                    "type": "event",
+                    "attributes": {
+                        "properties": {"OrderId": "1001", "ItemNames": ["Mug"]},
+                        "time": "2024-05-01T10:00:00+02:00",
+                        "value": Decimal("19.90"),
+                        "value_currency": "EUR",
+                        "unique_id": "1001",
+                        "metric": {"data": {"type": "metric", "attributes": {"name": "Placed Order"}}},
+                    },
+                }
+            ]
+        },
+        "backfill": True,
+    },
+}
+CATALOG_ITEM = {
+    "type": "catalog-item",
+    "attributes": {
+        "external_id": "SKU-1",
+        "integration_type": "$custom",
+        "catalog_type": "$default",
+        "title": "Mug",
+        "description": "A mug",
+        "url": "https://shop.test/mug",
+        "price": 12.5,
+        "published": True,
+    },
+}
+VARIANT = {
+    "type": "catalog-variant",
+    "attributes": {
+        "external_id": "SKU-1-RED",
+        "catalog_type": "$default",
+        "integration_type": "$custom",
+        "title": "Red mug",
+        "description": "A red mug",
+        "sku": "SKU-1-RED",
+        "inventory_policy": 1,
+        "inventory_quantity": 5,
+        "price": 12.5,
+        "url": "https://shop.test/mug?c=red",
+    },
+    "relationships": {"item": {"data": {"type": "catalog-item", "id": "$custom:::$default:::SKU-1"}}},
+}
+CATEGORY = {
+    "type": "catalog-category",
+    "attributes": {
+        "external_id": "mugs",
+        "name": "Mugs",
+        "integration_type": "$custom",
+        "catalog_type": "$default",
+    },
+}
+SUBSCRIBER = {
+    "type": "profile",
+    "attributes": {
+        "email": "ana@shop.test",
+        "subscriptions": {
+            "email": {"marketing": {"consent": "SUBSCRIBED", "consented_at": "2024-01-01T00:00:00Z"}}
+        },
+    },
+}
+UNSUBSCRIBER = {
+    "type": "profile",
+    "attributes": {
+        "email": "ana@shop.test",
+        "subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}},
+    },
+}
+
+
+def model_for(method: str, path: str):
+    for (m, prefix), model in sorted(MODELS.items(), key=lambda kv: -len(kv[0][1])):
+        if m == method and (path == prefix or (prefix.endswith("/") and path.startswith(prefix))):
+            return model
+    return None
+
+
+@pytest.fixture
+async def recorded():
+    requests: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(202, json={"data": {"type": "job", "id": "J1", "attributes": {}}})
+
+    http = httpx.AsyncClient(base_url="http://klaviyo.test", transport=httpx.MockTransport(answer))
+    client = KlaviyoClient("pk_test_0123456789abcdef", base_url="http://klaviyo.test", http=http)
+    yield client, requests
+    await http.aclose()
+
+
+async def test_every_body_validates_against_the_sdk(recorded) -> None:
+    client, requests = recorded
+    await client.create_event(
+        {
+            "type": "event",
+            "attributes": EVENT_ITEM["attributes"]["events"]["data"][0]["attributes"]
+            | {"profile": EVENT_ITEM["attributes"]["profile"]},
+        }
+    )
+    await client.bulk_create_events([EVENT_ITEM])
+    await client.import_profile(PROFILE)
+    await client.update_profile("P1", {"first_name": None})
+    await client.bulk_import_profiles([{"type": "profile", "attributes": PROFILE}], list_ids=["L1"])
+    await client.create_list("VIP")
+    await client.rename_list("L1", "VIP customers")
+    await client.add_list_members("L1", ["P1", "P2"])
+    await client.remove_list_members("L1", ["P1"])
+    await client.subscribe_profiles(
+        [SUBSCRIBER], list_id="L1", historical_import=True, custom_source="backfill"
+    )
+    await client.unsubscribe_profiles([UNSUBSCRIBER], list_id="L1")
+    await client.suppress_profiles(["ana@shop.test"])
+    await client.create_catalog_items([CATALOG_ITEM])
+    await client.update_catalog_items(
+        [{"type": "catalog-item", "id": "$custom:::$default:::SKU-1", "attributes": {"title": "Big mug"}}]
+    )
+    await client.delete_catalog_items([{"type": "catalog-item", "id": "$custom:::$default:::SKU-1"}])
+    await client.create_catalog_variants([VARIANT])
+    await client.create_catalog_categories([CATEGORY])
+
+    assert len(requests) == 17
+    for request in requests:
+        model = model_for(request.method, request.url.path)
+        assert model is not None, f"no SDK model for {request.method} {request.url.path}"
+        document = loads(request.content)
+        model.from_dict(document)  # raises pydantic.ValidationError on a shape Klaviyo would refuse
+        assert request.headers["authorization"] == "Klaviyo-API-Key pk_test_0123456789abcdef"
+        assert request.headers["revision"] == "2026-10-15"
+        assert request.headers["content-type"] == "application/vnd.api+json"
+        assert request.headers["accept"] == "application/vnd.api+json"
+
+
+async def test_bodies_match_the_expected_documents(recorded) -> None:
+    client, requests = recorded
+    await client.subscribe_profiles([SUBSCRIBER], list_id="L1", historical_import=True)
+    await client.bulk_import_profiles([{"type": "profile", "attributes": PROFILE}], list_ids=["L1"])
+    sub, imp = (loads(r.content) for r in requests)
+    assert sub == {
+        "data": {
+            "type": "profile-subscription-bulk-create-job",
+            "attributes": {"historical_import": True, "profiles": {"data": [SUBSCRIBER]}},
+            "relationships": {"list": {"data": {"type": "list", "id": "L1"}}},
+        }
+    }
+    assert imp["data"]["relationships"] == {"lists": {"data": [{"type": "list", "id": "L1"}]}}
+    assert imp["data"]["attributes"]["profiles"]["data"][0]["attributes"] == PROFILE
+
+
+def test_batched_bodies_validate_for_every_bulk_endpoint() -> None:
+    samples = {
+        ep.BULK_EVENTS: (EVENT_ITEM, sdk.EventsBulkCreateJob),
+        ep.BULK_PROFILES: ({"type": "profile", "attributes": PROFILE}, sdk.ProfileImportJobCreateQuery),
+        ep.ADD_LIST_MEMBERS: ({"type": "profile", "id": "P1"}, sdk.ListMembersAddQuery),
+        ep.SUBSCRIBE: (SUBSCRIBER, sdk.SubscriptionCreateJobCreateQuery),
+        ep.UNSUBSCRIBE: (UNSUBSCRIBER, sdk.SubscriptionDeleteJobCreateQuery),
+        ep.SUPPRESS: (
+            {"type": "profile", "attributes": {"email": "a@shop.test"}},
+            sdk.SuppressionCreateJobCreateQuery,
+        ),
+        ep.CATALOG_ITEMS_CREATE: (CATALOG_ITEM, sdk.CatalogItemCreateJobCreateQuery),
+        ep.CATALOG_VARIANTS_CREATE: (VARIANT, sdk.CatalogVariantCreateJobCreateQuery),
+        ep.CATALOG_CATEGORIES_CREATE: (CATEGORY, sdk.CatalogCategoryCreateJobCreateQuery),
+    }
+    for endpoint, (item, model) in samples.items():
+        for batch in batches([(i, item) for i in range(1, 4)], endpoint):
+            model.from_dict(loads(endpoint.envelope_bytes(batch.items)))
+
+
+def test_repr_masks_the_key() -> None:
+    client = KlaviyoClient("pk_live_secret_abcdef123456", base_url="http://x")
+    assert "secret" not in repr(client) and "secret" not in str(client)
+    assert "3456" in repr(client)
+    assert "secret" not in repr(client.for_run("r1"))
