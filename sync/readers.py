@@ -21,6 +21,23 @@ import orjson
 from sync.issues import Issue, Severity
 
 SAMPLE_BYTES = 64 * 1024
+FALLBACK_ENCODING = "cp1252"
+# Single-byte code pages for other scripts, worth naming when charset-normalizer detects them.
+_OTHER_SCRIPTS = {
+    "cp1251": "Cyrillic",
+    "koi8_r": "Cyrillic",
+    "cp1253": "Greek",
+    "cp1254": "Turkish",
+    "cp1255": "Hebrew",
+    "cp1256": "Arabic",
+    "cp874": "Thai",
+    "shift_jis": "Japanese",
+    "cp932": "Japanese",
+    "gb2312": "Chinese",
+    "gb18030": "Chinese",
+    "big5": "Chinese",
+    "euc_kr": "Korean",
+}
 DEFAULT_MAX_CELL_BYTES = 32 * 1024 * 1024
 _DELIMITERS = ",;\t|"
 _MAGIC = {
@@ -91,15 +108,16 @@ def detect_encoding(path: str | os.PathLike[str]) -> tuple[str, str | None]:
         bad_offset = _first_invalid_utf8(handle)
     if bad_offset is None:
         return "utf-8", None
-    guess = charset_normalizer.from_bytes(head).best()
-    encoding = "cp1252"
-    if guess is not None and guess.encoding not in ("utf_8", "ascii", "cp1252", "latin_1", "iso8859_15"):
-        encoding = guess.encoding
     note = (
-        f"the file is not valid UTF-8 (first bad byte at offset {bad_offset}); it was read as {encoding}. "
-        "Check accented letters in the preview, or re-export the file as UTF-8"
+        f"the file is not valid UTF-8 (first bad byte at offset {bad_offset}); it was read as Windows-1252 "
+        "(Western European). Check accented letters in the preview, or re-export the file as UTF-8"
     )
-    return encoding, note
+    guess = charset_normalizer.from_bytes(head).best()
+    if guess is not None and guess.encoding in _OTHER_SCRIPTS:
+        note += (
+            f"; it may rather be {guess.encoding} ({_OTHER_SCRIPTS[guess.encoding]}): choose that encoding"
+        )
+    return FALLBACK_ENCODING, note
 
 
 def _first_invalid_utf8(handle: IO[bytes]) -> int | None:
@@ -168,7 +186,9 @@ class CsvReader:
         # csv's limit is process-wide; raising it only ever widens what every reader accepts.
         csv.field_size_limit(max(csv.field_size_limit(), max_cell_bytes))
         self.max_cell_bytes = max_cell_bytes
-        self._handle = open(self.path, encoding=encoding, newline="", errors="strict")  # noqa: SIM115
+        # cp1252 leaves five byte values undefined; replace them rather than fail half-way through.
+        errors = "replace" if encoding == FALLBACK_ENCODING else "strict"
+        self._handle = open(self.path, encoding=encoding, newline="", errors=errors)  # noqa: SIM115
         try:
             self.delimiter = delimiter or sniff_delimiter(self._handle.read(SAMPLE_BYTES))
             self._handle.seek(0)

@@ -50,7 +50,7 @@ def split(value: Any, separator: str = ",") -> list[str]:
 
 _SIMPLE_INT = re.compile(r"-?\d{1,18}")
 _SIMPLE_FLOAT = re.compile(r"-?\d+\.\d+")
-_CURRENCY_CODE = re.compile(r"^[A-Za-z]{3}\s*|\s*[A-Za-z]{3}$")
+_CURRENCY_CODE = re.compile(r"^[A-Z]{3}\s*|\s*[A-Z]{3}$")
 _CURRENCY_SYMBOLS = str.maketrans("", "", "$€£¥₹₩₽¢₺₫₱₪ \u00a0\u202f\u2009'’_")
 _NUMERIC_BODY = re.compile(r"\d[\d.,]*(?:[eE][+-]?\d+)?|[.,]\d+")
 
