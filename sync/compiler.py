@@ -203,14 +203,15 @@ def _compile_strict_field(rule: FieldRule, opts: MappingOptions) -> CompiledFiel
     skip = rule.skip_row_when_empty
     target = rule.target
 
-    def on_empty() -> Any:
+    def on_empty(value: Any) -> Any:
         if default is not None:
             return default
         if skip:
             raise SkipRow(column)
         if required:
             raise RuleError("required_missing", f"{target} is required but {column or 'the source'} is empty")
-        return EMPTY
+        # An empty cell may clear the field (profiles with clear_empty); a missing cell never does.
+        return DROPPED if value is None else EMPTY
 
     if len(steps) == 1:
         (only,) = steps
@@ -218,7 +219,7 @@ def _compile_strict_field(rule: FieldRule, opts: MappingOptions) -> CompiledFiel
         def read_one(row: Row, warnings: list[Issue]) -> Any:
             value = get(row)
             if value is None or value == "":
-                return on_empty()
+                return on_empty(value)
             return only(value, warnings)
 
         return CompiledField(target, column, read_one)
@@ -226,7 +227,7 @@ def _compile_strict_field(rule: FieldRule, opts: MappingOptions) -> CompiledFiel
     def read(row: Row, warnings: list[Issue]) -> Any:
         value = get(row)
         if value is None or value == "":
-            return on_empty()
+            return on_empty(value)
         for step in steps:
             value = step(value, warnings)
         return value
