@@ -111,10 +111,12 @@ async def send_items(
 ) -> AsyncIterator[BatchOutcome]:
     """Batch a run's items and send them, ``concurrency`` requests at a time; yields outcomes as they finish.
 
-    The first AccessDenied (or exhausted retry) cancels what is in flight and propagates.
+    On the first AccessDenied (or exhausted retry) no new batch starts; those in flight finish and are
+    yielded, then the error propagates. Unsent batches are simply not yielded: resume from the rows.
     """
     prefix, suffix = endpoint.envelope_parts(relationships, attributes)
     running: set[asyncio.Task[BatchOutcome]] = set()
+    failure: BaseException | None = None
     stream = iter_batches(
         items,
         endpoint,
@@ -133,11 +135,22 @@ async def send_items(
             if len(running) >= concurrency:
                 done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    yield task.result()
+                    if task.exception() is None:
+                        yield task.result()
+                    elif failure is None:
+                        failure = task.exception()
+                if failure is not None:
+                    break
+        # Let what is already in flight finish so every batch that landed is reported, then fail.
         while running:
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                yield task.result()
+                if task.exception() is None:
+                    yield task.result()
+                elif failure is None:
+                    failure = task.exception()
+        if failure is not None:
+            raise failure
     finally:
         for task in running:
             task.cancel()
