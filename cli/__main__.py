@@ -29,5 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     return dev()
 
 
+def run() -> int:
+    """main() with configuration errors shown as one clear line instead of a traceback."""
+    from config.settings import MissingSecretKeyError
+
+    try:
+        return main()
+    except MissingSecretKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

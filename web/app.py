@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             raise StartupError(f"Cannot reach the database: {exc}") from exc
         # Lazy clients: Redis being down must not stop the web app; pages say so instead.
         redis = ArqRedis.from_url(settings.redis_url, socket_connect_timeout=2)
+        redis.default_queue_name = settings.queue_name
         app.state.update(
             settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine), redis=redis, arq=redis
         )

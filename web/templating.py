@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from litestar import Request
+from litestar import MediaType, Request
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.template.config import TemplateConfig
@@ -71,4 +71,4 @@ def render(request: Request[Any, Any, Any], name: str, status_code: int = 200, *
     """Render a template with the user and the active area filled in."""
     context.setdefault("user", current_user(request))
     context.setdefault("area", name.split("/", 1)[0])
-    return Template(template_name=name, context=context, status_code=status_code)
+    return Template(template_name=name, context=context, status_code=status_code, media_type=MediaType.HTML)

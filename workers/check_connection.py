@@ -8,11 +8,13 @@ import structlog
 
 from klaviyo.client import KlaviyoClient
 from klaviyo.errors import AuthError, KlaviyoError, NetworkError, ScopeError
+from klaviyo.retry import RetryPolicy
 from models import Account, ConnectionStatus
 from models.base import utcnow
 from services.accounts import klaviyo_target
 
 log = structlog.get_logger(__name__)
+INTERACTIVE_RETRY = RetryPolicy(max_attempts=3, max_time=15.0, base=0.3, cap=2.0)
 
 
 def _explain(exc: KlaviyoError, base_url: str) -> str:
@@ -32,9 +34,13 @@ async def check_connection(ctx: dict[str, Any], account_id: int) -> dict[str, An
         account = await db.get(Account, account_id)
         if account is None:
             return {"status": "missing"}
+        target = None
         try:
             target = klaviyo_target(account, settings)
-            client = KlaviyoClient(target.api_key, base_url=target.base_url, http=ctx["http"])
+            # An operator is waiting on the page: a few quick tries, not the long backfill policy.
+            client = KlaviyoClient(
+                target.api_key, base_url=target.base_url, http=ctx["http"], retry=INTERACTIVE_RETRY
+            )
             data = await client.get_account()
             attrs = data.get("attributes", {})
             contact = attrs.get("contact_information", {})
@@ -47,7 +53,8 @@ async def check_connection(ctx: dict[str, Any], account_id: int) -> dict[str, An
             account.public_key = attrs.get("public_api_key") or account.public_key
             account.status, account.status_message = ConnectionStatus.OK, None
         except KlaviyoError as exc:
-            account.status, account.status_message = ConnectionStatus.FAILED, _explain(exc, target.base_url)
+            where = target.base_url if target else "?"
+            account.status, account.status_message = ConnectionStatus.FAILED, _explain(exc, where)
         except Exception as exc:  # a decrypt error or anything unexpected must still end "testing"
             account.status, account.status_message = ConnectionStatus.FAILED, str(exc)
         account.tested_at = utcnow()

@@ -20,9 +20,9 @@ log = structlog.get_logger(__name__)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    settings = get_settings()
+    # Tests hand the worker their own settings through ctx; a deployed worker reads the environment.
+    settings = ctx.setdefault("settings", get_settings())
     configure_logging(settings.log_level, settings.log_json)
-    ctx["settings"] = settings
     ctx["engine"] = make_engine(settings.database_url)
     ctx["sessionmaker"] = make_sessionmaker(ctx["engine"])
     ctx["http"] = httpx.AsyncClient(

@@ -54,3 +54,8 @@ async def test_overview_shows_workers_and_queue(client, as_role, redis_client, s
         await redis_client.zrem(settings.queue_name, "fake-job-for-depth")
     assert 'data-testid="queue-depth">1<' in page.text
     assert "alive" in page.text
+
+
+async def test_pages_are_served_as_html(client):
+    response = await client.get("/login", follow_redirects=True)
+    assert response.headers["content-type"].startswith("text/html")

@@ -64,7 +64,9 @@ class ConnectionController(Controller):
         account = await accounts.get_account(db)
         try:
             # One test per account at a time: a double click does not queue two.
-            await arq.enqueue_job("check_connection", account.id, _job_id=f"connection-test:{account.id}")
+            await arq.enqueue_job(
+                "check_connection", account.id, _job_id=f"{settings.queue_name}:connection-test:{account.id}"
+            )
             account.status, account.status_message = ConnectionStatus.TESTING, None
         except (RedisError, OSError) as exc:
             account.status = ConnectionStatus.FAILED
