@@ -148,6 +148,13 @@ class SimConfig:
             elif name == "seed":
                 self.seed = value
                 self.rng.seed(value)
+            elif name == "time_scale":
+                if float(value) <= 0:
+                    raise ValueError("time_scale must be > 0")
+                self.time_scale = float(value)
+            elif name == "metric_limit":
+                for account in self.accounts.values():
+                    account.metric_limit = int(value)
             elif name in _SIMPLE_FIELDS:
                 setattr(self, name, value)
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import threading
 import time
@@ -17,9 +18,14 @@ from simulator.config import SimConfig
 IDENTIFIERS = ("email", "phone_number", "external_id")
 
 
+_ID_PREFIX = "01" + base64.b32encode(os.urandom(5)).decode()[:8]
+_ID_COUNTER = itertools.count(1)
+
+
 def new_id() -> str:
-    """A 26-character ULID-like id, as Klaviyo uses for profiles, metrics and jobs."""
-    return "01" + base64.b32encode(os.urandom(15)).decode()[:24]
+    """A 26-character ULID-like id, as Klaviyo uses for profiles and jobs (unique per process)."""
+    # A counter behind a random prefix: ids must be unique and cheap (one per stored event).
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016d}"
 
 
 def new_list_id() -> str:

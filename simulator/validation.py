@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -183,8 +184,12 @@ def _find_long_string(value: Any) -> list[Any] | None:
     return None
 
 
+@lru_cache(maxsize=8192)
 def parse_time(value: str) -> datetime | None:
-    """Parse an ISO 8601 timestamp; naive times are UTC. None when unparseable."""
+    """Parse an ISO 8601 timestamp; naive times are UTC. None when unparseable.
+
+    Cached because a bulk request parses each time twice (validate, then store).
+    """
     try:
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError):
