@@ -21,8 +21,10 @@ target_metadata = SQLModel.metadata
 
 
 def _url() -> str:
-    return context.get_x_argument(as_dictionary=True).get("url") or config.attributes.get("url") or (
-        get_settings().database_url
+    return (
+        context.get_x_argument(as_dictionary=True).get("url")
+        or config.attributes.get("url")
+        or (get_settings().database_url)
     )
 
 

@@ -2,6 +2,25 @@
 
 from models.account import Account, ConnectionStatus
 from models.audit import AuditEvent
+from models.mapping import Mapping, MappingVersion
+from models.run import BatchStatus, RowError, RunSource, RunStatus, SyncBatch, SyncRun
+from models.upload import Upload, UploadStatus
 from models.user import Role, User
 
-__all__ = ["Account", "AuditEvent", "ConnectionStatus", "Role", "User"]
+__all__ = [
+    "Account",
+    "AuditEvent",
+    "BatchStatus",
+    "ConnectionStatus",
+    "Mapping",
+    "MappingVersion",
+    "Role",
+    "RowError",
+    "RunSource",
+    "RunStatus",
+    "SyncBatch",
+    "SyncRun",
+    "Upload",
+    "UploadStatus",
+    "User",
+]

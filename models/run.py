@@ -1,0 +1,137 @@
+"""Sync runs, the batches they are cut into, and per-row errors: the ledger of what reached Klaviyo."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from models.base import enum_field, json_field, timestamp_field
+
+
+class RunStatus(StrEnum):
+    DRAFT = "draft"
+    VALIDATING = "validating"
+    READY = "ready"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def active(self) -> bool:
+        return self in {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING}
+
+    @property
+    def finished(self) -> bool:
+        return self in {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
+
+
+class RunSource(StrEnum):
+    UPLOAD = "upload"
+    RETRY = "retry"
+    FEED = "feed"
+    INGEST = "ingest"
+
+
+class SyncRun(SQLModel, table=True):
+    __tablename__ = "sync_runs"
+    __table_args__ = (sa.Index("ix_sync_runs_status_id", "status", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32, index=True)  # the mapping's target kind
+    source: RunSource = enum_field(RunSource, RunSource.UPLOAD)
+    status: RunStatus = enum_field(RunStatus, RunStatus.DRAFT)
+    dry_run: bool = False
+    upload_id: int | None = Field(default=None, foreign_key="uploads.id", index=True)
+    mapping_version_id: int | None = Field(default=None, foreign_key="mapping_versions.id")
+    parent_run_id: int | None = Field(default=None, foreign_key="sync_runs.id")
+    # Rows to take from the source (retry runs); None means every row.
+    only_rows: list[int] | None = Field(default=None, sa_column=sa.Column(sa.JSON(), nullable=True))
+    options: dict[str, Any] = json_field()
+    # Progress, all derived from committed batches so a resumed run continues where the last stopped.
+    total_rows: int | None = None
+    rows_read: int = 0
+    rows_ok: int = 0
+    rows_failed: int = 0
+    rows_skipped: int = 0
+    items_sent: int = 0
+    requests: int = 0
+    http_429: int = 0
+    # Resume point: items with ordinal < next_ordinal are in committed batches; mapping errors of
+    # rows <= cursor_row are recorded.
+    next_ordinal: int = 0
+    cursor_row: int = 0
+    next_seq: int = 0
+    summary: dict[str, Any] = json_field()
+    error_message: str | None = None
+    # Only one worker drives a run: it holds the lease while it works.
+    lease_owner: str | None = Field(default=None, max_length=120)
+    lease_until: datetime | None = timestamp_field(nullable=True)
+    created_by: int | None = Field(default=None, foreign_key="users.id")
+    created_at: datetime = timestamp_field(index=True)
+    started_at: datetime | None = timestamp_field(nullable=True)
+    finished_at: datetime | None = timestamp_field(nullable=True)
+    updated_at: datetime = timestamp_field()
+
+
+class BatchStatus(StrEnum):
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class SyncBatch(SQLModel, table=True):
+    __tablename__ = "sync_batches"
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "seq"),
+        sa.Index("ix_sync_batches_run_status", "run_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="sync_runs.id")
+    seq: int
+    status: BatchStatus = enum_field(BatchStatus, BatchStatus.IN_FLIGHT)
+    # Item ordinals [first_ordinal, last_ordinal] in the run's deterministic item stream.
+    first_ordinal: int
+    last_ordinal: int
+    first_row: int
+    last_row: int
+    item_count: int = 0
+    body_bytes: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    attempts: int = 0
+    http_status: int | None = None
+    http_429: int = 0
+    job_id: str | None = Field(default=None, max_length=120)
+    duration_ms: int | None = None
+    created_at: datetime = timestamp_field()
+    sent_at: datetime | None = timestamp_field(nullable=True)
+
+
+class RowError(SQLModel, table=True):
+    __tablename__ = "row_errors"
+    __table_args__ = (
+        sa.Index("ix_row_errors_run_row", "run_id", "row_number"),
+        sa.Index("ix_row_errors_run_rule", "run_id", "rule"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="sync_runs.id")
+    row_number: int
+    severity: str = Field(default="error", max_length=8)  # error | warning
+    stage: str = Field(default="mapping", max_length=16)  # source | mapping | klaviyo
+    column: str | None = Field(default=None, max_length=200)
+    rule: str = Field(max_length=64)
+    message: str
+    values: dict[str, Any] = json_field()
+    batch_id: int | None = Field(default=None, foreign_key="sync_batches.id")
+    created_at: datetime = timestamp_field()
