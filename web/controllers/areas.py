@@ -25,7 +25,7 @@ UPCOMING = {
 class UpcomingAreasController(Controller):
     include_in_schema = False
 
-    @get(["/mappings", "/uploads", "/runs", "/lists", "/schedules"])
+    @get([f"/{area}" for area in UPCOMING])
     async def page(self, request: Request[Any, Any, Any]) -> Template:
         area = request.url.path.strip("/")
         title, blurb = UPCOMING[area]
