@@ -264,7 +264,9 @@ class SimulatorApp:
                 return 200, {"ok": True}
             if name == "events":
                 events = state.events(metric=req.arg("metric"), account_id=account_id)
-                return 200, {"count": len(events), "data": events}
+                offset = int(req.arg("offset") or 0)
+                limit = int(req.arg("limit") or len(events))
+                return 200, {"count": len(events), "data": events[offset : offset + limit]}
             if name == "profiles":
                 profiles = state.profiles(account_id)
                 email = req.arg("email")
@@ -302,6 +304,8 @@ class SimulatorApp:
             if name == "jobs/complete":
                 self.complete_jobs()
                 return 200, {"ok": True}
+            if name == "opt-ins/confirm":
+                return 200, {"confirmed": state.confirm_opt_ins(account_id)}
         raise Problem(404, [error(404, "not_found", f"No admin endpoint {req.method} {req.path}")])
 
     def reset(self, limits: bool = True) -> None:

@@ -352,6 +352,28 @@ class SimulatorState:
                 "suppressions": [dict(x) for a in accts for x in a.suppressions.values()],
             }
 
+    def confirm_opt_ins(self, account_id: str | None = None) -> int:
+        """Act as if every pending double opt-in was confirmed: subscribe and add to the list."""
+        with self.lock:
+            confirmed = 0
+            for acct in self._selected(account_id):
+                for pending in acct.pending_opt_ins:
+                    profile = acct.profiles.get(pending["profile_id"])
+                    if profile is None:
+                        continue
+                    profile.subscriptions.setdefault(pending["channel"], {})["marketing"] = {
+                        "consent": "SUBSCRIBED",
+                        "consented_at": now_iso(),
+                        "method": "DOUBLE_OPT_IN",
+                        "list_id": pending["list_id"],
+                    }
+                    klist = acct.lists.get(pending["list_id"] or "")
+                    if klist is not None:
+                        klist.members[profile.id] = None
+                    confirmed += 1
+                acct.pending_opt_ins.clear()
+            return confirmed
+
     def snapshot_stats(self) -> dict[str, Any]:
         """Counters as a JSON-ready dict."""
         with self.lock:

@@ -300,6 +300,12 @@ def test_single_and_double_opt_in(sim: SimulatorServer, client: httpx.Client) ->
     lists = {kl["name"]: kl["members"] for kl in sim.state.lists()}
     assert lists == {"Single": [s["id"]], "Double": []}
     assert [p["email"] for p in sim.state.consent()["pending_opt_ins"]] == ["d@shop.io"]
+    # the operator confirms by email (simulated through the admin API)
+    assert httpx.post(f"{sim.base_url}/__sim/opt-ins/confirm").json() == {"confirmed": 1}
+    assert (
+        sim.state.profile(email="d@shop.io")["subscriptions"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
+    )
+    assert {kl["name"]: kl["members"] for kl in sim.state.lists()}["Double"] == [d["id"]]
     # historical import needs consented_at in the past, and then skips double opt-in
     r = client.post(url, json=_subscribe(["h@shop.io"], double, historical=True))
     assert r.status_code == 400
