@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from simulator.ratelimit import Decision, RateLimiter, fmt_seconds
 from simulator.state import SimulatorState
 from simulator.validation import Problem, error
 
+log = logging.getLogger("simulator")
 JSON_API = b"application/vnd.api+json"
 # Only big writes store enough objects to be worth moving out of the collector's sight.
 GC_FREEZE_BYTES = 32 * 1024
@@ -176,6 +178,10 @@ class SimulatorApp:
                 gc.freeze()
         except Problem as problem:
             response = Response(problem.status, {"errors": problem.errors}, problem.headers)
+        except Exception:
+            # A simulator bug must look like a server error to the client, not crash the connection.
+            log.exception("simulator error on %s %s", req.method, req.path)
+            response = Response(500, {"errors": [error(500, "error", "Simulator internal error")]})
         response.headers = headers + response.headers
         ok = 200 <= response.status < 300
         if ok and faults.roll(config, config.faults.drop_after_commit_share):

@@ -158,6 +158,9 @@ def _metric_problems(req: Request, acct: AccountState, named: list[tuple[str, st
     new: set[str] = set()
     problems = []
     for name, ptr in named:
+        if not name.strip():
+            problems.append(invalid("Metric name must not be blank", ptr))
+            continue
         if name in acct.metrics or name in new:
             continue
         if len(new) >= room:
@@ -379,6 +382,8 @@ def update_profile(req: Request) -> Response:
     validate_shape("profile_update", body)
     assert req.state is not None
     acct = _acct(req)
+    if len(req.raw) > 100 * 1024:
+        raise Problem(400, [invalid("A profile may be at most 100 KB", "/data")])
     pid = req.params["id"]
     data = body["data"]
     if data["id"] != pid:
