@@ -194,9 +194,8 @@ def _compile_strict_field(rule: FieldRule, opts: MappingOptions) -> CompiledFiel
     if implicit is not None and not any(spec.op == implicit.op for spec in specs):
         specs.append(implicit)
     steps = [_compile_transform(spec, opts, column) for spec in specs]
-    if rule.target in _TEXT_TARGETS:
-        steps.append(_as_text)
-    elif rule.target == "value_currency":
+    text_target = rule.target in _TEXT_TARGETS
+    if rule.target == "value_currency":
         steps.append(_currency)
     default = rule.default
     required = rule.required
@@ -213,26 +212,76 @@ def _compile_strict_field(rule: FieldRule, opts: MappingOptions) -> CompiledFiel
         # An empty cell may clear the field (profiles with clear_empty); a missing cell never does.
         return DROPPED if value is None else EMPTY
 
-    if len(steps) == 1:
-        (only,) = steps
+    def finish(value: Any, warnings: list[Issue]) -> Any:
+        for step in steps:
+            value = step(value, warnings)
+        if text_target and type(value) is not str:
+            value = _as_text(value)
+        return value
 
-        def read_one(row: Row, warnings: list[Issue]) -> Any:
-            value = get(row)
-            if value is None or value == "":
-                return on_empty(value)
-            return only(value, warnings)
-
-        return CompiledField(target, column, read_one)
+    if isinstance(rule.source, ColumnSource):
+        return CompiledField(
+            target, column, _column_reader(rule.source.column, steps, text_target, on_empty, finish)
+        )
 
     def read(row: Row, warnings: list[Issue]) -> Any:
         value = get(row)
         if value is None or value == "":
             return on_empty(value)
-        for step in steps:
-            value = step(value, warnings)
-        return value
+        return finish(value, warnings)
 
     return CompiledField(target, column, read)
+
+
+def _column_reader(
+    name: str,
+    steps: list[Step],
+    text_target: bool,
+    on_empty: Callable[[Any], Any],
+    finish: Callable[[Any, list[Issue]], Any],
+) -> Reader:
+    """The hot path: most fields read one CSV column with zero or one transform, so those two
+    cases get a closure that does the lookup, trim, empty check and step without further calls."""
+    if not steps:
+
+        def read_plain(row: Row, warnings: list[Issue]) -> Any:
+            value = row.get(name)
+            if type(value) is str:
+                value = value.strip()
+                if value:
+                    return value
+                return on_empty(value)
+            if value is None:
+                return on_empty(value)
+            return _as_text(value) if text_target else value
+
+        return read_plain
+    if len(steps) == 1 and not text_target:
+        (only,) = steps
+
+        def read_one(row: Row, warnings: list[Issue]) -> Any:
+            value = row.get(name)
+            if type(value) is str:
+                value = value.strip()
+                if not value:
+                    return on_empty(value)
+            elif value is None:
+                return on_empty(value)
+            return only(value, warnings)
+
+        return read_one
+
+    def read_many(row: Row, warnings: list[Issue]) -> Any:
+        value = row.get(name)
+        if type(value) is str:
+            value = value.strip()
+            if not value:
+                return on_empty(value)
+        elif value is None:
+            return on_empty(value)
+        return finish(value, warnings)
+
+    return read_many
 
 
 # ---------------------------------------------------------------- sources
@@ -304,8 +353,17 @@ def _template_getter(parts: list[tuple[bool, str]]) -> Callable[[Row], Any]:
 # ---------------------------------------------------------------- transforms
 
 
-def _each(fn: Callable[[Any], Any]) -> Step:
-    """Apply a scalar transform to a value, or to each element of a list."""
+def _each(fn: Callable[..., Any], *args: Any) -> Step:
+    """Apply a scalar transform (with fixed extra arguments) to a value, or to each element of a list."""
+    if args:
+        (arg,) = args
+
+        def step_with_arg(value: Any, warnings: list[Issue]) -> Any:
+            if type(value) is list:
+                return [fn(item, arg) for item in value]
+            return fn(value, arg)
+
+        return step_with_arg
 
     def step(value: Any, warnings: list[Issue]) -> Any:
         if type(value) is list:
@@ -323,11 +381,9 @@ def _compile_transform(spec: Transform, opts: MappingOptions, column: str | None
     if isinstance(spec, Email):
         return _email_step(column)
     if isinstance(spec, NumberCast):
-        decimal = spec.decimal
-        return _each(lambda v: tf.to_number(v, decimal))
+        return _each(tf.to_number, spec.decimal)
     if isinstance(spec, IntegerCast):
-        int_decimal = spec.decimal
-        return _each(lambda v: tf.to_integer(v, int_decimal))
+        return _each(tf.to_integer, spec.decimal)
     if isinstance(spec, BooleanCast):
         return _each(tf.to_boolean)
     if isinstance(spec, Split):
@@ -336,8 +392,7 @@ def _compile_transform(spec: Transform, opts: MappingOptions, column: str | None
     if isinstance(spec, DateParse):
         return _date_step(spec, opts, column)
     if isinstance(spec, Phone):
-        region = spec.region or opts.default_phone_region
-        return _each(lambda v: tf.to_e164(v, region))
+        return _each(tf.to_e164, spec.region or opts.default_phone_region)
     if isinstance(spec, MapObjects):
         return _map_objects_step(spec)
     raise TypeError(f"unknown transform {spec!r}")  # pragma: no cover
@@ -400,8 +455,17 @@ def _date_step(spec: DateParse, opts: MappingOptions, column: str | None) -> Ste
         "date as midnight UTC, so date-triggered flows fire early or late: check the zone and hour"
     )
 
+    # Exports repeat timestamps (every line of an order, every row of a day), so remember recent ones.
+    memo: dict[Any, tuple[str, bool]] = {}
+
     def step(value: Any, warnings: list[Issue]) -> Any:
-        text, had_time = tf.parse_datetime(value, fmt, tz, dayfirst=dayfirst, date_only_hour=hour)
+        found = memo.get(value)
+        if found is None:
+            found = tf.parse_datetime(value, fmt, tz, dayfirst=dayfirst, date_only_hour=hour)
+            if len(memo) >= 4096:
+                memo.clear()
+            memo[value] = found
+        text, had_time = found
         if not had_time:
             warnings.append(warning("date_without_time", f"{column or 'value'} {note}", column))
         return text
@@ -409,7 +473,7 @@ def _date_step(spec: DateParse, opts: MappingOptions, column: str | None) -> Ste
     return step
 
 
-def _as_text(value: Any, warnings: list[Issue]) -> Any:
+def _as_text(value: Any) -> Any:
     if type(value) is str:
         return value
     if isinstance(value, float) and value.is_integer():

@@ -20,9 +20,15 @@ Number = int | float
 # ---------------------------------------------------------------- strings
 
 
+_INVISIBLE = "\u200b\ufeff\u2060"
+
+
 def trim(value: Any) -> str:
-    """Strip surrounding whitespace (including non-breaking spaces)."""
-    return str(value).strip().strip("\u00a0\u200b\ufeff").strip()
+    """Strip surrounding whitespace, non-breaking and zero-width spaces."""
+    text = str(value).strip()
+    if text and (text[0] in _INVISIBLE or text[-1] in _INVISIBLE):
+        text = text.strip(_INVISIBLE + " \t\r\n\u00a0")
+    return text
 
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
@@ -48,8 +54,7 @@ def split(value: Any, separator: str = ",") -> list[str]:
 
 # ---------------------------------------------------------------- numbers
 
-_SIMPLE_INT = re.compile(r"-?\d{1,18}")
-_SIMPLE_FLOAT = re.compile(r"-?\d+\.\d+")
+_SIMPLE_INT = re.compile(r"[-+]?\d{1,18}")
 _CURRENCY_CODE = re.compile(r"^[A-Z]{3}\s*|\s*[A-Z]{3}$")
 _CURRENCY_SYMBOLS = str.maketrans("", "", "$€£¥₹₩₽¢₺₫₱₪ \u00a0\u202f\u2009'’_")
 _NUMERIC_BODY = re.compile(r"\d[\d.,]*(?:[eE][+-]?\d+)?|[.,]\d+")
@@ -61,6 +66,28 @@ def to_number(value: Any, decimal: str = "auto") -> Number:
     ``decimal`` is "auto", "." or ",". In auto mode a lone comma followed by exactly three digits
     ("1,234") is read as a thousands separator, as US exports write it.
     """
+    if type(value) is not str:
+        return _number_from_object(value)
+    text = value.strip()
+    # Fast path: most cells are plain integers ("3") or decimals ("9.99"); float() parses in C.
+    if text.isascii() and text.isdigit():
+        return int(text)
+    if decimal != "," and text and text[-1].isdigit() and "_" not in text:
+        try:
+            number = float(text)
+        except ValueError:
+            pass
+        else:
+            if not math.isfinite(number):
+                raise RuleError("not_finite", f"{_show(value)} is too large to be a number")
+            if number.is_integer() and _SIMPLE_INT.fullmatch(text):
+                return int(text)
+            return number
+    return _parse_messy_number(text, value, decimal)
+
+
+def _number_from_object(value: Any) -> Number:
+    """Numbers that arrive typed (JSON sources, constants) rather than as text."""
     if isinstance(value, bool):
         raise RuleError("not_a_number", f"{value} is a boolean, not a number")
     if isinstance(value, int):
@@ -70,13 +97,7 @@ def to_number(value: Any, decimal: str = "auto") -> Number:
         if not math.isfinite(number):
             raise RuleError("not_finite", f"{value} is not a finite number")
         return int(value) if isinstance(value, Decimal) and value == value.to_integral_value() else number
-    text = str(value).strip()
-    # Fast path: most cells are plain integers or decimals.
-    if _SIMPLE_INT.fullmatch(text):
-        return int(text)
-    if decimal != "," and _SIMPLE_FLOAT.fullmatch(text):
-        return float(text)
-    return _parse_messy_number(text, value, decimal)
+    return to_number(str(value))
 
 
 def _parse_messy_number(text: str, original: Any, decimal: str) -> Number:
@@ -134,6 +155,8 @@ def _normalise_separators(text: str, decimal: str) -> str:
 
 def to_integer(value: Any, decimal: str = "auto") -> int:
     """Cast to an integer; refuse fractions such as 2.5 (2.0 is fine)."""
+    if type(value) is str and value.isascii() and value.isdigit():
+        return int(value)
     number = to_number(value, decimal)
     if isinstance(number, float):
         if not number.is_integer():
@@ -240,13 +263,13 @@ def _parse_moment(value: Any, fmt: str | None, dayfirst: bool) -> tuple[datetime
     text = trim(value)
     if fmt:
         return _parse_with_format(text, fmt)
+    if len(text) >= 10 and text[4] == "-":
+        try:
+            return datetime.fromisoformat(text), len(text) > 10  # ISO 8601, the common case, parsed in C
+        except ValueError:
+            pass
     if _NUMERIC.fullmatch(text):
         return _from_number(float(text), value, None)
-    try:
-        moment = datetime.fromisoformat(text)
-        return moment, len(text) > 10
-    except ValueError:
-        pass
     match = _SEPARATED.fullmatch(text)
     if match:
         return _from_separated(match, text, dayfirst)

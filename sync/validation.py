@@ -33,6 +33,9 @@ class EventChecks:
     def __init__(self, now: datetime | None = None, declared_nested: Iterable[str] = ()) -> None:
         moment = now or datetime.now(UTC)
         self.latest = moment + timedelta(days=365)
+        # Times from the date transform are "YYYY-MM-DDTHH:MM:SS+00:00", which compare as text.
+        self.earliest_text = TIME_MIN.isoformat()
+        self.latest_text = self.latest.replace(microsecond=0).isoformat()
         self.quiet_nested = _CONVENTIONAL_NESTED | frozenset(declared_nested)
 
     def check(self, item: dict[str, Any], errors: list[Issue], warnings: list[Issue]) -> None:
@@ -40,7 +43,12 @@ class EventChecks:
         attrs = item["attributes"]
         profile = attrs["profile"]["data"]["attributes"]
         event = attrs["events"]["data"][0]["attributes"]
-        if not any(profile.get(key) for key in PROFILE_IDENTIFIERS):
+        if not (
+            profile.get("email")
+            or profile.get("phone_number")
+            or profile.get("external_id")
+            or profile.get("id")
+        ):
             errors.append(
                 Issue(
                     "missing_profile_identifier",
@@ -52,7 +60,9 @@ class EventChecks:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             errors.append(Issue("value_not_numeric", f"value {value!r} must be a number, not text", "value"))
         time = event.get("time")
-        if time is not None:
+        if time is not None and not (
+            len(time) == 25 and time.endswith("+00:00") and self.earliest_text <= time <= self.latest_text
+        ):
             self._check_time(time, errors)
         properties = event["properties"]
         if len(properties) > MAX_PROPERTIES:
@@ -67,10 +77,13 @@ class EventChecks:
             if kind is str:
                 if len(prop) > MAX_STRING_BYTES // 4 and len(prop.encode()) > MAX_STRING_BYTES:
                     errors.append(_too_long(name, prop))
+            elif kind is list and all(type(element) is str and len(element) < 25_000 for element in prop):
+                continue  # a list of short strings (Categories, ItemNames): segmentable and small
             elif kind is dict or kind is list:
                 self._check_nested(name, prop, errors, warnings)
 
     def _check_time(self, time: str, errors: list[Issue]) -> None:
+        """Slow path: parse the time and compare it with Klaviyo's window."""
         moment = datetime.fromisoformat(time)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
