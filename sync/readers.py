@@ -9,7 +9,8 @@ from __future__ import annotations
 import codecs
 import csv
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -192,9 +193,9 @@ class CsvReader:
         try:
             self.delimiter = delimiter or sniff_delimiter(self._handle.read(SAMPLE_BYTES))
             self._handle.seek(0)
-            self._last_line = ""
+            self._last_line = self._read_last_line()
             self._records = -1  # the header is record 0, data rows count from 1
-            self._reader = csv.reader(self._lines(), delimiter=self.delimiter)
+            self._reader = csv.reader(self._handle, delimiter=self.delimiter)
             self.headers = self._read_header()
             self._pending = self._next_record()
             if self._pending is None:
@@ -204,10 +205,22 @@ class CsvReader:
             raise
         self._iterated = False
 
-    def _lines(self) -> Iterator[str]:
-        for line in self._handle:
-            self._last_line = line
-            yield line
+    def _read_last_line(self) -> str:
+        """The file's last physical line ("" when the file ends with a newline), to spot a cut-off file."""
+        with open(self.path, "rb") as raw:
+            head = raw.read(2)
+            size = raw.seek(0, os.SEEK_END)
+            start = max(0, size - SAMPLE_BYTES)
+            if self.encoding == "utf-16":
+                start += start % 2
+            raw.seek(start)
+            tail = raw.read()
+        if self.encoding == "utf-16":
+            codec = "utf-16-be" if head == codecs.BOM_UTF16_BE else "utf-16-le"
+            text = tail.decode(codec, errors="replace")
+        else:
+            text = tail.decode(self.encoding, errors="replace")
+        return re.split(r"\r\n|\n|\r", text)[-1]
 
     def _next_record(self) -> tuple[int, list[str]] | None:
         """The next non-blank record and its data row number, or None at the end."""
@@ -280,12 +293,12 @@ class CsvReader:
         record = self._pending
         while record is not None:
             number, cells = record
-            following = self._next_record()
             if len(cells) == width:
                 yield number, dict(zip(headers, cells, strict=True))
-            elif (
-                following is None and not self._last_line.endswith(("\n", "\r")) and self._is_truncated(cells)
-            ):
+                record = yield from self._well_formed_rows(headers, width)
+                continue
+            following = self._next_record()
+            if following is None and self._last_line and self._is_truncated(cells):
                 self.problems.append(
                     SourceProblem(
                         self.file,
@@ -322,6 +335,25 @@ class CsvReader:
                     )
                 )
             record = following
+
+    def _well_formed_rows(
+        self, headers: list[str], width: int
+    ) -> Generator[tuple[int, dict[str, str]], None, tuple[int, list[str]] | None]:
+        """Fast loop over rows with the right cell count; returns the first other record (None at the end)."""
+        try:
+            for cells in self._reader:
+                self._records += 1
+                if len(cells) == width:
+                    yield self._records, dict(zip(headers, cells, strict=False))
+                elif cells and any(cells):
+                    return self._records, cells
+        except csv.Error as exc:
+            raise self._csv_error(exc) from None
+        except UnicodeDecodeError as exc:
+            raise _fail(
+                self.file, "bad_encoding", f"cannot decode {self.file} as {self.encoding}: {exc}"
+            ) from None
+        return None
 
     def _is_truncated(self, cells: list[str]) -> bool:
         return len(cells) < len(self.headers) or self._last_line.count('"') % 2 == 1

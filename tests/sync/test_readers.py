@@ -278,3 +278,16 @@ def test_cp1252_undefined_bytes_do_not_crash(tmp_path: Path) -> None:
 def test_ndjson_file(tmp_path: Path) -> None:
     path = _write(tmp_path, b'{"a": 1}\n{"a": "\xc3\xa9"}\n', "feed.ndjson")
     assert list(read_ndjson_file(path)) == [(1, {"a": 1}), (2, {"a": "é"})]
+
+
+def test_short_last_row_in_a_complete_file_is_missing_cells_not_truncation(tmp_path: Path) -> None:
+    reader = read_csv(_write(tmp_path, b"Email,Note,Total\na@x.com,ok,1\nb@x.com,short\n"))
+    assert [row for _, row in reader][-1] == {"Email": "b@x.com", "Note": "short"}
+    assert [p.rule for p in reader.problems] == ["missing_cells"]
+
+
+def test_truncated_utf16_file(tmp_path: Path) -> None:
+    data = b"\xff\xfe" + 'Email,Note,Total\na@x.com,ok,1\nb@x.com,"cut'.encode("utf-16-le")
+    reader = read_csv(_write(tmp_path, data))
+    assert len(list(reader)) == 1
+    assert [p.rule for p in reader.problems] == ["truncated_row"]
