@@ -20,6 +20,7 @@ from simulator.state import (
     Job,
     KList,
     Profile,
+    finish_job,
     is_example,
     new_id,
     new_list_id,
@@ -463,6 +464,16 @@ def _new_job(req: Request, job_type: str, total: int) -> Job:
     )
 
 
+def _job_status(job: Job) -> str:
+    """The job's status; a job found complete is finished here so its effects and errors show."""
+    if job.done:
+        return "complete"
+    status = job.status(time.monotonic())
+    if status == "complete":
+        finish_job(job)
+    return status
+
+
 def _job_counts(job: Job, status: str) -> tuple[int, int]:
     if status != "complete":
         return 0, 0
@@ -472,7 +483,7 @@ def _job_counts(job: Job, status: str) -> tuple[int, int]:
 
 def profile_job_resource(req: Request, job: Job) -> dict[str, Any]:
     """The JSON:API resource of a profile bulk import job."""
-    status = "complete" if job.done else job.status(time.monotonic())
+    status = _job_status(job)
     completed, failed = _job_counts(job, status)
     return {
         "type": "profile-bulk-import-job",
@@ -586,7 +597,7 @@ def get_import_errors(req: Request) -> Response:
     job = _acct(req).profile_jobs.get(req.params["id"])
     if job is None:
         raise _not_found("Profile bulk import job", req.params["id"])
-    errors = job.errors if job.done else []
+    errors = job.errors if _job_status(job) == "complete" else []
     page, links = paginate(req, errors, 20, 100)
     data = [
         {
@@ -1015,7 +1026,7 @@ CATALOG_KEYS = {
 
 def catalog_job_resource(req: Request, kind: str, job: Job) -> dict[str, Any]:
     """The JSON:API resource of a catalog bulk job (errors filled once complete)."""
-    status = "complete" if job.done else job.status(time.monotonic())
+    status = _job_status(job)
     completed, failed = _job_counts(job, status)
     errors = [{k: v for k, v in e.items() if k != "_index"} for e in job.errors] if job.done else []
     return {
