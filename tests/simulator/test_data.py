@@ -224,13 +224,9 @@ def test_lists_pagination_and_daily_limit(sim: SimulatorServer, client: httpx.Cl
 
 def test_list_profile_count_has_its_own_low_limit(sim: SimulatorServer, client: httpx.Client) -> None:
     list_id = _new_list(client)
+    # Counting ran while limits were off, but this class has not been used yet.
     sim.config.limits_enabled = True
     sim.config.time_scale = 1
-    sim.reset()
-    sim.state.account("SBX000")  # state was reset; recreate the list directly
-    from simulator.state import KList
-
-    sim.state.account("SBX000").lists[list_id] = KList(list_id, "VIP", "single_opt_in", "t", "t")
     params = {"additional-fields[list]": "profile_count"}
     first = client.get(f"/api/lists/{list_id}", params=params)
     assert first.status_code == 200 and first.json()["data"]["attributes"]["profile_count"] == 0
