@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Mapping as RowMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sync import transforms as tf
@@ -117,6 +117,13 @@ class CompiledMapping:
     # row, because exports fill order columns on an order's first row only: (target, column) pairs.
     group_required: list[tuple[str, str | None]]
     group_skip: list[tuple[str, str | None]]
+    # (read, target, column) per field, and the marker meaning "leave the target out".
+    _plan: list[tuple[Reader, str, str | None]] = field(init=False)
+    _leave_out: tuple[Any, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._plan = [(f.read, f.target, f.column) for f in self.fields]
+        self._leave_out = (DROPPED,) if self.keep_empty else (DROPPED, EMPTY)
 
     def resolve(self, row: Row, errors: list[Issue], warnings: list[Issue]) -> dict[str, Any]:
         """Values by target; empty fields are left out (or EMPTY when the mapping clears them).
@@ -124,17 +131,15 @@ class CompiledMapping:
         Raises SkipRow when a skip-when-empty field is empty.
         """
         values: dict[str, Any] = {}
-        keep_empty = self.keep_empty
-        for field in self.fields:
+        leave_out = self._leave_out
+        for read, target, column in self._plan:
             try:
-                value = field.read(row, warnings)
+                value = read(row, warnings)
             except RuleError as exc:
-                errors.append(exc.to_issue(field.column))
+                errors.append(exc.to_issue(column))
                 continue
-            if value is DROPPED:
-                continue
-            if value is not EMPTY or keep_empty:
-                values[field.target] = value
+            if value not in leave_out:
+                values[target] = value
         return values
 
 
@@ -164,10 +169,12 @@ def compile_mapping(mapping: Mapping) -> CompiledMapping:
 
 
 def _compile_field(rule: FieldRule, opts: MappingOptions, soft_phone: bool = False) -> CompiledField:
-    field = _compile_strict_field(rule, opts)
+    compiled = _compile_strict_field(rule, opts)
     if soft_phone and rule.target == "phone_number":
-        return CompiledField(field.target, field.column, _drop_bad_phone(field.read, field.column))
-    return field
+        return CompiledField(
+            compiled.target, compiled.column, _drop_bad_phone(compiled.read, compiled.column)
+        )
+    return compiled
 
 
 def _drop_bad_phone(read: Reader, column: str | None) -> Reader:

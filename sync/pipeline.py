@@ -18,7 +18,7 @@ from sync.targets.catalog import CatalogBuilder
 from sync.targets.common import Item
 from sync.targets.events import EventBuilder
 from sync.targets.lists import ListMembershipBuilder
-from sync.targets.orders import ORDER_KEY, OrderBuilder
+from sync.targets.orders import ORDER_KEY, OrderBuilder, external_sort
 from sync.targets.profiles import ProfileBuilder
 from sync.targets.subscriptions import SubscriptionBuilder
 from sync.validation import (
@@ -86,9 +86,26 @@ class Pipeline:
             return [opts.order_metric] + ([opts.line_metric] if opts.line_metric else [])
         return []
 
-    def run(self, rows: Iterable[tuple[int, Row]]) -> Iterator[RowResult]:
-        """Yield one RowResult per row, or per order for order mappings."""
+    def order_key(self, row: Row) -> str | None:
+        """The order id of a raw row (for ``external_sort``); None when the row has none."""
+        for compiled in self.compiled.fields:
+            if compiled.target == ORDER_KEY:
+                try:
+                    value = compiled.read(row, [])
+                except (RuleError, SkipRow):
+                    return None
+                return value if isinstance(value, str) else None
+        return None
+
+    def run(self, rows: Iterable[tuple[int, Row]], *, sort_orders: bool = False) -> Iterator[RowResult]:
+        """Yield one RowResult per row, or per order for order mappings.
+
+        ``sort_orders`` first sorts an order file by order id with a bounded-memory external sort,
+        for exports whose line rows of one order are not adjacent.
+        """
         if self.order_builder is not None:
+            if sort_orders:
+                rows = external_sort(rows, self.order_key)
             yield from self._run_orders(rows, self.order_builder)
             return
         assert self.row_builder is not None
@@ -205,10 +222,14 @@ def _row_builder(mapping: Mapping) -> _RowBuilder:
 
 
 def run_pipeline(
-    mapping: Mapping, rows: Iterable[tuple[int, Row]], *, now: datetime | None = None
+    mapping: Mapping,
+    rows: Iterable[tuple[int, Row]],
+    *,
+    now: datetime | None = None,
+    sort_orders: bool = False,
 ) -> Iterator[RowResult]:
     """Map ``rows`` ((row_number, row dict) pairs) with ``mapping``; one RowResult per row or order."""
-    return Pipeline(mapping, now=now).run(rows)
+    return Pipeline(mapping, now=now).run(rows, sort_orders=sort_orders)
 
 
 # ---------------------------------------------------------------- dry run
@@ -287,6 +308,7 @@ def dry_run(
     preview_rows: int = 20,
     max_examples: int = 5,
     now: datetime | None = None,
+    sort_orders: bool = False,
 ) -> DryRunSummary:
     """Run the pipeline without sending: counts, errors grouped by rule with example rows, new metrics.
 
@@ -300,7 +322,7 @@ def dry_run(
         summary.mapping_issues.extend(limit_issues)
     else:
         summary.new_metrics = pipeline.metric_names()
-    for result in pipeline.run(rows):
+    for result in pipeline.run(rows, sort_orders=sort_orders):
         summary.rows += len(result.rows) or 1
         if result.skipped:
             summary.rows_skipped += 1

@@ -55,6 +55,7 @@ def split(value: Any, separator: str = ",") -> list[str]:
 # ---------------------------------------------------------------- numbers
 
 _SIMPLE_INT = re.compile(r"[-+]?\d{1,18}")
+_US_GROUPED = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")  # "1,299.00", as US exports write money
 _CURRENCY_CODE = re.compile(r"^[A-Z]{3}\s*|\s*[A-Z]{3}$")
 _CURRENCY_SYMBOLS = str.maketrans("", "", "$€£¥₹₩₽¢₺₫₱₪ \u00a0\u202f\u2009'’_")
 _NUMERIC_BODY = re.compile(r"\d[\d.,]*(?:[eE][+-]?\d+)?|[.,]\d+")
@@ -72,6 +73,8 @@ def to_number(value: Any, decimal: str = "auto") -> Number:
     # Fast path: most cells are plain integers ("3") or decimals ("9.99"); float() parses in C.
     if text.isascii() and text.isdigit():
         return int(text)
+    if decimal != "," and "," in text and _US_GROUPED.fullmatch(text):
+        return _plain_number(text.replace(",", ""))
     if decimal != "," and text and text[-1].isdigit() and "_" not in text:
         try:
             number = float(text)
@@ -84,6 +87,10 @@ def to_number(value: Any, decimal: str = "auto") -> Number:
                 return int(text)
             return number
     return _parse_messy_number(text, value, decimal)
+
+
+def _plain_number(text: str) -> Number:
+    return float(text) if "." in text else int(text)
 
 
 def _number_from_object(value: Any) -> Number:

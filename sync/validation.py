@@ -77,9 +77,13 @@ class EventChecks:
             if kind is str:
                 if len(prop) > MAX_STRING_BYTES // 4 and len(prop.encode()) > MAX_STRING_BYTES:
                     errors.append(_too_long(name, prop))
-            elif kind is list and all(type(element) is str and len(element) < 25_000 for element in prop):
-                continue  # a list of short strings (Categories, ItemNames): segmentable and small
-            elif kind is dict or kind is list:
+            elif kind is list:
+                for element in prop:
+                    if type(element) is not str or len(element) > 25_000:
+                        self._check_nested(name, prop, errors, warnings)
+                        break
+                # else: a list of short strings (Categories, ItemNames) is segmentable and small
+            elif kind is dict:
                 self._check_nested(name, prop, errors, warnings)
 
     def _check_time(self, time: str, errors: list[Issue]) -> None:

@@ -87,8 +87,9 @@ def _place(slots: list[tuple[str, tuple[str, ...]]], values: dict[str, Any]) -> 
         value = values.get(target, EMPTY)
         if value is EMPTY:
             continue
+        key = path[0]
         if len(path) == 1:
-            out[path[0]] = value
+            out[key] = value
         else:
             node = out
             for key in path[:-1]:

@@ -198,6 +198,12 @@ def test_external_sort_makes_orders_adjacent(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # temporary runs removed
 
 
+def test_pipeline_sorts_orders_when_asked() -> None:
+    rows = [(1, _row("B", "b1", first=True)), (2, _row("A", "a1", first=True)), (3, _row("B", "b2"))]
+    results = list(run_pipeline(_simple_mapping(), rows, sort_orders=True))
+    assert [(r.rows, r.ok) for r in results] == [((2,), True), ((1, 3), True)]
+
+
 def test_shopify_style_follow_up_skips_orders_without_the_date() -> None:
     mapping = _simple_mapping(order_metric="Fulfilled Order", line_metric=None)
     fields = [
