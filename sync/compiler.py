@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sync import transforms as tf
-from sync.issues import Issue, RuleError, SkipRow, warning
+from sync.issues import Issue, MappingError, RuleError, SkipRow, warning
 from sync.mapping import (
     BooleanCast,
     ColumnSource,
@@ -225,6 +225,13 @@ def _compile_strict_field(rule: FieldRule, opts: MappingOptions) -> CompiledFiel
         if text_target and type(value) is not str:
             value = _as_text(value)
         return value
+
+    if default is not None:
+        # A default is written like a cell ("2024-01-01", "1,5"), so clean it once, now.
+        try:
+            default = finish(default, [])
+        except RuleError as exc:
+            raise MappingError(f"the default for {target} is not usable: {exc.message}") from None
 
     if isinstance(rule.source, ColumnSource):
         return CompiledField(

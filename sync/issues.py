@@ -52,6 +52,10 @@ class RuleError(ValueError):
         return Issue(self.rule, self.message, self.column or column, "error")
 
 
+class MappingError(ValueError):
+    """The mapping itself cannot work (unknown target, unusable default, missing key field)."""
+
+
 class SkipRow(Exception):  # noqa: N818 - a control-flow signal, not an error
     """A field marked skip-when-empty was empty: the row produces no items and no error."""
 

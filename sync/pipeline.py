@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from sync.compiler import EMPTY, CompiledMapping, compile_mapping
 from sync.issues import Issue, RuleError, SkipRow
 from sync.mapping import Mapping, TargetKind
+from sync.readers import CsvReader
 from sync.targets.catalog import CatalogBuilder
 from sync.targets.common import Item
 from sync.targets.events import EventBuilder
@@ -312,7 +313,8 @@ def dry_run(
 ) -> DryRunSummary:
     """Run the pipeline without sending: counts, errors grouped by rule with example rows, new metrics.
 
-    ``source_problems`` are reader findings (e.g. ``CsvReader.issues()``) counted as rejected rows.
+    Reader findings count as rejected rows: a CsvReader passed as ``rows`` contributes its own
+    problems after it has been read; other sources may pass ``source_problems``.
     ``existing_metrics`` (the account's metric names) enables the new-metric and 200-metric checks.
     """
     pipeline = Pipeline(mapping, now=now)
@@ -337,7 +339,10 @@ def dry_run(
             _tally(summary.warnings, issue, issue.row or result.row_ref, max_examples)
         if len(summary.preview) < preview_rows:
             summary.preview.append(result)
-    for problem in source_problems:
+    problems = list(source_problems)
+    if isinstance(rows, CsvReader):
+        problems.extend(rows.issues())
+    for problem in problems:
         target = summary.errors if problem.severity == "error" else summary.warnings
         _tally(target, problem, problem.row or 0, max_examples)
         if problem.severity == "error" and problem.row is not None:

@@ -102,6 +102,13 @@ def detect_encoding(path: str | os.PathLike[str]) -> tuple[str, str | None]:
             if head.startswith(magic):
                 raise _fail(name, "binary_file", f"{Path(name).name} is not a CSV file: it looks like {what}")
         if b"\x00" in head:
+            if head[1::2].count(0) > len(head) // 3 or head[0::2].count(0) > len(head) // 3:
+                raise _fail(
+                    name,
+                    "binary_file",
+                    f"{Path(name).name} looks like UTF-16 text without a byte-order mark: "
+                    "save it again as CSV UTF-8",
+                )
             raise _fail(
                 name, "binary_file", f"{Path(name).name} contains NUL bytes: it is a binary file, not CSV"
             )

@@ -88,7 +88,11 @@ class EventChecks:
 
     def _check_time(self, time: str, errors: list[Issue]) -> None:
         """Slow path: parse the time and compare it with Klaviyo's window."""
-        moment = datetime.fromisoformat(time)
+        try:
+            moment = datetime.fromisoformat(time)
+        except (TypeError, ValueError):
+            errors.append(Issue("invalid_date", f"time {time!r} is not an ISO 8601 date-time", "time"))
+            return
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         if moment < TIME_MIN or moment > self.latest:

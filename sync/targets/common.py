@@ -10,12 +10,20 @@ from typing import Any
 import orjson
 
 from sync.compiler import EMPTY
+from sync.issues import MappingError
+
+__all__ = [
+    "Item",
+    "MappingError",
+    "assign",
+    "catalog_id",
+    "check_targets",
+    "present",
+    "row_hash",
+    "split_target",
+]
 
 Item = dict[str, Any]
-
-
-class MappingError(ValueError):
-    """The mapping itself cannot work (unknown target, missing key field): fix it before any row runs."""
 
 
 def split_target(target: str) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ class SubscriptionBuilder:
                     "a historical import needs consented_at (when the person gave consent) on every row",
                     "consented_at",
                 )
-            if datetime.fromisoformat(consented_at) > (now or datetime.now(UTC)):
+            if _parse_time(consented_at) > (now or datetime.now(UTC)):
                 raise RuleError(
                     "consented_at_future", f"consented_at {consented_at} is in the future", "consented_at"
                 )
@@ -63,3 +63,11 @@ class SubscriptionBuilder:
             attributes["phone_number"] = phone
         attributes["subscriptions"] = subscriptions
         return [{"type": "profile", "attributes": attributes}]
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise RuleError("invalid_date", f"consented_at {text!r} is not a date-time", "consented_at") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

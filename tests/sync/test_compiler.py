@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sync.compiler import EMPTY, compile_mapping
-from sync.issues import Issue, SkipRow
+from sync.issues import Issue, MappingError, SkipRow
 from sync.mapping import (
     ConstantSource,
     FieldRule,
@@ -179,3 +179,12 @@ def test_drop_invalid_phone_on_profiles() -> None:
     assert values == {"email": "a@b.co"}  # dropped, not cleared
     assert errors == []
     assert [w.rule for w in warnings] == ["phone_dropped"]
+
+
+def test_defaults_are_cleaned_like_cells_and_checked_early() -> None:
+    values, _, _ = _resolve(
+        [column("D", "time", default="2024-01-02 10:00"), column("V", "value", default="1,5")], {}
+    )
+    assert values == {"time": "2024-01-02T10:00:00+00:00", "value": 1.5}
+    with pytest.raises(MappingError):
+        _resolve([column("V", "value", default="lots")], {})

@@ -234,9 +234,16 @@ def test_problems_feed_the_dry_run(tmp_path: Path) -> None:
         fields=[column("Email", "email"), column("Total", "value")],
     )
     summary = dry_run(mapping, reader)
-    summary = dry_run(mapping, [], source_problems=reader.issues())
-    assert summary.rows_rejected == 1
+    assert (summary.rows, summary.rows_ok, summary.rows_rejected) == (2, 1, 1)
     assert summary.errors["extra_cells"].examples == [2]
+    again = dry_run(mapping, [], source_problems=reader.issues())
+    assert again.errors["extra_cells"].count == 1
+
+
+def test_utf16_without_bom_gets_a_hint(tmp_path: Path) -> None:
+    with pytest.raises(SourceError) as err:
+        read_csv(_write(tmp_path, "Email,Total\na@x.com,1\n".encode("utf-16-le")))
+    assert "UTF-16" in str(err.value)
 
 
 # ---------------------------------------------------------------- JSON
