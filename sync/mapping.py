@@ -188,6 +188,10 @@ class FieldRule(_Spec):
         return value
 
 
+def _email_only() -> list[Channel]:
+    return ["email"]
+
+
 class MappingOptions(_Spec):
     """Run-wide choices; per-field transforms may override the defaults."""
 
@@ -204,7 +208,7 @@ class MappingOptions(_Spec):
     order_metric: str = "Placed Order"
     line_metric: str | None = "Ordered Product"
     # Subscriptions: channels to subscribe and whether this is a historical import.
-    channels: list[Channel] = Field(default_factory=lambda: list[Channel](["email"]))
+    channels: list[Channel] = Field(default_factory=_email_only)
     historical_import: bool = False
     # Catalog: "create" items carry no id; "update" items carry the compound id.
     catalog_mode: Literal["create", "update"] = "create"
