@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     cookie_secure: bool = False
     login_max_failures: int = 5
     login_lockout_seconds: int = 300
+    # Workers: batches in flight per run, and how long a run's lease lasts without a renewal
+    # (a worker that dies is replaced after this long).
+    send_concurrency: int = Field(default=4, ge=1, le=32)
+    run_lease_seconds: float = Field(default=30.0, gt=0)
+    # Only for a time-scaled simulator (tests, benchmarks): the limiter's windows shrink alike.
+    klaviyo_time_scale: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _require_secret_outside_dev(self) -> Settings:

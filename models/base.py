@@ -43,3 +43,10 @@ def enum_field(enum_cls: type[Any], default: Any, *, index: bool = False) -> Any
             index=index,
         ),
     )
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without a zone; they are stored in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,8 +30,15 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://po
 REDIS_URL = os.environ["REDIS_URL"]
 ARTIFACTS = ROOT / "test-artifacts"
 
+from litestar import Litestar  # noqa: E402
+from litestar.testing import AsyncTestClient  # noqa: E402
+
 from config.settings import Settings  # noqa: E402
+from models import Role  # noqa: E402
+from models.db import make_engine, make_sessionmaker  # noqa: E402
 from tests.support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
+from tests.support.web import login, make_user  # noqa: E402
+from web.app import create_app  # noqa: E402
 
 
 def free_port() -> int:
@@ -128,3 +136,41 @@ async def redis_client() -> AsyncIterator[object]:
     client = Redis.from_url(REDIS_URL)
     yield client
     await client.aclose()
+
+
+# ---- web app fixtures (the real app on the session's PostgreSQL database and Redis)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Litestar:
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+async def sessionmaker(settings: Settings) -> AsyncIterator[Any]:
+    engine = make_engine(settings.database_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app) as test_client:
+        yield test_client
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def as_role(client: AsyncTestClient[Litestar], sessionmaker: Any) -> Any:
+    """Log the client in as a new user of the given role; returns the user."""
+
+    async def _as(role: Role) -> Any:
+        user = await make_user(sessionmaker, unique(role.value), role)
+        response = await login(client, user.username)
+        assert response.status_code == 302, response.text
+        return user
+
+    return _as

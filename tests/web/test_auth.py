@@ -12,10 +12,9 @@ from sqlmodel import select
 from config.settings import Settings
 from models import AuditEvent, Role, User
 from models.db import make_engine, make_sessionmaker
-from tests.conftest import TEST_DATABASE_URL
+from tests.conftest import TEST_DATABASE_URL, unique
 from tests.support.databases import acreate_postgres_database, adrop_postgres_database
 from tests.support.web import csrf, login, make_user, post_form
-from tests.web.conftest import unique
 from web.app import create_app
 
 

@@ -7,8 +7,8 @@ import re
 from sqlmodel import select
 
 from models import Role, User
+from tests.conftest import unique
 from tests.support.web import post_form
-from tests.web.conftest import unique
 
 
 async def test_admin_adds_an_operator_and_it_is_audited(client, as_role, sessionmaker):

@@ -7,8 +7,8 @@ from litestar.testing import AsyncTestClient
 from sqlmodel import select
 
 from models import Account, Role
+from tests.conftest import unique
 from tests.support.web import login, make_user, post_form
-from tests.web.conftest import unique
 from web.app import create_app
 
 

@@ -1,0 +1,260 @@
+"""Sync runs: start, pause, resume, cancel, retry failed rows, and read progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from arq.connections import ArqRedis
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models import (
+    Mapping,
+    MappingVersion,
+    RowError,
+    RunSource,
+    RunStatus,
+    SyncBatch,
+    SyncRun,
+    Upload,
+    UploadStatus,
+    User,
+)
+from models.base import aware, utcnow
+
+SEND_RUN = "send_run"
+# Targets the run machinery sends today; the others arrive with their issues.
+SENDABLE_KINDS = {"event", "order"}
+
+
+class RunError(ValueError):
+    """A run that cannot be started or changed, with the reason for the operator."""
+
+
+def job_id(queue_name: str, run: SyncRun, reason: str) -> str:
+    """Deterministic arq job id: the same request to run from the same point is queued once."""
+    return f"{queue_name}:run:{run.id}:{reason}:{run.next_seq}"
+
+
+async def enqueue(arq: ArqRedis, queue_name: str, run: SyncRun, reason: str) -> None:
+    await arq.enqueue_job(SEND_RUN, run.id, _job_id=job_id(queue_name, run, reason))
+
+
+async def create_run(
+    db: AsyncSession,
+    *,
+    upload_id: int,
+    mapping_id: int,
+    dry_run: bool,
+    backfill: bool,
+    user: User | None,
+) -> SyncRun:
+    """A queued run of an upload through the mapping's current version."""
+    upload = await db.get(Upload, upload_id)
+    if upload is None:
+        raise RunError(f"Upload #{upload_id} does not exist.")
+    if upload.status != UploadStatus.READY:
+        raise RunError(f"Upload #{upload_id} is {upload.status.value}; only a checked, ready file can run.")
+    mapping = await db.get(Mapping, mapping_id)
+    if mapping is None or mapping.deleted:
+        raise RunError(f"Mapping #{mapping_id} does not exist.")
+    if not dry_run and mapping.target_kind not in SENDABLE_KINDS:
+        raise RunError(f"Sending {mapping.target_kind} mappings is not available yet; a dry run is.")
+    version = (
+        await db.exec(
+            select(MappingVersion).where(
+                MappingVersion.mapping_id == mapping.id, MappingVersion.version == mapping.current_version
+            )
+        )
+    ).one()
+    run = SyncRun(
+        kind=mapping.target_kind,
+        source=RunSource.UPLOAD,
+        status=RunStatus.QUEUED,
+        dry_run=dry_run,
+        upload_id=upload.id,
+        mapping_version_id=version.id,
+        options={"backfill": backfill},
+        total_rows=upload.row_count,
+        created_by=user.id if user else None,
+    )
+    db.add(run)
+    await db.flush()
+    return run
+
+
+async def failed_rows(db: AsyncSession, run_id: int) -> list[int]:
+    """Distinct source rows of a run that ended in an error (not warnings)."""
+    query = (
+        select(RowError.row_number)
+        .where(RowError.run_id == run_id, RowError.severity == "error", RowError.row_number > 0)
+        .distinct()
+        .order_by(RowError.row_number)
+    )
+    return list((await db.exec(query)).all())
+
+
+async def retry_failed(db: AsyncSession, parent: SyncRun, user: User | None) -> SyncRun:
+    """A new run over exactly the failed rows, through the mapping's current version."""
+    if not parent.status.finished:
+        raise RunError("Wait until the run has finished before retrying its failed rows.")
+    rows = await failed_rows(db, parent.id or 0)
+    if not rows:
+        raise RunError("This run has no failed rows to retry.")
+    version = await db.get(MappingVersion, parent.mapping_version_id)
+    assert version is not None
+    mapping = await db.get(Mapping, version.mapping_id)
+    assert mapping is not None
+    current = (
+        await db.exec(
+            select(MappingVersion).where(
+                MappingVersion.mapping_id == mapping.id, MappingVersion.version == mapping.current_version
+            )
+        )
+    ).one()
+    run = SyncRun(
+        kind=parent.kind,
+        source=RunSource.RETRY,
+        status=RunStatus.QUEUED,
+        dry_run=False,
+        upload_id=parent.upload_id,
+        mapping_version_id=current.id,
+        parent_run_id=parent.id,
+        only_rows=rows,
+        options=dict(parent.options),
+        total_rows=len(rows),
+        created_by=user.id if user else None,
+    )
+    db.add(run)
+    await db.flush()
+    return run
+
+
+async def request_pause(db: AsyncSession, run: SyncRun) -> None:
+    """Ask the worker to stop after the batches in flight; a queued run pauses at once."""
+    await _transition(db, run, {RunStatus.QUEUED: RunStatus.PAUSED, RunStatus.RUNNING: RunStatus.PAUSING})
+
+
+async def request_cancel(db: AsyncSession, run: SyncRun) -> None:
+    """Stop for good after the batches in flight (what was sent stays sent)."""
+    await _transition(
+        db,
+        run,
+        {
+            RunStatus.QUEUED: RunStatus.CANCELLED,
+            RunStatus.PAUSED: RunStatus.CANCELLED,
+            RunStatus.FAILED: RunStatus.CANCELLED,
+            RunStatus.RUNNING: RunStatus.CANCELLING,
+            RunStatus.PAUSING: RunStatus.CANCELLING,
+        },
+    )
+
+
+async def resume(db: AsyncSession, run: SyncRun) -> None:
+    """Queue a paused or failed run again; it continues from its last committed batch."""
+    await _transition(db, run, {RunStatus.PAUSED: RunStatus.QUEUED, RunStatus.FAILED: RunStatus.QUEUED})
+    run.error_message = None
+    run.finished_at = None
+
+
+async def _transition(db: AsyncSession, run: SyncRun, moves: dict[RunStatus, RunStatus]) -> None:
+    # Conditional UPDATE: the worker may change the status at the same moment; the database decides.
+    target = moves.get(run.status)
+    if target is None:
+        raise RunError(f"A {run.status.value} run cannot do that.")
+    result = await db.exec(  # type: ignore[call-overload]
+        update(SyncRun)
+        .where(col(SyncRun.id) == run.id, col(SyncRun.status) == run.status)
+        .values(status=target, updated_at=utcnow(), finished_at=utcnow() if target.finished else None)
+    )
+    if result.rowcount != 1:
+        await db.refresh(run)
+        raise RunError(f"The run changed to {run.status.value} meanwhile; look again.")
+    await db.refresh(run)
+
+
+@dataclass
+class Progress:
+    """What the run page's status partial shows."""
+
+    percent: float
+    rows_done: int
+    total: int | None
+    items_per_s: float
+    eta_s: float | None
+    elapsed_s: float
+
+
+def progress(run: SyncRun, now: datetime | None = None) -> Progress:
+    """Percent, throughput and ETA from the run's committed counters."""
+    now = now or utcnow()
+    total = run.total_rows
+    done = min(run.rows_read, total) if total else run.rows_read
+    started = aware(run.started_at)
+    end = aware(run.finished_at) or now
+    elapsed = max((end - started).total_seconds(), 0.001) if started else 0.0
+    rate = (run.items_sent if not run.dry_run else run.rows_read) / elapsed if elapsed else 0.0
+    row_rate = done / elapsed if elapsed else 0.0
+    eta = (total - done) / row_rate if total and row_rate and not run.status.finished else None
+    percent = 100.0 if run.status == RunStatus.COMPLETED else (100.0 * done / total if total else 0.0)
+    return Progress(round(percent, 1), done, total, rate, eta, elapsed)
+
+
+async def list_runs(
+    db: AsyncSession,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[SyncRun]:
+    """Newest first, keyset-paginated by id."""
+    query = select(SyncRun).order_by(col(SyncRun.id).desc()).limit(limit)
+    if status:
+        query = query.where(SyncRun.status == RunStatus(status))
+    if kind:
+        query = query.where(SyncRun.kind == kind)
+    if before_id:
+        query = query.where(col(SyncRun.id) < before_id)
+    return list((await db.exec(query)).all())
+
+
+async def errors_by_rule(db: AsyncSession, run_id: int) -> list[dict[str, Any]]:
+    """Errors and warnings grouped by rule, with a count and a few example rows."""
+    query = (
+        select(RowError.severity, RowError.stage, RowError.rule, func.count(), func.min(RowError.message))
+        .where(RowError.run_id == run_id)
+        .group_by(RowError.severity, RowError.stage, RowError.rule)
+        .order_by(func.count().desc())
+    )
+    groups = []
+    for severity, stage, rule, count, message in (await db.exec(query)).all():
+        examples = (
+            await db.exec(
+                select(RowError.row_number)
+                .where(RowError.run_id == run_id, RowError.rule == rule, RowError.stage == stage)
+                .order_by(RowError.row_number)
+                .limit(5)
+            )
+        ).all()
+        groups.append(
+            {
+                "severity": severity,
+                "stage": stage,
+                "rule": rule,
+                "count": count,
+                "message": message,
+                "examples": list(examples),
+            }
+        )
+    return groups
+
+
+async def recent_batches(db: AsyncSession, run_id: int, limit: int = 20) -> list[SyncBatch]:
+    query = (
+        select(SyncBatch).where(SyncBatch.run_id == run_id).order_by(col(SyncBatch.seq).desc()).limit(limit)
+    )
+    return list((await db.exec(query)).all())

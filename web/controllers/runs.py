@@ -1,0 +1,166 @@
+"""Runs: start (from an upload and a mapping), watch live, pause, resume, cancel, retry failed rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Stream, Template
+from redis.exceptions import RedisError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models import Mapping, MappingVersion, SyncRun, Upload, User
+from services import audit, runs
+from services.error_export import error_csv
+from web.deps import ArqDep, Db, SettingsDep
+from web.security import current_user
+from web.templating import render
+
+PAGE_SIZE = 50
+
+
+async def _load(db: AsyncSession, run_id: int) -> SyncRun:
+    run = await db.get(SyncRun, run_id)
+    if run is None:
+        raise NotFoundException()
+    return run
+
+
+def _go(request: Request[Any, Any, Any], url: str) -> Response[Any]:
+    # htmx follows HX-Redirect with a full page load; a plain form follows the 303.
+    if request.headers.get("hx-request") == "true":
+        return Response(content="", headers={"HX-Redirect": url})
+    return Redirect(url, status_code=303)
+
+
+class RunsController(Controller):
+    path = "/runs"
+    include_in_schema = False
+
+    @get("/")
+    async def index(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        status: FromQuery[str | None] = None,
+        kind: FromQuery[str | None] = None,
+        before: FromQuery[int | None] = None,
+    ) -> Template:
+        items = await runs.list_runs(
+            db, status=status or None, kind=kind or None, before_id=before, limit=PAGE_SIZE
+        )
+        more = items[-1].id if len(items) == PAGE_SIZE else None
+        name = "runs/_rows.html" if request.headers.get("hx-request") == "true" else "runs/index.html"
+        return render(
+            request,
+            name,
+            area="runs",
+            runs=items,
+            more=more,
+            status=status or "",
+            kind=kind or "",
+            progress=runs.progress,
+        )
+
+    @post("/")
+    async def start(self, request: Request[Any, Any, Any], db: Db, arq: ArqDep, settings: SettingsDep) -> Any:
+        form = await request.form()
+        try:
+            run = await runs.create_run(
+                db,
+                upload_id=int(form.get("upload_id") or 0),
+                mapping_id=int(form.get("mapping_id") or 0),
+                dry_run=form.get("dry_run") == "1",
+                backfill=form.get("backfill") == "1",
+                user=current_user(request),
+            )
+        except (runs.RunError, ValueError) as exc:
+            return render(
+                request, "errors/_message.html", 400, title="Cannot start the run", message=str(exc)
+            )
+        audit.record(
+            db, request, "run.start", target=f"run #{run.id}", dry_run=run.dry_run, upload=run.upload_id
+        )
+        await db.commit()
+        await runs.enqueue(arq, settings.queue_name, run, "start")
+        return _go(request, f"/runs/{run.id}")
+
+    @get("/{run_id:int}")
+    async def detail(self, request: Request[Any, Any, Any], db: Db, run_id: FromPath[int]) -> Template:
+        run = await _load(db, run_id)
+        version = await db.get(MappingVersion, run.mapping_version_id) if run.mapping_version_id else None
+        mapping = await db.get(Mapping, version.mapping_id) if version else None
+        upload = await db.get(Upload, run.upload_id) if run.upload_id else None
+        starter = await db.get(User, run.created_by) if run.created_by else None
+        return render(
+            request,
+            "runs/detail.html",
+            area="runs",
+            run=run,
+            p=runs.progress(run),
+            version=version,
+            mapping=mapping,
+            upload=upload,
+            starter=starter,
+            groups=await runs.errors_by_rule(db, run_id),
+            batches=await runs.recent_batches(db, run_id),
+        )
+
+    @get("/{run_id:int}/status")
+    async def status(self, request: Request[Any, Any, Any], db: Db, run_id: FromPath[int]) -> Template:
+        run = await _load(db, run_id)
+        return render(request, "runs/_status.html", area="runs", run=run, p=runs.progress(run))
+
+    @post("/{run_id:int}/{action:str}")
+    async def act(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        arq: ArqDep,
+        settings: SettingsDep,
+        run_id: FromPath[int],
+        action: FromPath[str],
+    ) -> Any:
+        run = await _load(db, run_id)
+        moves = {"pause": runs.request_pause, "cancel": runs.request_cancel, "resume": runs.resume}
+        try:
+            if action == "retry":
+                retry = await runs.retry_failed(db, run, current_user(request))
+                audit.record(db, request, "run.retry", target=f"run #{retry.id}", parent=run.id)
+                await db.commit()
+                await runs.enqueue(arq, settings.queue_name, retry, "start")
+                return _go(request, f"/runs/{retry.id}")
+            if action not in moves:
+                raise NotFoundException()
+            await moves[action](db, run)
+            audit.record(db, request, f"run.{action}", target=f"run #{run.id}")
+            await db.commit()
+            if action == "resume":
+                await runs.enqueue(arq, settings.queue_name, run, "resume")
+        except runs.RunError as exc:
+            return render(
+                request, "runs/_status.html", 409, area="runs", run=run, p=runs.progress(run), error=str(exc)
+            )
+        except RedisError as exc:
+            return render(
+                request,
+                "runs/_status.html",
+                503,
+                area="runs",
+                run=run,
+                p=runs.progress(run),
+                error=f"Saved, but the job could not be queued: Redis is unreachable ({exc}).",
+            )
+        return render(request, "runs/_status.html", area="runs", run=run, p=runs.progress(run))
+
+    @get("/{run_id:int}/errors.csv")
+    async def errors(self, db: Db, state: State, run_id: FromPath[int]) -> Stream:
+        await _load(db, run_id)
+        return Stream(
+            error_csv(state.sessionmaker, run_id),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="run-{run_id}-errors.csv"'},
+        )

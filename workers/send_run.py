@@ -1,0 +1,495 @@
+"""Job: stream a run's source through its mapping and send the items to Klaviyo, batch by batch.
+
+The database is the ledger. Every item gets an ordinal in the run's deterministic item stream;
+a batch's ordinal range is committed (status in_flight) before it is sent, and marked sent with
+its outcome after. A worker that dies leaves in_flight batches; whoever takes the run over
+rebuilds exactly those items from the source and sends them again (Klaviyo drops the repeats by
+unique_id), then continues after the last committed batch. So no row is lost and none is stored
+twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import or_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from klaviyo import endpoints as ep
+from klaviyo.batching import Batch, Batcher, RowRejection, batches
+from klaviyo.client import KlaviyoClient
+from klaviyo.errors import AccessDenied, KlaviyoError
+from klaviyo.limiter import RateLimiter
+from klaviyo.sender import BatchOutcome, send_batch
+from models import (
+    BatchStatus,
+    MappingVersion,
+    RowError,
+    RunStatus,
+    SyncBatch,
+    SyncRun,
+    Upload,
+)
+from models.base import utcnow
+from services.accounts import get_account, klaviyo_target
+from sync.issues import Issue
+from sync.mapping import Mapping as MappingSpec
+from sync.pipeline import Pipeline
+from sync.readers import CsvReader, SourceError
+from workers.heartbeat import worker_name
+
+log = structlog.get_logger(__name__)
+WORKING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING)
+ROW_CACHE = 20_000  # source rows kept in memory to attach their values to errors
+
+
+class StopRun(Exception):
+    """The run must end now with this status and message."""
+
+    def __init__(self, status: RunStatus, message: str | None = None) -> None:
+        super().__init__(message or status.value)
+        self.status = status
+        self.message = message
+
+
+def _endpoint_for(kind: str) -> ep.Endpoint:
+    if kind in ("event", "order"):
+        return ep.BULK_EVENTS
+    raise StopRun(RunStatus.FAILED, f"Sending {kind} mappings is not available yet.")
+
+
+def _column_of(pointer: str | None) -> str | None:
+    if not pointer:
+        return None
+    last = pointer.rstrip("/").rsplit("/", 1)[-1]
+    return None if last.isdigit() else last
+
+
+@dataclass
+class _StreamState:
+    """Where the stream stands: ordinals, rows, and errors not yet committed."""
+
+    next_ordinal: int = 0  # items below this are in committed batches
+    cursor_row: int = 0  # errors of rows up to this are recorded
+    ordinal: int = 0
+    batch_first: int = 0
+    row: int = 0
+    rows_seen: int = 0
+    items: int = 0
+    batches: int = 0
+    problems_seen: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    last_checkpoint: float = field(default_factory=time.monotonic)
+
+
+class RunExecutor:
+    """Drives one run while holding its lease; one instance per job."""
+
+    def __init__(self, ctx: dict[str, Any], run_id: int) -> None:
+        self.ctx = ctx
+        self.settings = ctx["settings"]
+        self.sessionmaker = ctx["sessionmaker"]
+        self.run_id = run_id
+        self.owner = f"{worker_name()}:{uuid.uuid4().hex[:6]}"
+        self.stop_status: RunStatus | None = None
+        self.fatal: BaseException | None = None
+        self.row_cache: OrderedDict[int, dict[str, str]] = OrderedDict()
+        self.state = _StreamState()
+        self.warning_counts: dict[str, int] = {}
+        self.summary_warnings: dict[str, dict[str, Any]] = {}
+
+    # -- lease ------------------------------------------------------------------------------
+
+    async def _take_lease(self, db: AsyncSession) -> bool:
+        now = utcnow()
+        result = await db.exec(  # type: ignore[call-overload]
+            update(SyncRun)
+            .where(
+                col(SyncRun.id) == self.run_id,
+                col(SyncRun.status).in_(WORKING),
+                or_(
+                    col(SyncRun.lease_until).is_(None),
+                    col(SyncRun.lease_until) < now,
+                    col(SyncRun.lease_owner) == self.owner,
+                ),
+            )
+            .values(
+                lease_owner=self.owner, lease_until=now + timedelta(seconds=self.settings.run_lease_seconds)
+            )
+        )
+        await db.commit()
+        return bool(result.rowcount == 1)
+
+    async def _renew_forever(self) -> None:
+        """Keep the lease and watch for pause/cancel requests from the UI."""
+        interval = self.settings.run_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            async with self.sessionmaker() as db:
+                result = await db.exec(  # type: ignore[call-overload]
+                    update(SyncRun)
+                    .where(col(SyncRun.id) == self.run_id, col(SyncRun.lease_owner) == self.owner)
+                    .values(lease_until=utcnow() + timedelta(seconds=self.settings.run_lease_seconds))
+                )
+                status = (await db.exec(select(SyncRun.status).where(SyncRun.id == self.run_id))).one()
+                await db.commit()
+            if result.rowcount != 1:
+                self.fatal = StopRun(RunStatus.FAILED, "Another worker took this run over.")
+            if status in (RunStatus.PAUSING, RunStatus.CANCELLING):
+                self.stop_status = RunStatus.PAUSED if status == RunStatus.PAUSING else RunStatus.CANCELLED
+
+    # -- the run -----------------------------------------------------------------------------
+
+    async def execute(self) -> dict[str, Any]:
+        async with self.sessionmaker() as db:
+            if not await self._take_lease(db):
+                return {"run": self.run_id, "skipped": "another worker holds it, or it is not runnable"}
+            run = await db.get(SyncRun, self.run_id)
+            assert run is not None
+            if run.status == RunStatus.QUEUED:
+                run.status = RunStatus.RUNNING
+            run.started_at = run.started_at or utcnow()
+            db.add(run)
+            await db.commit()
+        renewer = asyncio.create_task(self._renew_forever())
+        try:
+            await self._work()
+            final, message = self.stop_status or RunStatus.COMPLETED, None
+        except StopRun as stop:
+            final, message = stop.status, stop.message
+        except AccessDenied as exc:
+            final, message = (
+                RunStatus.FAILED,
+                (
+                    f"Klaviyo refused the key ({exc}). The run stopped so as not to hammer Klaviyo; "
+                    "fix the key on the Connection page, then resume."
+                ),
+            )
+        except SourceError as exc:
+            final, message = RunStatus.FAILED, f"The source file cannot be read: {exc}"
+        except KlaviyoError as exc:
+            final, message = (
+                RunStatus.FAILED,
+                (
+                    f"Klaviyo kept failing ({exc}); what was sent is recorded. "
+                    "Resume to continue where it stopped."
+                ),
+            )
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        await self._finish(final, message)
+        return {"run": self.run_id, "status": final.value}
+
+    async def _load(self) -> tuple[SyncRun, MappingSpec, Upload]:
+        async with self.sessionmaker() as db:
+            run = await db.get(SyncRun, self.run_id)
+            version = await db.get(MappingVersion, run.mapping_version_id) if run else None
+            upload = await db.get(Upload, run.upload_id) if run and run.upload_id else None
+            if run is None or version is None or upload is None:
+                raise StopRun(RunStatus.FAILED, "The run's mapping or upload no longer exists.")
+            return run, MappingSpec.model_validate(version.spec), upload
+
+    async def _client(self) -> KlaviyoClient:
+        async with self.sessionmaker() as db:
+            target = klaviyo_target(await get_account(db), self.settings)
+        limiter = RateLimiter(self.ctx["redis"], time_scale=self.settings.klaviyo_time_scale)
+        client = KlaviyoClient(
+            target.api_key, base_url=target.base_url, limiter=limiter, http=self.ctx["http"]
+        )
+        # Each run takes its own turns at the shared limiter, so a big backfill cannot starve a small run.
+        return client.for_run(f"run:{self.run_id}")
+
+    async def _work(self) -> None:
+        run, spec, upload = await self._load()
+        client = None if run.dry_run else await self._client()
+        endpoint = ep.BULK_EVENTS if run.dry_run else _endpoint_for(run.kind)
+        backfill = bool(run.options.get("backfill", True))
+        spec = spec.model_copy(update={"options": spec.options.model_copy(update={"backfill": backfill})})
+        pipeline = Pipeline(spec)
+        reader = CsvReader(
+            Path(self.settings.upload_dir) / upload.stored_as,
+            encoding=upload.encoding,
+            delimiter=upload.delimiter,
+        )
+        only = set(run.only_rows) if run.only_rows is not None else None
+
+        # What earlier attempts committed: batches still in flight are rebuilt and sent again.
+        async with self.sessionmaker() as db:
+            query = select(SyncBatch).where(
+                SyncBatch.run_id == self.run_id, SyncBatch.status == BatchStatus.IN_FLIGHT
+            )
+            inflight = list((await db.exec(query.order_by(col(SyncBatch.seq)))).all())
+        resend: dict[int, list[tuple[int, Any]]] = {b.id or 0: [] for b in inflight}
+        self.state = _StreamState(next_ordinal=run.next_ordinal, cursor_row=run.cursor_row)
+        state = self.state
+        batcher = Batcher(endpoint, start_seq=run.next_seq)
+        tasks: set[asyncio.Task[None]] = set()
+
+        with reader:
+            for result in pipeline.run(self._rows(reader, only)):
+                state.rows_seen += len(result.rows) or 1
+                state.row = max(result.rows or (result.row_ref,))
+                if result.row_ref > state.cursor_row:
+                    for issue in result.errors:
+                        state.errors.append(self._row_error(issue, issue.row or result.row_ref, "mapping"))
+                    self._note_warnings(result.warnings, result.row_ref)
+                for item in result.items:
+                    if state.ordinal < state.next_ordinal:
+                        for record in inflight:
+                            if record.first_ordinal <= state.ordinal <= record.last_ordinal:
+                                resend[record.id or 0].append((result.row_ref, item))
+                        state.ordinal += 1
+                        continue
+                    state.items += 1
+                    closed = batcher.add(result.row_ref, item)
+                    if closed is not None:
+                        await self._checkpoint(
+                            run, reader, closed, state.ordinal - 1, tasks, client, endpoint
+                        )
+                        state.batch_first = state.ordinal
+                    state.ordinal += 1
+                if resend and state.ordinal >= state.next_ordinal:
+                    await self._resend(tasks, client, endpoint, inflight, resend)
+                    resend = {}
+                if time.monotonic() - state.last_checkpoint > 1.0:
+                    await self._checkpoint(run, reader, None, 0, tasks, client, endpoint)
+                if len(tasks) >= self.settings.send_concurrency:
+                    await self._drain(tasks, until=self.settings.send_concurrency - 1)
+                if self.fatal is not None:
+                    raise self.fatal
+                if self.stop_status is not None:
+                    await self._drain(tasks, until=0)
+                    return
+            if resend:
+                await self._resend(tasks, client, endpoint, inflight, resend)
+            last = batcher.flush()
+            if last is not None and not last.items:
+                state.errors.extend(self._rejection_error(r, None) for r in last.rejected)
+                last = None
+            await self._checkpoint(run, reader, last, state.ordinal - 1, tasks, client, endpoint)
+        await self._drain(tasks, until=0)
+
+    def _rows(self, reader: CsvReader, only: set[int] | None) -> Iterator[tuple[int, dict[str, str]]]:
+        """Source rows (only the chosen ones for a retry), remembered briefly for error reports."""
+        cache = self.row_cache
+        for number, row in reader:
+            if only is None or number in only:
+                cache[number] = row
+                if len(cache) > ROW_CACHE:
+                    cache.popitem(last=False)
+                yield number, row
+
+    async def _checkpoint(
+        self,
+        run: SyncRun,
+        reader: CsvReader,
+        batch: Batch | None,
+        last_ordinal: int,
+        tasks: set[asyncio.Task[None]],
+        client: KlaviyoClient | None,
+        endpoint: ep.Endpoint,
+    ) -> None:
+        """Commit the batch (in flight), the errors found so far and the resume point; then send it."""
+        state = self.state
+        for problem in reader.problems[state.problems_seen :]:
+            if problem.row is not None and problem.row > state.cursor_row:
+                state.errors.append(self._row_error(problem.to_issue(), problem.row, "source"))
+        state.problems_seen = len(reader.problems)
+        if batch is not None and run.dry_run:
+            state.errors.extend(self._rejection_error(r, None) for r in batch.rejected)
+        for error in state.errors:
+            error.values = self.row_cache.get(error.row_number, error.values)
+        failed = len({e.row_number for e in state.errors if e.severity == "error"})
+        values: dict[str, Any] = {
+            "cursor_row": max(state.row, state.cursor_row),
+            "rows_read": state.rows_seen,
+            "rows_failed": SyncRun.rows_failed + failed,
+            "updated_at": utcnow(),
+        }
+        record = None
+        async with self.sessionmaker() as db:
+            if batch is not None:
+                values.update(next_ordinal=last_ordinal + 1, next_seq=batch.seq + 1)
+                state.batches += 1
+                if not run.dry_run:
+                    record = SyncBatch(
+                        run_id=self.run_id,
+                        seq=batch.seq,
+                        first_ordinal=state.batch_first,
+                        last_ordinal=last_ordinal,
+                        first_row=min(batch.row_refs),
+                        last_row=max(batch.row_refs),
+                        item_count=len(batch.items),
+                        body_bytes=batch.size,
+                    )
+                    db.add(record)
+            db.add_all(state.errors)
+            await db.exec(update(SyncRun).where(col(SyncRun.id) == self.run_id).values(**values))  # type: ignore[call-overload]
+            await db.commit()
+        state.cursor_row = max(state.row, state.cursor_row)
+        state.errors = []
+        state.last_checkpoint = time.monotonic()
+        if record is not None and batch is not None:
+            self._spawn(tasks, client, endpoint, batch, record.id or 0)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _spawn(
+        self,
+        tasks: set[asyncio.Task[None]],
+        client: KlaviyoClient | None,
+        endpoint: ep.Endpoint,
+        batch: Batch,
+        batch_id: int,
+    ) -> None:
+        if client is None:
+            return
+        task = asyncio.create_task(self._send_and_record(client, endpoint, batch, batch_id))
+        tasks.add(task)
+
+    async def _resend(
+        self,
+        tasks: set[asyncio.Task[None]],
+        client: KlaviyoClient | None,
+        endpoint: ep.Endpoint,
+        inflight: list[SyncBatch],
+        resend: dict[int, list[tuple[int, Any]]],
+    ) -> None:
+        for record in inflight:
+            items = resend.get(record.id or 0) or []
+            for batch in batches(items, endpoint):
+                batch.seq = record.seq
+                self._spawn(tasks, client, endpoint, batch, record.id or 0)
+
+    async def _drain(self, tasks: set[asyncio.Task[None]], until: int) -> None:
+        while len(tasks) > until:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                tasks.discard(task)
+                error = task.exception()
+                if error is not None and self.fatal is None:
+                    self.fatal = error
+        if self.fatal is not None and until == 0:
+            raise self.fatal
+
+    async def _send_and_record(
+        self, client: KlaviyoClient, endpoint: ep.Endpoint, batch: Batch, batch_id: int
+    ) -> None:
+        started = time.monotonic()
+        prefix, suffix = endpoint.envelope_parts()
+        outcome: BatchOutcome = await send_batch(client, endpoint, batch, prefix=prefix, suffix=suffix)
+        errors = [self._rejection_error(r, batch_id) for r in outcome.rejected]
+        for error in errors:
+            error.values = {**self.row_cache.get(error.row_number, {}), **error.values}
+        async with self.sessionmaker() as db:
+            await db.exec(  # type: ignore[call-overload]
+                update(SyncBatch)
+                .where(col(SyncBatch.id) == batch_id)
+                .values(
+                    status=BatchStatus.SENT,
+                    accepted=len(outcome.accepted),
+                    rejected=len(outcome.rejected),
+                    attempts=outcome.attempts,
+                    http_status=outcome.http_status,
+                    http_429=outcome.rate_limited,
+                    job_id=outcome.job_id,
+                    duration_ms=int((time.monotonic() - started) * 1000),
+                    sent_at=utcnow(),
+                )
+            )
+            for error in errors:
+                db.add(error)
+            await db.exec(  # type: ignore[call-overload]
+                update(SyncRun)
+                .where(col(SyncRun.id) == self.run_id)
+                .values(
+                    items_sent=SyncRun.items_sent + len(outcome.accepted),
+                    requests=SyncRun.requests + outcome.attempts,
+                    http_429=SyncRun.http_429 + outcome.rate_limited,
+                    rows_failed=SyncRun.rows_failed + len({e.row_number for e in errors}),
+                    updated_at=utcnow(),
+                )
+            )
+            await db.commit()
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def _row_error(self, issue: Issue, row: int, stage: str) -> RowError:
+        return RowError(
+            run_id=self.run_id,
+            row_number=row,
+            severity=issue.severity,
+            stage=stage,
+            column=issue.column,
+            rule=issue.rule,
+            message=issue.message,
+        )
+
+    def _rejection_error(self, rejection: RowRejection, batch_id: int | None) -> RowError:
+        return RowError(
+            run_id=self.run_id,
+            row_number=rejection.row_ref,
+            stage="klaviyo",
+            column=_column_of(rejection.pointer),
+            rule=rejection.code,
+            message=rejection.detail,
+            values={"pointer": rejection.pointer} if rejection.pointer else {},
+            batch_id=batch_id,
+        )
+
+    def _note_warnings(self, warnings: list[Issue], row: int) -> None:
+        for issue in warnings:
+            count = self.warning_counts.get(issue.rule, 0) + 1
+            self.warning_counts[issue.rule] = count
+            entry = self.summary_warnings.setdefault(
+                issue.rule,
+                {"rule": issue.rule, "message": issue.message, "column": issue.column, "examples": []},
+            )
+            if len(entry["examples"]) < 5:
+                entry["examples"].append(issue.row or row)
+
+    async def _finish(self, status: RunStatus, message: str | None) -> None:
+        async with self.sessionmaker() as db:
+            run = await db.get(SyncRun, self.run_id)
+            if run is None:
+                return
+            if status == RunStatus.COMPLETED and run.status == RunStatus.CANCELLING:
+                status = RunStatus.CANCELLED
+            run.status = status
+            run.error_message = message
+            run.lease_owner, run.lease_until = None, None
+            if status.finished:
+                run.finished_at = utcnow()
+            if status == RunStatus.COMPLETED:
+                run.rows_read = max(run.rows_read, run.cursor_row)
+                run.rows_ok = max(run.rows_read - run.rows_failed - run.rows_skipped, 0)
+            warnings = [{**w, "count": self.warning_counts[r]} for r, w in self.summary_warnings.items()]
+            run.summary = {
+                **run.summary,
+                "warnings": sorted(warnings, key=lambda w: -w["count"]),
+                "items": self.state.items if run.dry_run else run.items_sent,
+                "requests_needed": self.state.batches,
+            }
+            run.updated_at = utcnow()
+            db.add(run)
+            await db.commit()
+        log.info("run ended", run_id=self.run_id, status=status.value, pid=os.getpid())
+
+
+async def send_run(ctx: dict[str, Any], run_id: int) -> dict[str, Any]:
+    """Send (or dry-run) one run from its last checkpoint to the end, or until paused or cancelled."""
+    return await RunExecutor(ctx, run_id).execute()
