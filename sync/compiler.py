@@ -25,6 +25,7 @@ from sync.mapping import (
     PathSource,
     Phone,
     Split,
+    TargetKind,
     TemplateSource,
     Transform,
     Trim,
@@ -145,8 +146,6 @@ class CompiledMapping:
 
 def compile_mapping(mapping: Mapping) -> CompiledMapping:
     """Compile every field rule of ``mapping`` into closures."""
-    from sync.mapping import TargetKind
-
     opts = mapping.options
     kind = mapping.target.kind
     soft_phone = opts.drop_invalid_phone and kind in (TargetKind.PROFILE, TargetKind.SUBSCRIPTION)

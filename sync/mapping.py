@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from sync.transforms import zone
+
 SCHEMA_VERSION = 1
 Channel = Literal["email", "sms"]
 
@@ -213,12 +215,21 @@ class MappingOptions(_Spec):
     # Catalog: "create" items carry no id; "update" items carry the compound id.
     catalog_mode: Literal["create", "update"] = "create"
 
+    # Orders from JSON feeds: the path of the line-item array inside each order record; each element
+    # becomes one line row, readable under the source path ``line`` (``line.sku``, ``line.price``).
+    line_items_path: str | None = None
+
     @field_validator("default_timezone")
     @classmethod
     def _check_zone(cls, value: str) -> str:
-        from sync.transforms import zone
-
         zone(value)
+        return value
+
+    @field_validator("line_items_path")
+    @classmethod
+    def _check_line_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_path(value)
         return value
 
 

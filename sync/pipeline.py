@@ -13,13 +13,13 @@ from typing import Any, Protocol
 
 from sync.compiler import EMPTY, CompiledMapping, compile_mapping
 from sync.issues import Issue, RuleError, SkipRow
-from sync.mapping import Mapping, TargetKind
+from sync.mapping import Mapping, TargetKind, parse_path
 from sync.readers import CsvReader
 from sync.targets.catalog import CatalogBuilder
 from sync.targets.common import Item
 from sync.targets.events import EventBuilder
 from sync.targets.lists import ListMembershipBuilder
-from sync.targets.orders import ORDER_KEY, OrderBuilder, external_sort
+from sync.targets.orders import ORDER_KEY, OrderBuilder, explode_lines, external_sort
 from sync.targets.profiles import ProfileBuilder
 from sync.targets.subscriptions import SubscriptionBuilder
 from sync.validation import (
@@ -105,6 +105,9 @@ class Pipeline:
         for exports whose line rows of one order are not adjacent.
         """
         if self.order_builder is not None:
+            lines_path = self.mapping.options.line_items_path
+            if lines_path:
+                rows = explode_lines(rows, parse_path(lines_path))
             if sort_orders:
                 rows = external_sort(rows, self.order_key)
             yield from self._run_orders(rows, self.order_builder)
@@ -181,7 +184,7 @@ class Pipeline:
     def _build_order(
         self, builder: OrderBuilder, group: list[tuple[int, dict[str, Any], list[Issue], list[Issue]]]
     ) -> RowResult:
-        numbers = tuple(number for number, _, _, _ in group)
+        numbers = tuple(dict.fromkeys(number for number, _, _, _ in group))  # JSON lines share a record
         errors = [issue.at_row(number) for number, _, errs, _ in group for issue in errs]
         warnings = [issue.at_row(number) for number, _, _, warns in group for issue in warns]
         items: list[Item] = []

@@ -64,7 +64,7 @@ class OrderBuilder:
                     "required_missing", f"{target} is required but {column} is empty on every row", column
                 )
         order_id: str = order[ORDER_KEY]
-        items = [_place(self.item_slots, line) for line in lines]
+        items = [item for item in (_place(self.item_slots, line) for line in lines) if item]
         for item in items:
             if "RowTotal" not in item and "ItemPrice" in item:
                 total = _line_total(item)
@@ -182,6 +182,23 @@ def _unique(values: Iterable[Any]) -> list[Any]:
 
 
 # ---------------------------------------------------------------- ordering helpers
+
+
+def explode_lines(rows: Iterable[tuple[int, Row]], path: tuple[str | int, ...]) -> Iterator[tuple[int, Row]]:
+    """One row per element of each record's line-item array (the element under the key ``line``),
+    keeping the record's number so every line of an order points at the same source record."""
+    for number, record in rows:
+        node: Any = record
+        for key in path:
+            if isinstance(key, int):
+                node = node[key] if isinstance(node, list) and key < len(node) else None
+            else:
+                node = node.get(key) if isinstance(node, RowMapping) else None
+            if node is None:
+                break
+        lines = node if isinstance(node, list) and node else [None]
+        for line in lines:
+            yield number, {**record, "line": line}
 
 
 def external_sort(

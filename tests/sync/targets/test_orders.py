@@ -225,3 +225,52 @@ def test_order_mapping_needs_an_order_id() -> None:
     )
     with pytest.raises(MappingError):
         OrderBuilder(mapping)
+
+
+def test_orders_from_a_json_feed_with_nested_line_items() -> None:
+    from sync.mapping import FieldRule, IntegerCast, NumberCast, PathSource
+
+    def path(source: str, target: str, *transforms: Any) -> FieldRule:
+        return FieldRule(source=PathSource(path=source), target=target, transforms=list(transforms))
+
+    mapping = Mapping(
+        name="feed",
+        target=Target(kind=TargetKind.ORDER),
+        options=MappingOptions(line_items_path="order.line_items"),
+        fields=[
+            path("order.name", "properties.OrderId"),
+            path("order.customer.email", "email"),
+            path("order.created_at", "time"),
+            path("order.total_price", "value"),
+            path("order.currency", "value_currency"),
+            path("line.sku", "item.SKU"),
+            path("line.title", "item.ProductName"),
+            path("line.quantity", "item.Quantity", IntegerCast()),
+            path("line.price", "item.ItemPrice", NumberCast()),
+        ],
+    )
+    feed = [
+        {
+            "order": {
+                "name": 1001,
+                "customer": {"email": "ann@shop.io"},
+                "created_at": "2024-01-15T10:23:45-05:00",
+                "total_price": "34.98",
+                "currency": "USD",
+                "line_items": [
+                    {"sku": "WINNIEPOOH", "title": "Winnie the Pooh", "quantity": 1, "price": "9.99"},
+                    {"sku": "TALEOFTWO", "title": "A Tale of Two Cities", "quantity": 2, "price": "9.995"},
+                ],
+            }
+        },
+        {"order": {"name": 1002, "customer": {"email": "bo@shop.io"}, "total_price": 5, "line_items": []}},
+    ]
+    results = list(run_pipeline(mapping, enumerate(feed, start=1)))
+    assert [(r.rows, r.ok, len(r.items)) for r in results] == [((1,), True, 3), ((2,), True, 1)]
+    placed = results[0].items[0]["attributes"]["events"]["data"][0]["attributes"]
+    assert placed["unique_id"] == "1001" and placed["value"] == 34.98
+    assert [item["RowTotal"] for item in placed["properties"]["Items"]] == [9.99, 19.99]
+    assert (
+        results[0].items[2]["attributes"]["events"]["data"][0]["attributes"]["unique_id"] == "1001_TALEOFTWO"
+    )
+    events_job([item for r in results for item in r.items])
