@@ -1,0 +1,129 @@
+"""Kill the worker in the middle of a run: a new worker finishes it with zero loss and zero duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+from arq.connections import ArqRedis
+from sqlalchemy import func
+from sqlmodel import select
+
+from models import BatchStatus, RunStatus, SyncBatch, SyncRun
+from services import runs
+from simulator.server import SimulatorProcess
+from tests.conftest import REDIS_URL, ROOT
+from tests.support.runs import csv_text, make_mapping, make_upload, ordered_product_spec
+
+ROWS = 12_000
+
+
+def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_kill_worker_mid_run_then_resume(pg_url, sessionmaker, tmp_path):
+    metric = f"Resume {uuid.uuid4().hex[:6]}"
+    rows = [
+        {
+            "email": f"r{i}@shop.test",
+            "order": str(50_000 + i),
+            "sku": "S",
+            "price": "1",
+            "time": "2025-01-01T00:00:00Z",
+        }
+        for i in range(ROWS)
+    ]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows))
+    mapping = await make_mapping(sessionmaker, ordered_product_spec(metric))
+    queue = f"arq:resume:{uuid.uuid4().hex[:6]}"
+    with SimulatorProcess(time_scale=20) as sim:
+        # Slow answers so the kill lands while batches are in flight.
+        sim.configure(faults={"latency_min": 0.2, "latency_max": 0.4})
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": pg_url,
+            "REDIS_URL": REDIS_URL,
+            "SANDBOX_URL": sim.base_url,
+            "QUEUE_NAME": queue,
+            "KLAVIYO_TIME_SCALE": "20",
+            "RUN_LEASE_SECONDS": "2",
+            "UPLOAD_DIR": str(tmp_path),
+            "SEND_CONCURRENCY": "3",
+        }
+        async with sessionmaker() as db:
+            run = await runs.create_run(
+                db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
+            )
+            await db.commit()
+        arq = ArqRedis.from_url(REDIS_URL)
+        arq.default_queue_name = queue
+        await runs.enqueue(arq, queue, run, "start")
+
+        async def sent_batches() -> int:
+            async with sessionmaker() as db:
+                query = (
+                    select(func.count())
+                    .select_from(SyncBatch)
+                    .where(SyncBatch.run_id == run.id, SyncBatch.status == BatchStatus.SENT)
+                )
+                return int((await db.exec(query)).one())
+
+        first = _worker(env)
+        try:
+            await _wait(lambda: _ge(sent_batches, 3), 60, "three sent batches")
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        async with sessionmaker() as db:
+            halfway = await db.get(SyncRun, run.id)
+        assert halfway.status == RunStatus.RUNNING and halfway.items_sent < ROWS
+
+        second = _worker(env)
+        try:
+
+            async def finished() -> bool:
+                async with sessionmaker() as db:
+                    current = await db.get(SyncRun, run.id)
+                    return current.status.finished
+
+            await _wait(finished, 120, "the run to finish on the second worker")
+        finally:
+            second.terminate()
+            second.wait(timeout=20)
+        await arq.aclose()
+
+        events = httpx.get(f"{sim.base_url}/__sim/events", params={"metric": metric, "limit": 20_000}).json()
+        unique_ids = [e["unique_id"] for e in events["data"]]
+        async with sessionmaker() as db:
+            done = await db.get(SyncRun, run.id)
+            batches = (await db.exec(select(SyncBatch).where(SyncBatch.run_id == run.id))).all()
+    assert done.status == RunStatus.COMPLETED, done.error_message
+    assert len(unique_ids) == ROWS and len(set(unique_ids)) == ROWS  # nothing lost, nothing stored twice
+    assert done.items_sent == ROWS == sum(b.accepted for b in batches)  # the ledger agrees
+    assert all(b.status == BatchStatus.SENT for b in batches)
+    assert sorted(b.seq for b in batches) == list(range(len(batches)))
+
+
+async def _ge(counter, n: int) -> bool:
+    return await counter() >= n
