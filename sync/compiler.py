@@ -118,13 +118,13 @@ class CompiledMapping:
     # row, because exports fill order columns on an order's first row only: (target, column) pairs.
     group_required: list[tuple[str, str | None]]
     group_skip: list[tuple[str, str | None]]
-    # (read, target, column) per field, and the marker meaning "leave the target out".
+    # (read, target, column) per field, and the marker that, besides DROPPED, means "leave it out".
     _plan: list[tuple[Reader, str, str | None]] = field(init=False)
-    _leave_out: tuple[Any, ...] = field(init=False)
+    _leave_out: Any = field(init=False)
 
     def __post_init__(self) -> None:
         self._plan = [(f.read, f.target, f.column) for f in self.fields]
-        self._leave_out = (DROPPED,) if self.keep_empty else (DROPPED, EMPTY)
+        self._leave_out = DROPPED if self.keep_empty else EMPTY
 
     def resolve(self, row: Row, errors: list[Issue], warnings: list[Issue]) -> dict[str, Any]:
         """Values by target; empty fields are left out (or EMPTY when the mapping clears them).
@@ -139,7 +139,7 @@ class CompiledMapping:
             except RuleError as exc:
                 errors.append(exc.to_issue(column))
                 continue
-            if value not in leave_out:
+            if value is not DROPPED and value is not leave_out:  # identity checks: the hot path
                 values[target] = value
         return values
 

@@ -251,13 +251,19 @@ def parse_datetime(
     moment, had_time = _parse_moment(value, fmt, dayfirst)
     if not had_time:
         moment = moment.replace(hour=date_only_hour, minute=0, second=0, microsecond=0)
+    # Subtracting the offset from the wall-clock time is astimezone(UTC) without building aware objects.
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=local)
+        offset = local.utcoffset(moment)
+    else:
+        offset = moment.utcoffset()
+        moment = moment.replace(tzinfo=None)
     try:
-        utc = moment.astimezone(UTC)
-    except (OverflowError, ValueError):
+        utc = moment - offset if offset else moment
+    except OverflowError:
         raise RuleError("invalid_date", f"{_show(value)} is outside the supported date range") from None
-    return utc.replace(microsecond=0).isoformat(), had_time
+    if utc.microsecond:
+        utc = utc.replace(microsecond=0)
+    return utc.isoformat() + "+00:00", had_time
 
 
 def _parse_moment(value: Any, fmt: str | None, dayfirst: bool) -> tuple[datetime, bool]:
