@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 from sync.mapping import (
     ColumnSource,
@@ -420,6 +421,48 @@ def woocommerce_orders_mapping(
         ),
         fields=rules,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePreset:
+    """A ready mapping for a known source, listed for the mapping editor."""
+
+    key: str
+    title: str
+    build: Callable[[], Mapping]
+
+
+SOURCE_PRESETS: dict[str, SourcePreset] = {
+    preset.key: preset
+    for preset in (
+        SourcePreset(
+            "shopify_orders", "Shopify orders export (CSV): Placed + Ordered Product", shopify_orders_mapping
+        ),
+        SourcePreset(
+            "shopify_fulfilled",
+            "Shopify orders export (CSV): Fulfilled Order",
+            lambda: shopify_orders_mapping("Fulfilled Order", line_metric=None),
+        ),
+        SourcePreset(
+            "shopify_canceled",
+            "Shopify orders export (CSV): Canceled Order",
+            lambda: shopify_orders_mapping("Canceled Order", line_metric=None),
+        ),
+        SourcePreset(
+            "woocommerce_orders",
+            "WooCommerce orders export (CSV): Placed + Ordered Product",
+            woocommerce_orders_mapping,
+        ),
+        *(
+            SourcePreset(
+                f"ecommerce_spec:{event}",
+                f"Ecommerce tracking spec (JSON): {event} -> {metric}",
+                partial(ecommerce_event_mapping, event),
+            )
+            for event, metric in ECOMMERCE_EVENTS.items()
+        ),
+    )
+}
 
 
 def detect_source(headers: Iterable[str]) -> str | None:

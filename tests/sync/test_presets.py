@@ -13,6 +13,7 @@ from sync.mapping import Mapping, TargetKind
 from sync.pipeline import run_pipeline
 from sync.presets import (
     ECOMMERCE_EVENTS,
+    SOURCE_PRESETS,
     STANDARD_METRICS,
     detect_source,
     ecommerce_event_mapping,
@@ -383,3 +384,11 @@ def test_suggest_mapping_builds_a_usable_draft() -> None:
     )
     assert result.ok
     assert suggest_mapping(["Colour"]) is None
+
+
+def test_source_preset_registry_builds_valid_mappings() -> None:
+    assert {"shopify_orders", "woocommerce_orders", "ecommerce_spec:Product Viewed"} <= set(SOURCE_PRESETS)
+    for key, preset in SOURCE_PRESETS.items():
+        mapping = preset.build()
+        assert preset.key == key and preset.title
+        assert Mapping.from_json(mapping.to_json()) == mapping
