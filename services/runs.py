@@ -40,7 +40,7 @@ def job_id(queue_name: str, run: SyncRun, reason: str) -> str:
 
 
 async def enqueue(arq: ArqRedis, queue_name: str, run: SyncRun, reason: str) -> None:
-    await arq.enqueue_job(SEND_RUN, run.id, _job_id=job_id(queue_name, run, reason))
+    await arq.enqueue_job(SEND_RUN, run.id, _job_id=job_id(queue_name, run, reason), _queue_name=queue_name)
 
 
 async def create_run(

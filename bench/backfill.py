@@ -1,0 +1,221 @@
+"""End-to-end backfill: CSV rows -> worker processes -> simulator at Klaviyo's real bulk-event limits.
+
+    python -m bench.backfill [--quick] [--rows N] [--time-scale S] [--pad BYTES]
+
+Two uploads of N/2 Ordered Product rows each (padded so the full run reads about 1 GB of CSV) run
+at the same time as two runs on two worker processes, sharing the account's limiter. The simulator
+enforces bulk-event limits (10/s burst, 150/min steady) time-scaled by S; figures are scaled back
+to real terms. The last line is a key=value summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+from arq.connections import ArqRedis
+from sqlmodel import select
+
+from cli.migrate import migrate
+from models import Mapping, MappingVersion, RunStatus, SyncRun, Upload, UploadStatus
+from models.db import make_engine, make_sessionmaker
+from services import runs
+from simulator.server import SimulatorProcess
+from sync.mapping import DateParse, Email, FieldRule, NumberCast, Target, TargetKind, TemplateSource, column
+from sync.mapping import Mapping as Spec
+from tests.support.databases import acreate_postgres_database, adrop_postgres_database
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+ADMIN_DB = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+CEILING = 2500.0  # bulk events: 150 requests/min x 1,000 events
+
+
+def spec(metric: str) -> Spec:
+    return Spec(
+        name="bench ordered product",
+        target=Target(kind=TargetKind.EVENT, metric=metric),
+        fields=[
+            column("Email", "email", Email()),
+            column("Created at", "time", DateParse()),
+            column("Lineitem price", "value", NumberCast()),
+            column("Currency", "value_currency"),
+            column("Lineitem sku", "properties.SKU"),
+            column("Lineitem name", "properties.ProductName"),
+            column("Lineitem quantity", "properties.Quantity", NumberCast()),
+            column("Name", "properties.OrderId"),
+            FieldRule(source=TemplateSource(template="{Name}_{Lineitem sku}"), target="unique_id"),
+        ],
+    )
+
+
+def write_csv(path: Path, start: int, rows: int, pad: int) -> None:
+    filler = "x" * pad
+    with path.open("w", newline="", buffering=1 << 20) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                "Name",
+                "Email",
+                "Created at",
+                "Currency",
+                "Lineitem sku",
+                "Lineitem name",
+                "Lineitem price",
+                "Lineitem quantity",
+                "Notes",
+            ]
+        )
+        for n in range(start, start + rows):
+            writer.writerow(
+                [
+                    f"#{n}",
+                    f"c{n % 50_000}@shop.test",
+                    f"2025-0{1 + n % 9}-1{n % 10}T10:{n % 60:02d}:00Z",
+                    "USD",
+                    f"SKU-{n % 977}",
+                    "Ceramic mug",
+                    f"{(n % 90) + 9}.95",
+                    1 + n % 3,
+                    filler,
+                ]
+            )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--time-scale", type=float, default=4.0)
+    parser.add_argument("--pad", type=int, default=900, help="filler bytes per row (about 1 GB for 1M rows)")
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.pad = 100_000, 100
+    work = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
+    half = args.rows // 2
+    t0 = time.monotonic()
+    files = [work / "a.csv", work / "b.csv"]
+    for i, path in enumerate(files):
+        write_csv(path, i * half, half, args.pad)
+    size_mb = sum(p.stat().st_size for p in files) / 1e6
+    print(f"generated {args.rows:,} rows, {size_mb:,.0f} MB of CSV in {time.monotonic() - t0:.1f}s")
+
+    db_url = await acreate_postgres_database(ADMIN_DB, f"kc_bench_{uuid.uuid4().hex[:8]}")
+    await asyncio.to_thread(migrate, db_url)
+    engine = make_engine(db_url)
+    sessionmaker = make_sessionmaker(engine)
+    metric = f"Ordered Product {uuid.uuid4().hex[:4]}"
+    queue = f"arq:bench:{uuid.uuid4().hex[:6]}"
+    run_ids: list[int] = []
+    async with sessionmaker() as db:
+        mapping = Mapping(name="bench", target_kind="event")
+        db.add(mapping)
+        await db.flush()
+        db.add(MappingVersion(mapping_id=mapping.id, version=1, spec=spec(metric).model_dump(mode="json")))
+        for path in files:
+            upload = Upload(
+                filename=path.name,
+                stored_as=path.name,
+                size_bytes=path.stat().st_size,
+                sha256=hashlib.sha256(path.name.encode()).hexdigest(),
+                status=UploadStatus.READY,
+                encoding="utf-8",
+                delimiter=",",
+                row_count=half,
+            )
+            db.add(upload)
+            await db.flush()
+            run = await runs.create_run(
+                db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
+            )
+            run_ids.append(run.id)
+        await db.commit()
+
+    with SimulatorProcess(time_scale=args.time_scale) as sim:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": db_url,
+            "REDIS_URL": REDIS_URL,
+            "SANDBOX_URL": sim.base_url,
+            "QUEUE_NAME": queue,
+            "KLAVIYO_TIME_SCALE": str(args.time_scale),
+            "UPLOAD_DIR": str(work),
+            "LOG_LEVEL": "WARNING",
+        }
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "workers"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(2)
+        ]
+        procs = [psutil.Process(w.pid) for w in workers]
+        await asyncio.sleep(2)
+        arq = ArqRedis.from_url(REDIS_URL)
+        arq.default_queue_name = queue
+        started = time.monotonic()
+        async with sessionmaker() as db:
+            for run_id in run_ids:
+                run = await db.get(SyncRun, run_id)
+                await runs.enqueue(arq, queue, run, "start")
+        peak_rss = 0.0
+        finish: dict[int, float] = {}
+        try:
+            while len(finish) < len(run_ids):
+                peak_rss = max(peak_rss, *(p.memory_info().rss / 1e6 for p in procs))
+                async with sessionmaker() as db:
+                    for run in (await db.exec(select(SyncRun).where(SyncRun.id.in_(run_ids)))).all():  # type: ignore[union-attr]
+                        if run.status.finished and run.id not in finish:
+                            finish[run.id] = time.monotonic() - started
+                            if run.status != RunStatus.COMPLETED:
+                                print(f"run {run.id} ended {run.status}: {run.error_message}")
+                await asyncio.sleep(0.25)
+        finally:
+            for w in workers:
+                w.terminate()
+            for w in workers:
+                w.wait(timeout=30)
+            await arq.aclose()
+        elapsed = max(finish.values())
+        stats = httpx.get(f"{sim.base_url}/__sim/stats").json()
+        stored = httpx.get(f"{sim.base_url}/__sim/events", params={"metric": metric, "limit": 1}).json()[
+            "count"
+        ]
+    async with sessionmaker() as db:
+        sent = sum(
+            run.items_sent for run in (await db.exec(select(SyncRun).where(SyncRun.id.in_(run_ids)))).all()
+        )  # type: ignore[union-attr]
+    await engine.dispose()
+    await adrop_postgres_database(ADMIN_DB, db_url)
+    by_status = stats["requests"].get("POST /api/event-bulk-create-jobs", {})
+    requests = sum(by_status.values())
+    r429 = by_status.get("429", 0)
+    rate = stored / elapsed / args.time_scale
+    fairness = min(finish.values()) / max(finish.values())
+    print(
+        f"runs finished after {sorted(round(v, 1) for v in finish.values())} s (scaled), {requests} requests"
+    )
+    print(
+        f"rows={args.rows} csv_mb={size_mb:.0f} events={stored} rate={rate:.0f} ceiling={CEILING:.0f} "
+        f"ratio={rate / CEILING:.3f} r429_share={r429 / max(requests, 1):.4f} lost={args.rows - stored} "
+        f"dup={max(sent - stored, 0)} peak_worker_rss_mb={peak_rss:.0f} fairness={fairness:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

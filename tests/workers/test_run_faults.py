@@ -1,0 +1,99 @@
+"""Runs under Klaviyo's bad days: 5xx, dropped connections, a 429 storm, a key revoked mid-run."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from models import BatchStatus, RowError, RunStatus, SyncBatch, SyncRun
+from services import runs
+from simulator.server import SimulatorProcess
+from tests.support.runs import csv_text, make_mapping, make_upload, ordered_product_spec
+
+SANDBOX_KEY = "pk_sandbox_0000000000000000000000000000"
+
+
+def _rows(n: int, start: int = 0) -> list[dict]:
+    return [
+        {
+            "email": f"f{i}@shop.test",
+            "order": str(start + i),
+            "sku": "S",
+            "price": "2",
+            "time": "2025-02-01T00:00:00Z",
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def sim():
+    with SimulatorProcess(time_scale=20) as process:
+        yield process
+
+
+async def _run(settings, sessionmaker, tmp_path, sim, rows, run_worker_burst, **overrides):
+    metric = f"Faults {uuid.uuid4().hex[:6]}"
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows))
+    mapping = await make_mapping(sessionmaker, ordered_product_spec(metric))
+    test_settings = settings.model_copy(
+        update={"sandbox_url": sim.base_url, "klaviyo_time_scale": 20.0, "upload_dir": tmp_path, **overrides}
+    )
+    async with sessionmaker() as db:
+        run = await runs.create_run(
+            db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
+        )
+        await db.commit()
+    from arq.connections import ArqRedis
+
+    arq = ArqRedis.from_url(settings.redis_url)
+    await runs.enqueue(arq, settings.queue_name, run, "start")
+    await arq.aclose()
+    await run_worker_burst(test_settings)
+    async with sessionmaker() as db:
+        done = await db.get(SyncRun, run.id)
+        batches = (await db.exec(select(SyncBatch).where(SyncBatch.run_id == run.id))).all()
+        errors = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
+    events = httpx.get(f"{sim.base_url}/__sim/events", params={"metric": metric, "limit": 50_000}).json()[
+        "data"
+    ]
+    return done, batches, errors, events
+
+
+async def test_5xx_drops_and_a_429_storm_end_with_every_event_once(
+    settings, sessionmaker, tmp_path, sim, run_worker_burst
+):
+    sim.configure(
+        faults={"error_share": 0.3, "drop_share": 0.1, "drop_after_commit_share": 0.1, "storm_seconds": 0.5}
+    )
+    rows = _rows(5000)
+    done, batches, errors, events = await _run(settings, sessionmaker, tmp_path, sim, rows, run_worker_burst)
+    assert done.status == RunStatus.COMPLETED, done.error_message
+    ids = [e["unique_id"] for e in events]
+    assert len(ids) == len(set(ids)) == 5000
+    assert done.items_sent == 5000 and not errors
+    assert all(b.status == BatchStatus.SENT for b in batches)
+    assert done.requests > len(batches)  # the faults really cost retries
+    stats = httpx.get(f"{sim.base_url}/__sim/stats").json()
+    assert stats["rate_limited"] > 0 or stats["faults"]
+
+
+async def test_revoked_key_stops_the_run_with_a_clear_message(
+    settings, sessionmaker, tmp_path, sim, run_worker_burst
+):
+    with sim.admin() as admin:
+        admin.post("/keys", json={"revoke": [SANDBOX_KEY]}).raise_for_status()
+    done, batches, errors, events = await _run(
+        settings, sessionmaker, tmp_path, sim, _rows(3000), run_worker_burst
+    )
+    assert done.status == RunStatus.FAILED
+    assert "refused the key" in done.error_message and "Connection page" in done.error_message
+    stats = httpx.get(f"{sim.base_url}/__sim/stats").json()
+    bulk = stats["requests"].get("POST /api/event-bulk-create-jobs", {})
+    assert sum(bulk.values()) <= settings.send_concurrency + 1  # it stopped instead of hammering
+    assert events == []
+    # Nothing was lost: the unsent batches stay in flight and a resume picks them up.
+    assert all(b.status == BatchStatus.IN_FLIGHT for b in batches)
