@@ -16,6 +16,7 @@ from dateutil import parser as dateutil_parser
 from sync.issues import RuleError
 
 Number = int | float
+TransformError = RuleError  # what a failing transform raises: ``.rule`` code and ``.message`` text
 
 # ---------------------------------------------------------------- strings
 

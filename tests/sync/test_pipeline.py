@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from klaviyo.serialization import dumps
-from sync.mapping import Mapping, MappingOptions, Target, TargetKind, column
+from sync.mapping import Mapping, MappingOptions, NumberCast, Target, TargetKind, column
 from sync.pipeline import Pipeline, dry_run, run_pipeline
 from sync.presets import shopify_orders_mapping
 from sync.readers import read_csv
@@ -107,3 +107,36 @@ def test_metric_names() -> None:
     assert Pipeline(shopify_orders_mapping("Refunded Order", line_metric=None)).metric_names() == [
         "Refunded Order"
     ]
+
+
+def test_unicode_headers_and_values_end_to_end(tmp_path: Path) -> None:
+    from tests.sync.envelopes import events_job
+
+    path = tmp_path / "ünï.csv"
+    path.write_text(
+        "E-Mail-Adresse;Größe;商品;Kommentar\n"
+        'JÖRG@Bücher.de;1.234,5;茶碗 🍵;"שלום, ""world"""\n'
+        "zoë@example.org;  ;;\n",
+        encoding="utf-8-sig",
+    )
+    mapping = Mapping(
+        name="u",
+        target=Target(kind=TargetKind.EVENT, metric="Bestellt 🛒"),
+        fields=[
+            column("E-Mail-Adresse", "email"),
+            column("Größe", "properties.Größe", NumberCast()),
+            column("商品", "properties.商品"),
+            column("Kommentar", "properties.Kommentar"),
+        ],
+    )
+    results = list(run_pipeline(mapping, read_csv(path)))
+    assert all(r.ok for r in results)
+    first = results[0].items[0]["attributes"]
+    assert first["profile"]["data"]["attributes"] == {"email": "jörg@bücher.de"}
+    assert first["events"]["data"][0]["attributes"]["properties"] == {
+        "Größe": 1234.5,
+        "商品": "茶碗 🍵",
+        "Kommentar": 'שלום, "world"',
+    }
+    assert results[1].items[0]["attributes"]["events"]["data"][0]["attributes"]["properties"] == {}
+    events_job([item for r in results for item in r.items])
