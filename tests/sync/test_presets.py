@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -392,3 +393,39 @@ def test_source_preset_registry_builds_valid_mappings() -> None:
         mapping = preset.build()
         assert preset.key == key and preset.title
         assert Mapping.from_json(mapping.to_json()) == mapping
+
+
+ONSITE = json.loads((Path(__file__).parent / "data" / "seed_onsite_events.json").read_text())["events"]
+
+
+@pytest.mark.parametrize("metric", sorted(ONSITE))
+def test_onsite_metric_presets_reproduce_the_guide_from_a_flat_csv(metric: str, tmp_path: Path) -> None:
+    """A backfill CSV with one column per property (lists comma-joined) gives the guide's properties."""
+    expected = {k: v for k, v in ONSITE[metric].items() if not k.startswith("$")}
+    row = {
+        "Email": "ann@shop.io",
+        "Time": "2024-02-01T10:00:00Z",
+        "Value": str(ONSITE[metric].get("$value", "")),
+    }
+    row |= {"EventId": ONSITE[metric].get("$event_id", "")}
+    row |= {k: ", ".join(v) if isinstance(v, list) else str(v) for k, v in expected.items()}
+    path = tmp_path / "events.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+    mapping = standard_event_mapping(
+        metric,
+        value_column="Value" if "$value" in ONSITE[metric] else None,
+        unique_id="EventId" if "$event_id" in ONSITE[metric] else None,
+    )
+    (result,) = list(run_pipeline(mapping, read_csv(path)))
+    assert result.ok, result.errors
+    event = _event(result.items[0])
+    assert event["properties"] == expected
+    assert event.get("value") == ONSITE[metric].get("$value")
+    assert (
+        event.get("unique_id", "hash") == ONSITE[metric].get("$event_id", "hash")
+        or "$event_id" not in ONSITE[metric]
+    )
+    events_job(result.items)
