@@ -59,46 +59,55 @@ def profile_attributes(item: Item) -> dict[str, Any]:
     return attrs
 
 
+class Slots:
+    """Targets placed into one output object: flat keys fast, dotted paths as nested objects."""
+
+    def __init__(self, slots: list[tuple[str, tuple[str, ...]]]) -> None:
+        self.flat = [(target, path[0]) for target, path in slots if len(path) == 1]
+        self.nested = [(target, path) for target, path in slots if len(path) > 1]
+
+    def fill(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The object for one row's resolved values (empty targets left out)."""
+        out: dict[str, Any] = {}
+        for target, key in self.flat:
+            value = values.get(target, EMPTY)
+            if value is not EMPTY:
+                out[key] = value
+        for target, path in self.nested:
+            value = values.get(target, EMPTY)
+            if value is not EMPTY:
+                node = out
+                for key in path[:-1]:
+                    child = node.get(key)
+                    if not isinstance(child, dict):
+                        child = node[key] = {}
+                    node = child
+                node[path[-1]] = value
+        return out
+
+
 class Placement:
-    """Where event-level targets go: properties, profile attributes, event attributes."""
+    """Where event-level targets go: properties or profile attributes."""
 
     def __init__(self, targets: list[str]) -> None:
-        self.properties: list[tuple[str, tuple[str, ...]]] = []
-        self.profile: list[tuple[str, tuple[str, ...]]] = []
+        properties: list[tuple[str, tuple[str, ...]]] = []
+        profile: list[tuple[str, tuple[str, ...]]] = []
         for target in targets:
             path = split_target(target)
             if path[0] == "properties":
-                self.properties.append((target, path[1:]))
+                properties.append((target, path[1:]))
             elif path[0] == "profile":
                 if len(path) < 2:
                     raise MappingError("profile.<attribute> needs an attribute name")
-                self.profile.append((target, path[1:]))
+                profile.append((target, path[1:]))
             elif target in PROFILE_IDENTIFIERS:
-                self.profile.append((target, path))
+                profile.append((target, path))
+        self.properties = Slots(properties)
+        self.profile = Slots(profile)
 
     def fill(self, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(properties, profile attributes) from resolved values."""
-        return _place(self.properties, values), _place(self.profile, values)
-
-
-def _place(slots: list[tuple[str, tuple[str, ...]]], values: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for target, path in slots:
-        value = values.get(target, EMPTY)
-        if value is EMPTY:
-            continue
-        key = path[0]
-        if len(path) == 1:
-            out[key] = value
-        else:
-            node = out
-            for key in path[:-1]:
-                child = node.get(key)
-                if not isinstance(child, dict):
-                    child = node[key] = {}
-                node = child
-            node[path[-1]] = value
-    return out
+        return self.properties.fill(values), self.profile.fill(values)
 
 
 class EventBuilder:

@@ -16,7 +16,7 @@ from sync.compiler import EMPTY
 from sync.issues import RuleError, SkipRow
 from sync.mapping import Mapping
 from sync.targets.common import Item, MappingError, check_targets, split_target
-from sync.targets.events import ALLOWED, Placement, _place, event_item
+from sync.targets.events import ALLOWED, Placement, Slots, event_item
 
 ORDER_KEY = "properties.OrderId"
 # Item fields the Ordered Product event leaves out (the line total becomes its value) or renames,
@@ -48,7 +48,8 @@ class OrderBuilder:
         self.backfill = opts.backfill
         self.currency = opts.default_currency
         self.order_targets = [t for t in targets if not t.startswith("item.")]
-        self.item_slots = [(t, split_target(t)[1:]) for t in targets if t.startswith("item.")]
+        self.item_slots = Slots([(t, split_target(t)[1:]) for t in targets if t.startswith("item.")])
+        self.has_items = bool(self.item_slots.flat or self.item_slots.nested)
         self.placement = Placement(self.order_targets)
         self.explicit = {t.removeprefix("properties.") for t in self.order_targets}
 
@@ -64,14 +65,14 @@ class OrderBuilder:
                     "required_missing", f"{target} is required but {column} is empty on every row", column
                 )
         order_id: str = order[ORDER_KEY]
-        items = [item for item in (_place(self.item_slots, line) for line in lines) if item]
+        items = [item for item in (self.item_slots.fill(line) for line in lines) if item]
         for item in items:
             if "RowTotal" not in item and "ItemPrice" in item:
                 total = _line_total(item)
                 if total is not None:
                     item["RowTotal"] = total
         properties, profile = self.placement.fill(order)
-        if items and self.item_slots:
+        if items and self.has_items:
             properties["Items"] = items
             self._add_rollups(properties, items)
         value = order.get("value")
@@ -91,7 +92,7 @@ class OrderBuilder:
                 unique_id=order.get("unique_id", order_id),
             )
         ]
-        if self.line_metric and self.item_slots:
+        if self.line_metric and self.has_items:
             out.extend(self._line_events(order_id, items, profile, time, currency))
         return out
 
