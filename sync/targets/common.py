@@ -1,4 +1,4 @@
-"""Helpers shared by the target builders: nested assignment, target checks, stable row hashes."""
+"""Helpers shared by the target builders: target checks, stable row hashes, catalog ids."""
 
 from __future__ import annotations
 
@@ -9,16 +9,13 @@ from typing import Any
 
 import orjson
 
-from sync.compiler import EMPTY
 from sync.issues import MappingError
 
 __all__ = [
     "Item",
     "MappingError",
-    "assign",
     "catalog_id",
     "check_targets",
-    "present",
     "row_hash",
     "split_target",
 ]
@@ -31,17 +28,6 @@ def split_target(target: str) -> tuple[str, ...]:
     return tuple(target.split("."))
 
 
-def assign(dst: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    """Set ``dst[path[0]][path[1]]... = value``, creating nested dicts on the way."""
-    node = dst
-    for key in path[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = node[key] = {}
-        node = child
-    node[path[-1]] = value
-
-
 def check_targets(
     targets: Iterable[str], allowed: frozenset[str], prefixes: tuple[str, ...], kind: str
 ) -> None:
@@ -52,11 +38,6 @@ def check_targets(
             ", " + ", ".join(p + "<name>" for p in prefixes) if prefixes else ""
         )
         raise MappingError(f"{kind} mappings cannot send {', '.join(unknown)}; allowed targets: {names}")
-
-
-def present(value: Any) -> bool:
-    """True when a resolved value should be sent (not EMPTY, not None)."""
-    return value is not EMPTY and value is not None
 
 
 def row_hash(row: RowMapping[str, Any], salt: str = "") -> str:
