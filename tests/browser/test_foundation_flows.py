@@ -70,3 +70,18 @@ async def test_admin_adds_an_operator_from_the_users_page(page: Page, user_facto
     await page.goto("/audit/")
     await expect(page.locator("#audit-rows")).to_contain_text("user.create")
     await screenshot(page, "audit")
+
+
+async def test_layout_is_usable_on_a_narrow_screen(browser, live_server, user_factory):
+    context = await browser.new_context(base_url=live_server, viewport={"width": 800, "height": 900})
+    page = await context.new_page()
+    viewer = await user_factory(Role.VIEWER)
+    await log_in(page, viewer.username)
+    await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    # The sidebar folds above the content; every area stays one tap away.
+    for label in ("Connection", "Runs", "Uploads"):
+        await expect(page.get_by_role("link", name=label, exact=True)).to_be_visible()
+    box = await page.get_by_role("heading", name="Overview").bounding_box()
+    assert box is not None and box["x"] < 100
+    await screenshot(page, "overview-narrow")
+    await context.close()

@@ -118,3 +118,12 @@ def test_worker_without_redis_says_how_to_fix_it(env):
     )
     assert result.returncode == 2
     assert "cannot reach Redis" in result.stderr and "REDIS_URL" in result.stderr
+
+
+def test_web_with_unreachable_database_exits_with_a_clear_log_line(env):
+    bad = {**env, "DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none"}
+    result = subprocess.run(
+        _command("web", free_port()), env=bad, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "database unreachable at start" in result.stderr and "DATABASE_URL" in result.stderr

@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Controller, Request, get
 from litestar.response import Template
 
+from services import runs
 from services.accounts import get_account
 from services.workers import worker_health
 from web.deps import Db, RedisDep, SettingsDep
@@ -31,4 +32,9 @@ class OverviewController(Controller):
         )
 
     async def _status(self, db: Db, redis: RedisDep, settings: SettingsDep) -> dict[str, Any]:
-        return {"account": await get_account(db), "health": await worker_health(redis, settings.queue_name)}
+        return {
+            "account": await get_account(db),
+            "health": await worker_health(redis, settings.queue_name),
+            "active_runs": await runs.active_runs(db),
+            "progress": runs.progress,
+        }
