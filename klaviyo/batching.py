@@ -71,8 +71,10 @@ class Batcher:
         """Add one item; returns the batch it closed, if adding it closed one."""
         current = self._current
         try:
-            check_finite(item)
             encoded = dumps(item)
+            # orjson writes NaN and infinity as null, so only a body with a null needs the slow walk.
+            if b"null" in encoded:
+                check_finite(item)
         except (NotSerializableError, TypeError) as error:
             current.rejected.append(RowRejection(row_ref, "not_serializable", str(error)))
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -59,7 +60,7 @@ class KlaviyoClient:
     run_id: str = "default"
     weight: float = 1.0
     timeout: httpx.Timeout = field(default_factory=lambda: DEFAULT_TIMEOUT)
-    max_connections: int = 64
+    max_connections: int = 32
     http: httpx.AsyncClient | None = field(default=None, repr=False)
     _shared: _Shared = field(init=False, repr=False)
 
@@ -119,10 +120,17 @@ class KlaviyoClient:
         }
 
     async def _once(
-        self, endpoint: Endpoint, url: str, body: bytes | None, params: Mapping[str, str] | None
+        self,
+        endpoint: Endpoint,
+        url: str,
+        body: bytes | None,
+        params: Mapping[str, str] | None,
+        stats: AttemptStats,
     ) -> Response:
         if self.limiter is not None:
             await self.limiter.acquire(self.account_id, endpoint.rate, self.run_id, self.weight)
+        if stats.first_sent_at is None:
+            stats.first_sent_at = time.time()
         try:
             answer = await self._shared.http.request(
                 endpoint.method,
@@ -172,7 +180,7 @@ class KlaviyoClient:
         stats = stats if stats is not None else AttemptStats()
 
         async def attempt() -> Response:
-            response = await self._once(endpoint, target, body, params)
+            response = await self._once(endpoint, target, body, params, stats)
             stats.last_status = response.status
             return response
 

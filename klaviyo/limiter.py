@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -28,15 +30,13 @@ from klaviyo.endpoints import RateClass
 # alternate (weighted) instead of going to whichever run has the most tasks asking.
 _ACQUIRE = """
 local base = KEYS[1]
-local burst_limit = tonumber(ARGV[1])
-local burst_ms = tonumber(ARGV[2])
-local steady_limit = tonumber(ARGV[3])
-local steady_ms = tonumber(ARGV[4])
-local run = ARGV[5]
-local member = run .. '|' .. ARGV[6]
-local weight = tonumber(ARGV[7])
-local fair_wait = tonumber(ARGV[8])
-local grace = tonumber(ARGV[9])
+local steady_limit = tonumber(ARGV[1])
+local steady_ms = tonumber(ARGV[2])
+local run = ARGV[3]
+local member = run .. '|' .. ARGV[4]
+local weight = tonumber(ARGV[5])
+local fair_wait = tonumber(ARGV[6])
+local grace = tonumber(ARGV[7])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local tickets = base .. ':tickets'
@@ -73,12 +73,16 @@ if used >= steady_limit then
   local oldest = redis.call('ZRANGE', log, used - steady_limit, used - steady_limit, 'WITHSCORES')
   return wait(tonumber(oldest[2]) + steady_ms - now)
 end
-local since = '(' .. tostring(now - burst_ms)
-local recent = redis.call('ZCOUNT', log, since, '+inf')
-if recent >= burst_limit then
-  local offset = recent - burst_limit
-  local entry = redis.call('ZRANGEBYSCORE', log, since, '+inf', 'WITHSCORES', 'LIMIT', offset, 1)
-  return wait(tonumber(entry[2]) + burst_ms - now)
+-- Shorter windows (burst, pace) as (count, ms) pairs from ARGV[8] on, checked on the same log.
+for i = 8, #ARGV, 2 do
+  local limit = tonumber(ARGV[i])
+  local window = tonumber(ARGV[i + 1])
+  local since = '(' .. tostring(now - window)
+  local recent = redis.call('ZCOUNT', log, since, '+inf')
+  if recent >= limit then
+    local entry = redis.call('ZRANGEBYSCORE', log, since, '+inf', 'WITHSCORES', 'LIMIT', recent - limit, 1)
+    return wait(tonumber(entry[2]) + window - now)
+  end
 end
 
 redis.call('ZADD', log, now, member)
@@ -128,6 +132,18 @@ def parse_limit_header(value: str | None) -> dict[float, int]:
     return {float(w): int(n) for n, w in _WINDOW.findall(value)}
 
 
+@dataclass(frozen=True)
+class Windows:
+    """What we allow ourselves per rolling window: counts, and lengths in (scaled) milliseconds."""
+
+    burst: int
+    burst_ms: float
+    steady: int
+    steady_ms: float
+    pace: int  # 0 = no pacing
+    pace_ms: float
+
+
 class RateLimiter:
     """Paces requests for every worker process of every account through Redis."""
 
@@ -138,6 +154,8 @@ class RateLimiter:
         time_scale: float = 1.0,
         steady_margin: float = 0.97,
         burst_margin: float = 0.5,
+        pace_count: int = 2,
+        pace_headroom: float = 1.1,
         fair_wait: float = 0.002,
     ):
         self.redis = redis
@@ -145,6 +163,9 @@ class RateLimiter:
         self.time_scale = time_scale
         self.steady_margin = steady_margin
         self.burst_margin = burst_margin
+        self.pace_count = pace_count
+        self.pace_headroom = pace_headroom
+        self._gates: dict[tuple[str, str, str], asyncio.Lock] = {}
         self.fair_wait = fair_wait
         self._acquire = redis.register_script(_ACQUIRE)
         self._observe = redis.register_script(_OBSERVE)
@@ -153,30 +174,42 @@ class RateLimiter:
         # The hash tag keeps one account's keys in one slot should Redis ever be a cluster.
         return f"{self.prefix}:{{{account}:{rate.name}}}"
 
-    def limits(self, rate: RateClass) -> tuple[int, float, int, float]:
-        """(burst count, burst ms, steady count, steady ms) after margins and time scaling."""
-        burst = max(1, int(rate.burst * self.burst_margin))
+    def limits(self, rate: RateClass) -> Windows:
+        """The windows we hold ourselves to for ``rate``, after margins and time scaling."""
         steady = max(1, int(rate.steady * self.steady_margin))
-        return burst, 1000 / self.time_scale, steady, 60_000 / self.time_scale
+        steady_ms = 60_000 / self.time_scale
+        pace = min(self.pace_count, steady)
+        pace_ms = pace * steady_ms / steady / self.pace_headroom if pace else 0.0
+        return Windows(
+            burst=max(1, int(rate.burst * self.burst_margin)),
+            burst_ms=1000 / self.time_scale,
+            steady=steady,
+            steady_ms=steady_ms,
+            pace=pace,
+            pace_ms=pace_ms,
+        )
 
     async def try_acquire(
-        self, account: str, rate: RateClass, run_id: str = "default", weight: float = 1.0, ticket: str = "-"
+        self,
+        account: str,
+        rate: RateClass,
+        run_id: str = "default",
+        weight: float = 1.0,
+        ticket: str | None = None,
     ) -> int:
-        """One atomic attempt: 0 when granted, else milliseconds to wait before asking again."""
-        burst, burst_ms, steady, steady_ms = self.limits(rate)
+        """One atomic attempt: 0 when granted, else milliseconds to wait before asking again.
+
+        ``ticket`` names the waiting caller across attempts; it also names the grant in the log, so
+        it must be new for every grant.
+        """
+        ticket = ticket or uuid.uuid4().hex[:12]
+        w = self.limits(rate)
         # Ticket grace: how long a sleeping waiter still counts as waiting; covers scheduling slop.
-        grace = max(20.0, min(250.0, burst_ms))
-        args: list[Any] = [
-            burst,
-            burst_ms,
-            steady,
-            steady_ms,
-            run_id,
-            ticket,
-            weight,
-            self.fair_wait * 1000,
-            grace,
-        ]
+        grace = max(20.0, min(250.0, w.burst_ms))
+        args: list[Any] = [w.steady, w.steady_ms, run_id, ticket, weight, self.fair_wait * 1000, grace]
+        args += [w.burst, w.burst_ms]
+        if w.pace:
+            args += [w.pace, w.pace_ms]
         result = await self._acquire(keys=[self.key(account, rate)], args=args)
         return int(result)
 
@@ -184,21 +217,25 @@ class RateLimiter:
         self, account: str, rate: RateClass, run_id: str = "default", weight: float = 1.0
     ) -> float:
         """Wait until a request may go; returns the seconds spent waiting."""
-        ticket = uuid.uuid4().hex[:12]
-        waited = 0.0
-        granted = False
-        try:
-            while True:
-                wait_ms = await self.try_acquire(account, rate, run_id, weight, ticket)
-                if wait_ms == 0:
-                    granted = True
-                    return waited
-                await asyncio.sleep(wait_ms / 1000)
-                waited += wait_ms / 1000
-        finally:
-            if not granted:
-                # Cancelled while waiting: drop the ticket so other runs stop deferring to us.
-                await self.redis.zrem(f"{self.key(account, rate)}:tickets", f"{run_id}|{ticket}")
+        started = time.monotonic()
+        # One task per (account, class, run) in this process asks Redis at a time; the rest queue
+        # here in FIFO order. Without this, every waiting task wakes when a slot frees and all but
+        # one go back to sleep: a herd that costs more than the requests themselves at high rates.
+        gate = self._gates.setdefault((account, rate.name, run_id), asyncio.Lock())
+        async with gate:
+            ticket = uuid.uuid4().hex[:12]
+            granted = False
+            try:
+                while True:
+                    wait_ms = await self.try_acquire(account, rate, run_id, weight, ticket)
+                    if wait_ms == 0:
+                        granted = True
+                        return time.monotonic() - started
+                    await asyncio.sleep(wait_ms / 1000)
+            finally:
+                if not granted:
+                    # Cancelled while waiting: drop the ticket so other runs stop deferring to us.
+                    await self.redis.zrem(f"{self.key(account, rate)}:tickets", f"{run_id}|{ticket}")
 
     async def pause(self, account: str, rate: RateClass, seconds: float) -> None:
         """Make every worker wait ``seconds`` (a 429's Retry-After, already time-scaled by the server)."""
@@ -224,16 +261,18 @@ class RateLimiter:
             reset = float(reset_raw)
         except ValueError:
             return
-        _, burst_ms, _, steady_ms = self.limits(rate)
+        steady_ms = self.limits(rate).steady_ms
         if remaining <= 0:
             await self._observe(keys=[self.key(account, rate)], args=[reset * 1000, 0, steady_ms])
             return
-        # Remaining is the smaller of the two windows; a reset longer than a burst window means it is
-        # the steady window's, whose count is worth adopting when higher than ours.
-        if reset * 1000 > burst_ms:
-            windows = parse_limit_header(headers.get("ratelimit-limit"))
-            # The longest window is the steady one (its length is time-scaled by the server).
-            steady_limit = windows[max(windows)] if windows else rate.steady
+        # Remaining is the smaller of the two windows' and Reset belongs to that window. Only a reset
+        # well past any burst window (lengths as announced, time-scaled) surely describes the steady
+        # window; its count is worth adopting when higher than ours.
+        announced = parse_limit_header(headers.get("ratelimit-limit"))
+        burst_seconds = min(announced) if announced else 1 / self.time_scale
+        if reset > 2 * burst_seconds:
+            # The longest window is the steady one.
+            steady_limit = announced[max(announced)] if announced else rate.steady
             used = steady_limit - remaining
             if used > 0:
                 args = [0, used, steady_ms]

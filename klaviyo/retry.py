@@ -37,6 +37,7 @@ class AttemptStats:
     attempts: int = 0
     rate_limited: int = 0
     last_status: int | None = None
+    first_sent_at: float | None = None  # wall clock when the first attempt was let through
 
 
 def is_retryable(error: BaseException) -> bool:

@@ -7,6 +7,7 @@ points at nothing is bisected until the bad items are isolated. 401/403 abort th
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ class BatchOutcome:
     http_status: int | None = None
     rate_limited: int = 0
     job_ids: list[str] = field(default_factory=list)
+    sent_at: float | None = None  # wall clock of the first request let through for this batch
+    finished_at: float | None = None
     # Row refs in the order of each job's items, so bulk-job errors (by index) map back to rows.
     job_rows: dict[str, list[int]] = field(default_factory=dict)
 
@@ -94,6 +97,8 @@ async def send_batch(
         outcome.attempts = stats.attempts
         outcome.http_status = stats.last_status
         outcome.rate_limited = stats.rate_limited
+        outcome.sent_at = stats.first_sent_at
+        outcome.finished_at = time.time()
     return outcome
 
 

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from klaviyo.endpoints import RateClass
@@ -46,7 +47,9 @@ async def grab(limiter: RateLimiter, count: int, tasks: int, run_id: str = "defa
 
 def test_limits_apply_margins_and_scale(redis: Redis, prefix: str) -> None:
     limiter = RateLimiter(redis, prefix=prefix, time_scale=20)
-    assert limiter.limits(RATE) == (5, 50.0, 145, 3000.0)
+    w = limiter.limits(RATE)
+    assert (w.burst, w.burst_ms, w.steady, w.steady_ms, w.pace) == (5, 50.0, 145, 3000.0, 4)
+    assert w.pace_ms == pytest.approx(4 * 3000 / 145 / 1.1)
     assert parse_limit_header("10, 10;w=1, 150;w=60") == {1.0: 10, 60.0: 150}
     assert parse_limit_header("10, 10;w=0.04, 150;w=2.4") == {0.04: 10, 2.4: 150}
 
@@ -128,6 +131,15 @@ async def test_higher_count_from_headers_is_adopted(redis: Redis, prefix: str) -
     headers = {"ratelimit-limit": "10, 10;w=1, 150;w=60", "ratelimit-remaining": "4", "ratelimit-reset": "30"}
     await limiter.observe_headers("acct", RATE, headers)
     assert await limiter.try_acquire("acct", RATE) > 1000
+    # A reset just past the burst window describes the burst window: its remaining is not the steady one's.
+    burst = RateLimiter(redis, prefix=prefix + ":c", time_scale=3)
+    near = {
+        "ratelimit-limit": "10, 10;w=0.333, 150;w=20",
+        "ratelimit-remaining": "3",
+        "ratelimit-reset": "0.334",
+    }
+    await burst.observe_headers("acct", RATE, near)
+    assert await burst.try_acquire("acct", RATE) == 0
     # A lower count than ours changes nothing.
     fresh = RateLimiter(redis, prefix=prefix + ":b", time_scale=1)
     low = {**headers, "ratelimit-remaining": "149"}
@@ -136,9 +148,12 @@ async def test_higher_count_from_headers_is_adopted(redis: Redis, prefix: str) -
 
 
 async def test_script_is_atomic_under_a_stampede(redis: Redis, prefix: str) -> None:
-    limiter = RateLimiter(redis, prefix=prefix, time_scale=1)  # 5 per second, 145 per minute
+    limiter = RateLimiter(redis, prefix=prefix, time_scale=1, pace_count=0)  # 5 per second
     results = await asyncio.gather(*(limiter.try_acquire("acct", RATE, ticket=str(i)) for i in range(200)))
     assert sum(1 for r in results if r == 0) == 5
+    paced = RateLimiter(redis, prefix=prefix + ":p", time_scale=1)  # pacing allows 4 at once
+    results = await asyncio.gather(*(paced.try_acquire("acct", RATE, ticket=str(i)) for i in range(200)))
+    assert sum(1 for r in results if r == 0) == 4
 
 
 async def test_a_big_run_cannot_starve_a_small_one(redis: Redis, prefix: str) -> None:
@@ -172,8 +187,16 @@ async def test_weights_split_turns(redis: Redis, prefix: str) -> None:
 
 
 async def test_a_lone_run_gets_every_turn(redis: Redis, prefix: str) -> None:
-    limiter = RateLimiter(redis, prefix=prefix, time_scale=60)
+    limiter = RateLimiter(redis, prefix=prefix, time_scale=60, pace_count=0)
     # A run that waited earlier and left must not make the next run defer to it.
     await limiter.acquire("acct", RATE, "earlier")
     times = await grab(limiter, 140, tasks=10, run_id="alone")
     assert max(times) - min(times) < 0.8
+
+
+async def test_pacing_spreads_grants_over_the_window(redis: Redis, prefix: str) -> None:
+    limiter = RateLimiter(redis, prefix=prefix, time_scale=60)  # 145 per 1 s, paced 4 per ~25 ms
+    times = await grab(limiter, 145, tasks=20)
+    elapsed = max(times) - min(times)
+    assert 0.8 <= elapsed <= 1.1  # not 145 in the first instants of the window
+    assert most_in_any(times, 0.25) <= 45
