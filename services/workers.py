@@ -13,6 +13,15 @@ from redis.exceptions import RedisError
 HEARTBEAT_PREFIX = "console:worker:"
 
 
+def heartbeat_pattern(queue_name: str, host: str = "*") -> str:
+    """Heartbeat keys of the workers serving this queue (consoles sharing a Redis stay apart)."""
+    return f"{HEARTBEAT_PREFIX}{queue_name}:{host}:*" if host != "*" else f"{HEARTBEAT_PREFIX}{queue_name}:*"
+
+
+def heartbeat_key(queue_name: str, name: str) -> str:
+    return f"{HEARTBEAT_PREFIX}{queue_name}:{name}"
+
+
 @dataclass
 class WorkerHealth:
     redis_ok: bool
@@ -28,7 +37,7 @@ class WorkerHealth:
 async def worker_health(redis: Redis, queue_name: str) -> WorkerHealth:
     """Live workers (heartbeat keys expire when a worker stops beating) and queued jobs."""
     try:
-        keys = [key async for key in redis.scan_iter(match=f"{HEARTBEAT_PREFIX}*", count=100)]
+        keys = [key async for key in redis.scan_iter(match=heartbeat_pattern(queue_name), count=100)]
         values = await redis.mget(keys) if keys else []
         workers = [orjson.loads(v) for v in values if v]
         now = time.time()

@@ -8,13 +8,14 @@ import sys
 import redis
 
 from config.settings import get_settings
-from services.workers import HEARTBEAT_PREFIX
+from services.workers import heartbeat_pattern
 
 
 def main() -> int:
-    client = redis.Redis.from_url(get_settings().redis_url, socket_connect_timeout=2)
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
     try:
-        keys = list(client.scan_iter(match=f"{HEARTBEAT_PREFIX}{socket.gethostname()}:*"))
+        keys = list(client.scan_iter(match=heartbeat_pattern(settings.queue_name, socket.gethostname())))
     except (redis.RedisError, OSError) as exc:
         print(f"unhealthy: redis unreachable: {exc}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.workers import HEARTBEAT_PREFIX
+from services.workers import heartbeat_key
 
 INTERVAL_S = 5.0
 TTL_S = 20
@@ -23,10 +23,10 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def beat_forever(redis: Redis, ctx: dict[str, Any]) -> None:
+async def beat_forever(redis: Redis, ctx: dict[str, Any], queue_name: str) -> None:
     """Write the heartbeat until cancelled; a Redis blip is logged by arq, not fatal here."""
     name = worker_name()
-    key = f"{HEARTBEAT_PREFIX}{name}"
+    key = heartbeat_key(queue_name, name)
     started = time.time()
     try:
         while True:

@@ -14,7 +14,7 @@ import pytest
 import redis
 import yaml
 
-from services.workers import HEARTBEAT_PREFIX
+from services.workers import heartbeat_pattern
 from tests.conftest import REDIS_URL, ROOT, TEST_DATABASE_URL, free_port, wait_for_http
 from tests.support.databases import create_postgres_database, drop_postgres_database
 
@@ -84,7 +84,7 @@ def test_compose_commands_come_up_healthy(env):
             assert procs[1].poll() is None, "worker exited"
             assert time.monotonic() < deadline, "worker never reported a heartbeat"
             time.sleep(0.5)
-        beats = redis.Redis.from_url(REDIS_URL).keys(f"{HEARTBEAT_PREFIX}*")
+        beats = redis.Redis.from_url(REDIS_URL).keys(heartbeat_pattern(env["QUEUE_NAME"]))
         assert beats
     finally:
         for proc in procs:

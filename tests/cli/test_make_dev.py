@@ -52,7 +52,7 @@ def test_make_dev_serves_login_with_live_worker_and_stops_on_ctrl_c(tmp_path):
         wait_for_http(f"http://127.0.0.1:{sim_port}/__sim/stats", timeout=30)
         private = redis.Redis(port=redis_port)
         deadline = time.monotonic() + 20
-        while not private.keys("console:worker:*"):
+        while not private.keys("console:worker:arq:dev-test:*"):
             assert time.monotonic() < deadline, "no worker heartbeat"
             time.sleep(0.3)
         print(f"make dev start-up: {startup_s:.1f}s")
