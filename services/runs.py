@@ -222,6 +222,13 @@ async def list_runs(
     return list((await db.exec(query)).all())
 
 
+async def active_runs(db: AsyncSession, limit: int = 10) -> list[SyncRun]:
+    """Runs queued or in progress, oldest first (what the Overview shows)."""
+    active = [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING]
+    query = select(SyncRun).where(col(SyncRun.status).in_(active)).order_by(col(SyncRun.id)).limit(limit)
+    return list((await db.exec(query)).all())
+
+
 async def errors_by_rule(db: AsyncSession, run_id: int) -> list[dict[str, Any]]:
     """Errors and warnings grouped by rule, with a count and a few example rows."""
     query = (
