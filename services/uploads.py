@@ -20,7 +20,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,6 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from config.settings import Settings
 from models import Mapping, MappingVersion, Upload, UploadStatus, User
+from models.base import utcnow
 from sync.mapping import Mapping as MappingSpec
 from sync.readers import FALLBACK_ENCODING, CsvReader, SourceError, SourceProblem, detect_encoding
 
@@ -232,18 +233,27 @@ def can_run(upload: Upload) -> tuple[bool, str]:
     return True, ""
 
 
+def waiting_too_long(upload: Upload, minutes: int = 2) -> bool:
+    """Still not analysed a while after upload: the job may be lost (Redis flushed, no worker)."""
+    created = upload.created_at if upload.created_at.tzinfo else upload.created_at.replace(tzinfo=UTC)
+    return upload.status == UploadStatus.RECEIVING and utcnow() - created > timedelta(minutes=minutes)
+
+
 def blocking_problem(upload: Upload) -> dict[str, Any] | None:
     return next((p for p in upload.problems if p.get("blocking")), None)
 
 
 def summary_line(problem: dict[str, Any]) -> str:
-    """'orders.csv, row 3, column "note": message (rule cell_too_large)'."""
-    where = [str(problem.get("file") or "")]
-    if problem.get("row") is not None:
-        where.append(f"row {problem['row']}")
-    if problem.get("column"):
-        where.append(f"column {problem['column']!r}")
-    return f"{', '.join(w for w in where if w)}: {problem['message']} (rule {problem['rule']})"
+    """'orders.csv, row 3, column 'note': message (rule cell_too_large)', without saying things twice."""
+    message, row, column = problem["message"], problem.get("row"), problem.get("column")
+    file = str(problem.get("file") or "")
+    where = [] if not file or message.startswith(file) else [file]
+    if row is not None and not message.startswith(f"row {row}"):
+        where.append(f"row {row}")
+    if column and repr(column) not in message:
+        where.append(f"column {column!r}")
+    prefix = ", ".join(where)
+    return f"{prefix + ': ' if prefix else ''}{message} (rule {problem['rule']})"
 
 
 @dataclass
@@ -426,7 +436,7 @@ class _SerialDates:
             day = (_EXCEL_EPOCH + timedelta(days=float(example))).strftime("%Y-%m-%d")
             problems.add(
                 "excel_serial_date",
-                f"column {column!r} holds Excel serial day numbers such as {example} (= {day}) in "
+                f"Excel serial day numbers such as {example} (= {day}) in "
                 f"{count:,} row{'s' if count != 1 else ''}, first at row {first}. Format the column as dates "
                 "in the spreadsheet before exporting, or read it with the 'excel' date format in the mapping",
                 first,
@@ -516,9 +526,8 @@ def _check_cells(problems: _Problems, number: int, row: dict[str, str]) -> None:
         if size > MAX_CELL_BYTES:
             problems.add(
                 "cell_too_large",
-                f"row {number}, column {column!r} holds {human_size(size)} (the limit is "
-                f"{human_size(MAX_CELL_BYTES)} per cell): often an unclosed quote swallowing the rows "
-                "after it",
+                f"a cell of {human_size(size)} (the limit is {human_size(MAX_CELL_BYTES)} per cell): "
+                "often an unclosed quote swallowing the rows after it",
                 number,
                 column,
                 blocking=True,

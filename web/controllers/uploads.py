@@ -116,6 +116,7 @@ class UploadsController(Controller):
             groups=uploads.group_problems(upload.problems),
             blocking=uploads.blocking_problem(upload),
             summary_line=uploads.summary_line,
+            stuck=uploads.waiting_too_long(upload),
             runnable=runnable,
             reason=reason,
             mappings=await uploads.mapping_choices(db, upload) if runnable else [],
@@ -143,6 +144,7 @@ class UploadsController(Controller):
             blocking=uploads.blocking_problem(upload),
             summary_line=uploads.summary_line,
             health=await worker_health(redis, settings.queue_name),
+            stuck=uploads.waiting_too_long(upload),
         )
         if request.headers.get("hx-request") == "true" and upload.status != UploadStatus.RECEIVING:
             # Analysis finished while the page polled: reload it to show columns, problems and preview.
