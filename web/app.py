@@ -26,6 +26,8 @@ from web.controllers.auth import AuthController
 from web.controllers.connection import ConnectionController
 from web.controllers.health import HealthController
 from web.controllers.overview import OverviewController
+from web.controllers.runs import RunsController
+from web.controllers.uploads import UploadsController
 from web.controllers.users import UsersController
 from web.deps import DEPENDENCIES
 from web.errors import EXCEPTION_HANDLERS
@@ -100,6 +102,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             OverviewController,
             ConnectionController,
             UsersController,
+            RunsController,
+            UploadsController,
             AuditController,
             UpcomingAreasController,
         ],

@@ -8,13 +8,18 @@ from typing import Any
 
 import httpx
 import structlog
+from arq import cron
 from arq.connections import RedisSettings
+from arq.worker import func
 
 from config.logging import configure_logging
 from config.settings import get_settings
 from models.db import make_engine, make_sessionmaker
+from workers.analyse_upload import analyse_upload
 from workers.check_connection import check_connection
 from workers.heartbeat import beat_forever
+from workers.reconcile_runs import reconcile_runs
+from workers.send_run import send_run
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +34,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         timeout=httpx.Timeout(30.0, connect=5.0),
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
     )
-    ctx["heartbeat"] = asyncio.create_task(beat_forever(ctx["redis"], ctx))
+    ctx["heartbeat"] = asyncio.create_task(beat_forever(ctx["redis"], ctx, settings.queue_name))
     log.info("worker started", database=settings.database_url.split("@")[-1])
 
 
@@ -46,7 +51,13 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions = [check_connection]
+    functions = [
+        check_connection,
+        func(send_run, timeout=7 * 24 * 3600, max_tries=1000),
+        analyse_upload,
+    ]
+    # Every 5 s: a dead worker's run is picked up soon after its lease expires.
+    cron_jobs = [cron(reconcile_runs, second=set(range(0, 60, 5)), run_at_startup=True, unique=True)]
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = RedisSettings.from_dsn(get_settings().redis_url)

@@ -15,8 +15,6 @@ UPCOMING = {
         "Map your store's fields to Klaviyo metrics, profiles and catalog fields, "
         "with a live preview of the exact payload.",
     ),
-    "uploads": ("Uploads", "Upload backfill CSVs of historical orders, events, profiles and catalog items."),
-    "runs": ("Runs", "Every sync run with its progress, throughput and errors."),
     "lists": ("Lists", "Klaviyo lists, membership and email/SMS subscriptions."),
     "schedules": ("Schedules", "Recurring syncs from feeds, and real-time ingest tokens."),
 }
