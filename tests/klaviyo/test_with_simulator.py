@@ -298,3 +298,19 @@ async def test_pacing_avoids_429s(client, sim) -> None:
     assert len(outcomes) == 40
     assert sum(o.rate_limited for o in outcomes) == 0
     assert len(stored(sim)) == 2000
+
+
+async def test_timeouts_are_network_errors_and_retried(sim) -> None:
+    import httpx
+
+    from klaviyo.errors import NetworkError
+
+    sim.config.faults.latency_min = sim.config.faults.latency_max = 0.3
+    policy = RetryPolicy(max_attempts=3, base=0.01, cap=0.02)
+    async with KlaviyoClient(
+        sim.api_key, base_url=sim.base_url, retry=policy, timeout=httpx.Timeout(0.1)
+    ) as c:
+        stats = AttemptStats()
+        with pytest.raises(NetworkError):
+            await c.request(ep.GET_METRICS, stats=stats)
+        assert stats.attempts == 3
