@@ -42,6 +42,9 @@ def live_env(pg_url: str, simulator_url: str, queue_name: str) -> dict[str, str]
         "KLAVIYO_BASE_URL": simulator_url,
         "QUEUE_NAME": f"{queue_name}:browser",
         "UPLOAD_DIR": str(ARTIFACTS / "uploads"),
+        # The session's simulator runs 20x faster than Klaviyo; the limiter must know.
+        "KLAVIYO_TIME_SCALE": "20",
+        "RUN_LEASE_SECONDS": "5",
     }
 
 

@@ -112,7 +112,11 @@ class RunsController(Controller):
     @get("/{run_id:int}/status")
     async def status(self, request: Request[Any, Any, Any], db: Db, run_id: FromPath[int]) -> Template:
         run = await _load(db, run_id)
-        return render(request, "runs/_status.html", area="runs", run=run, p=runs.progress(run))
+        response = render(request, "runs/_status.html", area="runs", run=run, p=runs.progress(run))
+        if run.status.finished and request.headers.get("hx-request") == "true":
+            # The poll that sees the end reloads the page once, so the errors and batches are final too.
+            response.headers["HX-Refresh"] = "true"
+        return response
 
     @post("/{run_id:int}/{action:str}")
     async def act(
