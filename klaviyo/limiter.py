@@ -144,6 +144,12 @@ class Windows:
     pace_ms: float
 
 
+@dataclass
+class _Gate:
+    lock: asyncio.Lock
+    users: int = 0
+
+
 class RateLimiter:
     """Paces requests for every worker process of every account through Redis."""
 
@@ -165,7 +171,7 @@ class RateLimiter:
         self.burst_margin = burst_margin
         self.pace_count = pace_count
         self.pace_headroom = pace_headroom
-        self._gates: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._gates: dict[tuple[int, str, str, str], _Gate] = {}
         self.fair_wait = fair_wait
         self._acquire = redis.register_script(_ACQUIRE)
         self._observe = redis.register_script(_OBSERVE)
@@ -221,21 +227,30 @@ class RateLimiter:
         # One task per (account, class, run) in this process asks Redis at a time; the rest queue
         # here in FIFO order. Without this, every waiting task wakes when a slot frees and all but
         # one go back to sleep: a herd that costs more than the requests themselves at high rates.
-        gate = self._gates.setdefault((account, rate.name, run_id), asyncio.Lock())
-        async with gate:
-            ticket = uuid.uuid4().hex[:12]
-            granted = False
-            try:
-                while True:
-                    wait_ms = await self.try_acquire(account, rate, run_id, weight, ticket)
-                    if wait_ms == 0:
-                        granted = True
-                        return time.monotonic() - started
-                    await asyncio.sleep(wait_ms / 1000)
-            finally:
-                if not granted:
-                    # Cancelled while waiting: drop the ticket so other runs stop deferring to us.
-                    await self.redis.zrem(f"{self.key(account, rate)}:tickets", f"{run_id}|{ticket}")
+        key = (id(asyncio.get_running_loop()), account, rate.name, run_id)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = _Gate(asyncio.Lock())
+        gate.users += 1
+        try:
+            async with gate.lock:
+                ticket = uuid.uuid4().hex[:12]
+                granted = False
+                try:
+                    while True:
+                        wait_ms = await self.try_acquire(account, rate, run_id, weight, ticket)
+                        if wait_ms == 0:
+                            granted = True
+                            return time.monotonic() - started
+                        await asyncio.sleep(wait_ms / 1000)
+                finally:
+                    if not granted:
+                        # Cancelled while waiting: drop the ticket so other runs stop deferring to us.
+                        await self.redis.zrem(f"{self.key(account, rate)}:tickets", f"{run_id}|{ticket}")
+        finally:
+            gate.users -= 1
+            if gate.users == 0:
+                del self._gates[key]  # runs come and go; keep no lock for a finished one
 
     async def pause(self, account: str, rate: RateClass, seconds: float) -> None:
         """Make every worker wait ``seconds`` (a 429's Retry-After, already time-scaled by the server)."""
