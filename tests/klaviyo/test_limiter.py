@@ -92,6 +92,17 @@ async def test_two_processes_share_the_windows(redis: Redis, prefix: str) -> Non
     assert max(times) - min(times) >= 1.95
 
 
+async def test_fairness_holds_across_processes(redis: Redis, prefix: str) -> None:
+    start_at = time.time() + 1.5
+    base = [sys.executable, "-m", "tests.klaviyo._limiter_worker", prefix, "0"]
+    big = base + ["24", "60", str(start_at), "big-run", "1.5"]
+    small = base + ["2", "60", str(start_at), "small-run", "1.5"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) for cmd in (big, small)]
+    (big_out, _), (small_out, _) = [await asyncio.to_thread(p.communicate, timeout=60) for p in procs]
+    n_big, n_small = len(json.loads(big_out)), len(json.loads(small_out))
+    assert 0.4 <= n_small / (n_big + n_small) <= 0.6, (n_big, n_small)
+
+
 async def test_a_429_pauses_every_worker(redis: Redis, prefix: str) -> None:
     other = Redis.from_url("redis://127.0.0.1:6379/0")  # a second connection stands for another process
     try:
