@@ -1,0 +1,140 @@
+"""The mapping studio in a real browser: build a Placed Order mapping from a Shopify-style CSV, watch the
+preview follow each edit, save a new version; the page at 1280 px and at 800 px."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from playwright.async_api import Page, expect
+
+from models import Role
+from tests.browser.conftest import log_in, screenshot
+
+pytestmark = pytest.mark.browser
+
+# Shopify's orders export: one row per line item, order columns only on an order's first line.
+SHOPIFY = """Name,Email,Financial Status,Paid at,Fulfillment Status,Currency,Subtotal,Shipping,Taxes,Total,\
+Discount Code,Discount Amount,Shipping Method,Created at,Lineitem quantity,Lineitem name,Lineitem price,\
+Lineitem sku,Billing Name,Billing City,Billing Country,Vendor
+#1001,ana@shop.test,paid,2024-03-01 10:20:00 -0500,fulfilled,USD,45.00,5.00,0.00,50.00,,0.00,Standard,\
+2024-03-01 10:15:00 -0500,1,Blue Mug,15.00,MUG-BLUE,Ana Silva,Boston,US,Acme
+#1001,,,,,,,,,,,,,,2,Red Mug,15.00,MUG-RED,,,,Acme
+#1002,ben@shop.test,paid,,unfulfilled,USD,20.00,0.00,0.00,20.00,SPRING,2.00,Express,2024-03-02,1,Tea Towel,\
+20.00,TOWEL-1,Ben Okafor,Austin,US,Linen Co
+#1003,not-an-email,pending,,,USD,9.00,0,0,9.00,,0,,2024-03-03 08:00:00 -0500,1,Coaster,9.00,COAST-1,,,,Acme
+"""
+
+
+def json_of(text: str) -> dict:
+    return json.loads(text)
+
+
+async def view(page: Page, name: str) -> None:  # TEMP: viewport-only shots for inspection
+    await page.screenshot(path=f"/tmp/kc/{name}.png")
+
+
+async def test_operator_builds_a_placed_order_mapping_from_a_shopify_sample(page: Page, user_factory):
+    operator = await user_factory(Role.OPERATOR)
+    await log_in(page, operator.username)
+    await page.goto("/mappings/")
+    await screenshot(page, "mappings-index-empty")
+    await page.get_by_label("What to send").select_option("order:Placed Order")
+    await page.get_by_label("Name", exact=True).fill("Shopify backfill: Placed Order")
+    await page.get_by_text("Sample data for header suggestions").click()
+    await page.locator("textarea[name=sample_text]").fill(SHOPIFY)
+    await page.get_by_role("button", name="Create and open the studio").click()
+
+    await expect(page.get_by_role("heading", name="Shopify backfill: Placed Order")).to_be_visible()
+    preview_json = page.get_by_test_id("json")
+    await expect(preview_json).to_contain_text('"event-bulk-create-job"')
+    await expect(preview_json).to_contain_text('"name": "Placed Order"')
+    await expect(preview_json).to_contain_text('"MUG-RED"')  # the order's second line is in Items
+    await expect(page.get_by_test_id("count-items")).to_have_text(
+        "5"
+    )  # #1001: order + 2 lines, #1002: order + 1 line; #1003 is rejected
+    await expect(page.get_by_test_id("columns")).to_contain_text("Lineitem sku")
+    await screenshot(page, "mappings-studio")
+    await view(page, "top")
+    await page.mouse.wheel(0, 700)
+    await view(page, "scrolled")
+    await page.mouse.wheel(0, -700)
+
+    # Rename a target: the JSON follows without a reload.
+    financial = page.locator("input.kc-target[value='properties.FinancialStatus']")
+    await financial.fill("properties.PaymentStatus")
+    await expect(preview_json).to_contain_text('"PaymentStatus": "paid"')
+    await expect(preview_json).not_to_contain_text("FinancialStatus")
+
+    # Remove a field: its property leaves the JSON.
+    taxes = page.locator(".kc-rule", has=page.locator("input.kc-src[value='Taxes']"))
+    await expect(preview_json).to_contain_text('"TaxTotal"')
+    await taxes.get_by_role("button", name="Remove field").click()
+    await expect(taxes).to_have_count(0)
+    await expect(preview_json).not_to_contain_text('"TaxTotal"')
+
+    # Order #1002 has a date without a time: amber warning; the time zone option moves its time.
+    await page.get_by_label("Sample row to preview").select_option(label="! row 3 · 2 items · 1 warning")
+    await expect(page.get_by_test_id("row-messages")).to_contain_text("date_without_time")
+    await expect(preview_json).to_contain_text('"time": "2024-03-02T00:00:00+00:00"')
+    await page.locator("input[name=opt-default_timezone]").fill("America/New_York")
+    await expect(preview_json).to_contain_text('"time": "2024-03-02T05:00:00+00:00"')
+    await screenshot(page, "mappings-studio-warning")
+    await view(page, "warning")
+
+    # Order #1003 has a broken email: red error, nothing sent for it.
+    await page.get_by_label("Sample row to preview").select_option(index=2)
+    await expect(page.get_by_test_id("row-messages")).to_contain_text("invalid_email")
+    await expect(page.get_by_text("Nothing is sent for this order")).to_be_visible()
+    await screenshot(page, "mappings-studio-error")
+    await view(page, "error")
+
+    # The account's metric names come from a worker job; then new metrics are flagged.
+    await page.get_by_role("button", name="Refresh metrics").click()
+    await expect(page.get_by_test_id("metrics")).to_contain_text(
+        re.compile(r"Account metrics: \d+ of 200"), timeout=45_000
+    )
+    await expect(page.get_by_test_id("mapping-issues")).to_contain_text(
+        "Placed Order is not a metric in the Klaviyo account yet"
+    )
+    await view(page, "metrics")
+
+    await page.get_by_test_id("save").click()
+    await expect(page.get_by_test_id("saved")).to_contain_text("Saved as version 2")
+    await expect(page.locator("#version-badge")).to_have_text("version 2")
+    await screenshot(page, "mappings-studio-saved")
+
+    await page.reload()
+    await expect(page.locator("input.kc-target[value='properties.PaymentStatus']")).to_have_count(1)
+    await expect(page.locator("input[name=opt-default_timezone]")).to_have_value("America/New_York")
+    await expect(page.get_by_test_id("json")).to_contain_text('"PaymentStatus"')  # the sample is remembered
+
+    await page.set_viewport_size({"width": 800, "height": 900})
+    await screenshot(page, "mappings-studio-800")
+    await page.evaluate("window.scrollTo(0, 0)")
+    await view(page, "narrow-top")
+    await page.mouse.wheel(0, 1500)
+    await view(page, "narrow-mid")
+    await page.goto("/mappings/")
+    await expect(page.get_by_test_id("mappings-table")).to_contain_text("Shopify backfill: Placed Order")
+    await screenshot(page, "mappings-index-800")
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    await screenshot(page, "mappings-index")
+
+
+async def test_viewer_sees_the_studio_read_only(page: Page, user_factory):
+    operator = await user_factory(Role.OPERATOR)
+    await log_in(page, operator.username)
+    await page.goto("/mappings/")
+    await page.get_by_label("What to send").select_option("profile")
+    await page.get_by_role("button", name="Create and open the studio").click()
+    await expect(page.get_by_test_id("save")).to_be_visible()
+    url = page.url
+    viewer = await user_factory(Role.VIEWER)
+    await page.context.clear_cookies()
+    await log_in(page, viewer.username)
+    await page.goto(url)
+    await expect(page.get_by_text("saving needs the operator role")).to_be_visible()
+    await expect(page.get_by_test_id("save")).to_have_count(0)
+    await screenshot(page, "mappings-studio-viewer")
