@@ -10,10 +10,12 @@ import io
 
 import httpx
 import pytest
+from arq.connections import ArqRedis
 from litestar.testing import AsyncTestClient
 from sqlmodel import select
 
 from models import Role, RowError, RunStatus, SyncBatch, SyncRun
+from services import runs
 from tests.conftest import unique
 from tests.support.runs import add_version, csv_text, make_mapping, make_upload, ordered_product_spec
 from tests.support.web import login, make_user, post_form
@@ -143,3 +145,44 @@ async def test_formula_cells_are_neutralised_in_the_error_csv():
     assert neutralise('=HYPERLINK("x")') == '\'=HYPERLINK("x")'
     assert neutralise("+1") == "'+1" and neutralise("-2") == "'-2" and neutralise("@a") == "'@a"
     assert neutralise("ok") == "ok"
+
+
+async def test_items_klaviyo_rejects_become_row_errors(settings, sessionmaker, tmp_path, run_worker_burst):
+    """The account is at its metric limit, which only Klaviyo knows: every item comes back in a 400."""
+    from simulator.server import SimulatorProcess
+
+    metric = unique("Over the limit ")
+    rows = [
+        {
+            "email": f"ok{i}@shop.test",
+            "order": f"R{i}",
+            "sku": "S",
+            "price": "1",
+            "time": "2025-01-01T00:00:00Z",
+        }
+        for i in range(5)
+    ]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows))
+    mapping = await make_mapping(sessionmaker, ordered_product_spec(metric))
+    with SimulatorProcess(time_scale=20) as sim:
+        sim.configure(metric_limit=0)
+        test_settings = settings.model_copy(
+            update={"sandbox_url": sim.base_url, "klaviyo_time_scale": 20.0, "upload_dir": tmp_path}
+        )
+        async with sessionmaker() as db:
+            run = await runs.create_run(
+                db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
+            )
+            await db.commit()
+        arq = ArqRedis.from_url(settings.redis_url)
+        await runs.enqueue(arq, settings.queue_name, run, "start")
+        await arq.aclose()
+        await run_worker_burst(test_settings)
+        stored = _sim_events(sim.base_url, metric)
+    async with sessionmaker() as db:
+        done = await db.get(SyncRun, run.id)
+        errors = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
+    assert done.status == RunStatus.COMPLETED and done.items_sent == 0 and done.rows_failed == 5
+    assert sorted((e.row_number, e.stage) for e in errors) == [(n, "klaviyo") for n in range(1, 6)]
+    assert all("metric" in e.values["pointer"] and e.values["email"].startswith("ok") for e in errors)
+    assert stored == []
