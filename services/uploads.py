@@ -184,7 +184,9 @@ def job_id(settings: Settings, upload_id: int) -> str:
 async def enqueue_analysis(arq: ArqRedis, settings: Settings, upload_id: int) -> str | None:
     """Queue the analysis (once per upload while queued); None, or why it could not be queued."""
     try:
-        await arq.enqueue_job("analyse_upload", upload_id, _job_id=job_id(settings, upload_id))
+        await arq.enqueue_job(
+            "analyse_upload", upload_id, _job_id=job_id(settings, upload_id), _queue_name=settings.queue_name
+        )
     except (RedisError, OSError) as exc:
         return f"The analysis could not be queued: Redis is unreachable ({exc}). Check REDIS_URL."
     return None
