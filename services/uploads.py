@@ -81,6 +81,10 @@ class UploadTooLarge(UploadRefused):
     status_code = 413
 
 
+class NotARawBody(UploadRefused):
+    status_code = 415
+
+
 def human_size(size: int | None) -> str:
     """1536 -> '1.5 KB' (binary units, as file managers show them)."""
     if size is None:
@@ -145,6 +149,7 @@ async def receive(
     filename: str | None,
     content_length: int | None,
     user: User | None,
+    content_type: str = "application/octet-stream",
 ) -> Upload:
     """Stream a request body to ``<upload_dir>/<id>.upload`` and add its Upload row (not committed).
 
@@ -152,6 +157,12 @@ async def receive(
     pass it; a refused or interrupted body leaves nothing on disk.
     """
     name = display_name(filename)
+    if content_type.startswith(("multipart/", "application/x-www-form-urlencoded")):
+        # The page sends the file itself; a form-encoded body would be stored wrapped in its envelope.
+        raise NotARawBody(
+            "Send the file itself as the request body (application/octet-stream), as the upload page "
+            "does, with its name in ?name=; form-encoded uploads are not accepted."
+        )
     cap = settings.upload_max_bytes
     if content_length is not None and content_length > cap:
         raise UploadTooLarge(too_large_message(name, cap))

@@ -227,6 +227,18 @@ async def test_viewer_cannot_upload(client, as_role, settings):
     assert page.status_code == 200 and 'id="upload-form"' not in page.text
 
 
+async def test_a_multipart_form_is_refused_with_a_reason(client, as_role, settings):
+    await as_role(Role.OPERATOR)
+    before = set(os.listdir(settings.upload_dir))
+    response = await client.post(
+        "/uploads/?name=a.csv",
+        files={"file": ("a.csv", GOOD, "text/csv")},
+        headers={"x-csrftoken": csrf(client), "accept": "application/json"},
+    )
+    assert response.status_code == 415 and "application/octet-stream" in response.json()["detail"]
+    assert set(os.listdir(settings.upload_dir)) == before
+
+
 async def test_a_path_in_the_filename_is_harmless(client, as_role, analysed, settings):
     await as_role(Role.OPERATOR)
     upload = await analysed(GOOD, "../../etc/..\\evil\x07.csv")

@@ -71,6 +71,7 @@ class UploadsController(Controller):
                 filename=name,
                 content_length=request.content_length,
                 user=current_user(request),
+                content_type=request.content_type[0],
             )
         except uploads.UploadRefused as exc:
             audit.record(db, request, "upload.refused", filename=uploads.display_name(name), reason=str(exc))
