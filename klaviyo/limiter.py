@@ -5,6 +5,9 @@ Klaviyo counts in fixed windows whose alignment we cannot see. We keep a log of 
 at most N grants in ANY interval of the window's length: that never exceeds a fixed window of that
 length, whatever its alignment, and sustains the same rate. Burst is held to half by default so the
 jitter between our grant and Klaviyo's arrival time cannot put two of our bursts into one of its windows.
+A pace window (two grants per their share of the steady window, with 10% headroom) spreads grants over
+the window instead of spending it in one rush: a server that queues a rush counts its tail late, in
+its next window, and answers 429. Steady is held to 97%: the rest absorbs that same jitter.
 """
 
 from __future__ import annotations
@@ -151,7 +154,11 @@ class _Gate:
 
 
 class RateLimiter:
-    """Paces requests for every worker process of every account through Redis."""
+    """Paces requests for every worker process of every account through Redis.
+
+    ``time_scale`` divides window lengths (to match a time-scaled simulator); ``prefix`` namespaces the
+    keys (tests use their own). The margins and pace are explained in the module docstring.
+    """
 
     def __init__(
         self,
