@@ -7,6 +7,7 @@ each row's items in the endpoint envelope, the same bytes a worker sends for tho
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -286,7 +288,7 @@ OTHER_KINDS = {
     "list_membership": "List membership (by profile id)",
 }
 SOURCE_PRESETS = {
-    "auto": "Detect from the sample (or suggest from its headers)",
+    "auto": "Detect from the sample",
     "shopify_orders": "Shopify orders export (CSV)",
     "woocommerce_orders": "WooCommerce orders export (CSV)",
     "ecommerce_spec": "Common ecommerce event spec (JSON track calls)",
@@ -367,6 +369,8 @@ def new_spec(
         spec = presets.standard_event_mapping(metric)
     else:
         spec = _starter(kind, metric)
+    if headers and source not in ("shopify_orders", "woocommerce_orders", "suggest"):
+        spec = adopt_headers(spec, headers)
     target = Target(kind=kind, metric=metric if kind is TargetKind.EVENT else None)
     options = spec.options
     if order_metric:
@@ -377,6 +381,29 @@ def new_spec(
         preset_named = source in ("shopify_orders", "woocommerce_orders", "ecommerce_spec")
         chosen = spec.name if preset_named else str(metric or OTHER_KINDS.get(kind.value, kind.value))
     return spec.model_copy(update={"name": chosen[:200], "target": target, "options": options})
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def adopt_headers(spec: Spec, headers: Sequence[str]) -> Spec:
+    """Point a preset's column rules at the sample's own headers: "ProductName" reads "Product Name",
+    and a rule whose column is missing takes the header suggested for its target ("E-mail" -> email)."""
+    present = set(headers)
+    by_squash = {_squash(h): h for h in headers}
+    hints = presets.suggest_targets(headers, spec.target.kind)
+    by_target = {hint.target: header for header, hint in hints.items() if hint}
+    used = {rule.source.column for rule in spec.fields if rule.source.kind == "column"} & present
+    fields = []
+    for rule in spec.fields:
+        if rule.source.kind == "column" and rule.source.column not in present:
+            header = by_squash.get(_squash(rule.source.column)) or by_target.get(rule.target)
+            if header and header not in used:
+                used.add(header)
+                rule = rule.model_copy(update={"source": rule.source.model_copy(update={"column": header})})
+        fields.append(rule)
+    return spec.model_copy(update={"fields": fields})
 
 
 def _starter(kind: TargetKind, metric: str | None) -> Spec:
@@ -710,13 +737,17 @@ def _sample_key(user_id: int | None, mapping_id: int) -> str:
 
 
 async def remember_sample(redis: Redis, user_id: int | None, mapping_id: int, choice: SampleChoice) -> None:
-    """Keep a person's sample for a mapping for a day, so the studio reopens with it."""
+    """Keep a person's sample for a mapping for a day, so the studio reopens with it (best effort)."""
     if len(choice.text.encode()) <= SAMPLE_MAX_BYTES:
-        await redis.set(_sample_key(user_id, mapping_id), choice.as_json(), ex=SAMPLE_TTL_SECONDS)
+        with contextlib.suppress(RedisError, OSError):
+            await redis.set(_sample_key(user_id, mapping_id), choice.as_json(), ex=SAMPLE_TTL_SECONDS)
 
 
 async def recall_sample(redis: Redis, user_id: int | None, mapping_id: int) -> SampleChoice:
-    raw = await redis.get(_sample_key(user_id, mapping_id))
+    try:
+        raw = await redis.get(_sample_key(user_id, mapping_id))
+    except (RedisError, OSError):
+        raw = None
     if not raw:
         return SampleChoice()
     data = orjson.loads(raw)
@@ -792,7 +823,7 @@ def build_studio(
     current = studio.current
     if current is not None and not studio.preview.mapping_error:
         rows = dict(sample.rows)
-        studio.notes = field_notes(spec, rows.get(current.result.row_ref, {}))
+        studio.notes = field_notes(spec, rows.get(current.result.row_ref, {}), sample.columns)
     mapped = set(spec.source_columns())
     suggested = presets.suggest_targets(sample.columns, spec.target.kind)
     taken = set(spec.targets())
@@ -804,11 +835,17 @@ def build_studio(
     return studio
 
 
-def field_notes(spec: Spec, row: dict[str, Any]) -> list[FieldNote]:
+def field_notes(spec: Spec, row: dict[str, Any], columns: Sequence[str] = ()) -> list[FieldNote]:
     """Per field rule: the raw sample value and the value after transforms (or why it fails)."""
     notes = []
+    known = set(columns)
     compiled = compile_mapping(spec)
     for rule, compiled_field in zip(spec.fields, compiled.fields, strict=True):
+        if known and rule.source.kind == "column" and rule.source.column not in known:
+            notes.append(
+                FieldNote("(no such column)", "", f"the sample has no column {rule.source.column!r}")
+            )
+            continue
         raw = _show(sample_value(row, rule))
         try:
             value = compiled_field.read(row, [])

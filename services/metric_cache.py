@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from models.base import utcnow
 from sync.validation import METRIC_LIMIT
@@ -50,8 +51,11 @@ class MetricCache:
 
 
 async def read(redis: Redis, account_id: int) -> MetricCache:
-    """The cached names (empty and not loaded when nothing is cached yet)."""
-    raw, refreshing = await redis.mget([cache_key(account_id), refreshing_key(account_id)])
+    """The cached names (empty and not loaded when nothing is cached yet, or Redis is down)."""
+    try:
+        raw, refreshing = await redis.mget([cache_key(account_id), refreshing_key(account_id)])
+    except (RedisError, OSError) as exc:
+        return MetricCache([], None, error=f"Redis is unreachable ({exc}); check REDIS_URL.")
     data: dict[str, Any] = json.loads(raw) if raw else {}
     fetched = data.get("fetched_at")
     return MetricCache(

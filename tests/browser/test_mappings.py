@@ -3,7 +3,6 @@ preview follow each edit, save a new version; the page at 1280 px and at 800 px.
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -27,14 +26,6 @@ Lineitem sku,Billing Name,Billing City,Billing Country,Vendor
 """
 
 
-def json_of(text: str) -> dict:
-    return json.loads(text)
-
-
-async def view(page: Page, name: str) -> None:  # TEMP: viewport-only shots for inspection
-    await page.screenshot(path=f"/tmp/kc/{name}.png")
-
-
 async def test_operator_builds_a_placed_order_mapping_from_a_shopify_sample(page: Page, user_factory):
     operator = await user_factory(Role.OPERATOR)
     await log_in(page, operator.username)
@@ -56,10 +47,6 @@ async def test_operator_builds_a_placed_order_mapping_from_a_shopify_sample(page
     )  # #1001: order + 2 lines, #1002: order + 1 line; #1003 is rejected
     await expect(page.get_by_test_id("columns")).to_contain_text("Lineitem sku")
     await screenshot(page, "mappings-studio")
-    await view(page, "top")
-    await page.mouse.wheel(0, 700)
-    await view(page, "scrolled")
-    await page.mouse.wheel(0, -700)
 
     # Rename a target: the JSON follows without a reload.
     financial = page.locator("input.kc-target[value='properties.FinancialStatus']")
@@ -74,6 +61,16 @@ async def test_operator_builds_a_placed_order_mapping_from_a_shopify_sample(page
     await expect(taxes).to_have_count(0)
     await expect(preview_json).not_to_contain_text('"TaxTotal"')
 
+    # Add a field with a constant source: every order gets it.
+    count = await page.locator(".kc-rule").count()
+    await page.get_by_role("button", name="+ Add field").click()
+    await expect(page.locator(".kc-rule")).to_have_count(count + 1)
+    added = page.locator(".kc-rule").last
+    await added.get_by_label("Source kind").select_option("constant")
+    await added.get_by_label("Source", exact=True).fill("web")
+    await added.get_by_label("Klaviyo target").fill("properties.Channel")
+    await expect(preview_json).to_contain_text('"Channel": "web"')
+
     # Order #1002 has a date without a time: amber warning; the time zone option moves its time.
     await page.get_by_label("Sample row to preview").select_option(label="! row 3 · 2 items · 1 warning")
     await expect(page.get_by_test_id("row-messages")).to_contain_text("date_without_time")
@@ -81,14 +78,12 @@ async def test_operator_builds_a_placed_order_mapping_from_a_shopify_sample(page
     await page.locator("input[name=opt-default_timezone]").fill("America/New_York")
     await expect(preview_json).to_contain_text('"time": "2024-03-02T05:00:00+00:00"')
     await screenshot(page, "mappings-studio-warning")
-    await view(page, "warning")
 
     # Order #1003 has a broken email: red error, nothing sent for it.
     await page.get_by_label("Sample row to preview").select_option(index=2)
     await expect(page.get_by_test_id("row-messages")).to_contain_text("invalid_email")
     await expect(page.get_by_text("Nothing is sent for this order")).to_be_visible()
     await screenshot(page, "mappings-studio-error")
-    await view(page, "error")
 
     # The account's metric names come from a worker job; then new metrics are flagged.
     await page.get_by_role("button", name="Refresh metrics").click()
@@ -98,7 +93,6 @@ async def test_operator_builds_a_placed_order_mapping_from_a_shopify_sample(page
     await expect(page.get_by_test_id("mapping-issues")).to_contain_text(
         "Placed Order is not a metric in the Klaviyo account yet"
     )
-    await view(page, "metrics")
 
     await page.get_by_test_id("save").click()
     await expect(page.get_by_test_id("saved")).to_contain_text("Saved as version 2")
@@ -112,10 +106,6 @@ async def test_operator_builds_a_placed_order_mapping_from_a_shopify_sample(page
 
     await page.set_viewport_size({"width": 800, "height": 900})
     await screenshot(page, "mappings-studio-800")
-    await page.evaluate("window.scrollTo(0, 0)")
-    await view(page, "narrow-top")
-    await page.mouse.wheel(0, 1500)
-    await view(page, "narrow-mid")
     await page.goto("/mappings/")
     await expect(page.get_by_test_id("mappings-table")).to_contain_text("Shopify backfill: Placed Order")
     await screenshot(page, "mappings-index-800")

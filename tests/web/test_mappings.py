@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from datetime import UTC, datetime
@@ -201,7 +202,6 @@ def test_studio_form_round_trips_a_spec_losslessly():
 def test_studio_form_errors_name_the_field():
     spec = shopify_spec()
     items = _form_items(spec)
-    key = rows_from_spec(spec)[0].key
     items = [(k, "template" if k == "f-x0-source_kind" else v) for k, v in items]
     items = [(k, "nothing here" if k == "f-x0-source" else v) for k, v in items]
     with pytest.raises(FormErrors) as info:
@@ -209,7 +209,6 @@ def test_studio_form_errors_name_the_field():
     assert info.value.messages == [
         "Field 1 (properties.OrderId) source: a template needs at least one {column}"
     ]
-    assert key  # rows carry their own keys; the form uses the ones it was given
 
 
 def _form_items(spec: Spec) -> list[tuple[str, str]]:
@@ -294,8 +293,6 @@ async def _studio_form(client, mapping_id: int) -> list[tuple[str, str]]:
 
 
 def _unescape(text: str) -> str:
-    import html
-
     return html.unescape(text)
 
 
@@ -445,7 +442,7 @@ def test_new_spec_presets():
     suggested = mappings.new_spec(
         "x", TargetKind.PROFILE, None, "auto", ["E-mail Address", "Phone", "First Name"]
     )
-    assert suggested.targets() == ["phone_number", "first_name"] or "email" in suggested.targets() or True
+    assert suggested.targets() == ["email", "phone_number", "first_name"]
     for kind in TargetKind:
         metric = (
             "Viewed Product"
@@ -454,3 +451,67 @@ def test_new_spec_presets():
         )
         spec = mappings.new_spec("", kind, metric, "blank")
         mappings.check_runnable(spec)
+
+
+async def test_samples_from_uploads_json_and_suggestions(client, as_role, sessionmaker):
+    from models import Upload, UploadStatus
+
+    await as_role(Role.OPERATOR)
+    async with sessionmaker() as db:
+        upload = Upload(
+            filename="views.csv",
+            stored_as="x",
+            status=UploadStatus.READY,
+            headers=["E-mail Address", "Viewed At", "Product Name", "Price", "Mobile"],
+            preview=[
+                {
+                    "E-mail Address": "a@shop.test",
+                    "Viewed At": "2024-05-01 10:00",
+                    "Product Name": "Mug",
+                    "Price": "9",
+                    "Mobile": "+1 415 555 0100",
+                }
+            ],
+            row_count=1,
+        )
+        db.add(upload)
+        await db.commit()
+    mapping_id = await _create(
+        client, what="event:Viewed Product", source="blank", sample_upload=str(upload.id)
+    )
+    page = await client.get(f"/mappings/{mapping_id}")
+    assert "views.csv (first 1 of 1 rows)" in page.text
+    # Viewed Product's standard fields read "Email" and "ProductName": they adopt the upload's own headers.
+    assert 'value="E-mail Address"' in page.text and 'value="Product Name"' in page.text
+    assert "+ phone_number" in page.text  # "Mobile" is unmapped and means the phone: offered
+    assert "the sample has no column &#39;Time&#39;" in page.text  # the preset's Time column is not there
+    rule = await client.get(
+        "/mappings/rule", params={"kind": "event", "column": "Price", "target": "properties.ItemPrice"}
+    )
+    assert 'value="Price"' in rule.text and 'value="number" selected' in rule.text
+
+    spec_sample = json.dumps(
+        [
+            {
+                "event": "Product Added",
+                "messageId": "m-1",
+                "timestamp": "2024-05-01T10:00:00Z",
+                "context": {"traits": {"email": "ana@shop.test"}},
+                "properties": {"product_id": "P1", "name": "Mug", "price": 9.5, "quantity": 2, "value": 19},
+            }
+        ]
+    )
+    sample = mappings.sample_from_text(spec_sample)
+    assert "context.traits.email" in sample.columns and sample.examples("properties.price") == ["9.5"]
+    spec = presets.ecommerce_event_mapping("Product Added")
+    result = mappings.preview(spec, sample.rows, now=NOW)
+    assert result.counts["items"] == 1 and not result.rows[0].result.errors
+    notes = mappings.field_notes(spec, sample.rows[0][1])
+    assert notes[0].value == '"ana@shop.test"'
+
+
+def test_pasted_csv_problems_are_reported():
+    broken = mappings.sample_from_text("Email,Email\na,b\n")
+    assert broken.empty and "appears twice" in broken.problems[0]
+    short = mappings.sample_from_text("Email,Total\na@shop.test\n")
+    assert len(short.rows) == 1 and "treated as missing" in short.problems[0]
