@@ -129,6 +129,19 @@ def run(coro: object) -> object:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
+@pytest.fixture(autouse=True)
+async def _fresh_login_throttle(queue_name: str) -> AsyncIterator[None]:
+    """Tests log in from one address; one test's failed logins must not lock out the next test."""
+    yield
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(match=f"{queue_name}:login:fail:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
 @pytest.fixture
 async def redis_client() -> AsyncIterator[object]:
     from redis.asyncio import Redis

@@ -17,13 +17,15 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 class LoginThrottle:
     """Counts failed logins per username and per client address; locks both out for a while."""
 
-    def __init__(self, redis: Redis, max_failures: int, lockout_seconds: int) -> None:
+    def __init__(self, redis: Redis, max_failures: int, lockout_seconds: int, namespace: str = "") -> None:
         self.redis = redis
+        self.namespace = namespace
         self.max_failures = max_failures
         self.lockout_seconds = lockout_seconds
 
     def _keys(self, username: str, ip: str) -> list[str]:
-        return [f"login:fail:user:{username.lower()}", f"login:fail:ip:{ip}"]
+        prefix = f"{self.namespace}:login:fail"
+        return [f"{prefix}:user:{username.lower()}", f"{prefix}:ip:{ip}"]
 
     async def locked_for(self, username: str, ip: str) -> int:
         """Seconds left in a lockout, or 0 when logins are allowed."""

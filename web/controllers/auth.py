@@ -54,7 +54,9 @@ class AuthController(Controller):
         username, password = str(form.get("username", "")).strip().lower(), str(form.get("password", ""))
         next_url = _safe_next(str(form.get("next", "/")))
         ip = request.client.host if request.client else "unknown"
-        throttle = LoginThrottle(redis, settings.login_max_failures, settings.login_lockout_seconds)
+        throttle = LoginThrottle(
+            redis, settings.login_max_failures, settings.login_lockout_seconds, namespace=settings.queue_name
+        )
         try:
             wait = await throttle.locked_for(username, ip)
         except RedisError:
