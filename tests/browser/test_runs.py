@@ -79,7 +79,7 @@ async def test_operator_walks_upload_dry_run_send_and_errors(
     async with page.expect_download() as download_info:
         await page.get_by_role("link", name="Download error CSV").click()
     path = await (await download_info.value).path()
-    rows = list(csv.DictReader(io.StringIO(open(path, encoding="utf-8-sig").read())))
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
     assert [(r["row_number"], r["column"], r["rule"]) for r in rows] == [("11", "email", rows[0]["rule"])]
     assert "broken-address" in rows[0]["original_values"]
 
