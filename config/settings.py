@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # (a worker that dies is replaced after this long).
     send_concurrency: int = Field(default=4, ge=1, le=32)
     run_lease_seconds: float = Field(default=30.0, gt=0)
+    # /metrics is public (like /healthz) unless this is set; then scrapers send
+    # `Authorization: Bearer <METRICS_TOKEN>`.
+    metrics_token: SecretStr | None = None
     # Only for a time-scaled simulator (tests, benchmarks): the limiter's windows shrink alike.
     klaviyo_time_scale: float = Field(default=1.0, gt=0)
 

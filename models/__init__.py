@@ -3,6 +3,7 @@
 from models.account import Account, ConnectionStatus
 from models.audit import AuditEvent
 from models.mapping import Mapping, MappingVersion
+from models.monitoring import NotificationSettings, RequestSample
 from models.run import BatchStatus, RowError, RunSource, RunStatus, SyncBatch, SyncRun
 from models.upload import Upload, UploadStatus
 from models.user import Role, User
@@ -14,6 +15,8 @@ __all__ = [
     "ConnectionStatus",
     "Mapping",
     "MappingVersion",
+    "NotificationSettings",
+    "RequestSample",
     "Role",
     "RowError",
     "RunSource",

@@ -41,6 +41,7 @@ async def list_events(
     username: str | None = None,
     before_id: int | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
     limit: int = 50,
 ) -> list[AuditEvent]:
     """Newest first, keyset-paginated by id."""
@@ -53,6 +54,8 @@ async def list_events(
         query = query.where(col(AuditEvent.id) < before_id)
     if since:
         query = query.where(col(AuditEvent.at) >= since)
+    if until:
+        query = query.where(col(AuditEvent.at) < until)
     return list((await db.exec(query)).all())
 
 

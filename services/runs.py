@@ -208,15 +208,24 @@ async def list_runs(
     *,
     status: str | None = None,
     kind: str | None = None,
+    source: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     before_id: int | None = None,
     limit: int = 50,
 ) -> list[SyncRun]:
-    """Newest first, keyset-paginated by id."""
+    """Newest first, keyset-paginated by id; each filter has its (filter, id) index."""
     query = select(SyncRun).order_by(col(SyncRun.id).desc()).limit(limit)
     if status:
         query = query.where(SyncRun.status == RunStatus(status))
     if kind:
         query = query.where(SyncRun.kind == kind)
+    if source:
+        query = query.where(SyncRun.source == RunSource(source))
+    if since:
+        query = query.where(col(SyncRun.created_at) >= since)
+    if until:
+        query = query.where(col(SyncRun.created_at) < until)
     if before_id:
         query = query.where(col(SyncRun.id) < before_id)
     return list((await db.exec(query)).all())
@@ -230,20 +239,27 @@ async def active_runs(db: AsyncSession, limit: int = 10) -> list[SyncRun]:
 
 
 async def errors_by_rule(db: AsyncSession, run_id: int) -> list[dict[str, Any]]:
-    """Errors and warnings grouped by rule, with a count and a few example rows."""
+    """Errors and warnings grouped by rule, with a count and a few example rows.
+
+    Both queries read only ix_row_errors_run_group (run_id, rule, stage, severity, row_number).
+    """
     query = (
-        select(RowError.severity, RowError.stage, RowError.rule, func.count(), func.min(RowError.message))
+        select(RowError.rule, RowError.stage, RowError.severity, func.count())
         .where(RowError.run_id == run_id)
-        .group_by(RowError.severity, RowError.stage, RowError.rule)
-        .order_by(func.count().desc())
+        .group_by(RowError.rule, RowError.stage, RowError.severity)
     )
     groups = []
-    for severity, stage, rule, count, message in (await db.exec(query)).all():
-        examples = (
+    for rule, stage, severity, count in (await db.exec(query)).all():
+        first = (
             await db.exec(
-                select(RowError.row_number)
-                .where(RowError.run_id == run_id, RowError.rule == rule, RowError.stage == stage)
-                .order_by(RowError.row_number)
+                select(RowError.row_number, RowError.message)
+                .where(
+                    RowError.run_id == run_id,
+                    RowError.rule == rule,
+                    RowError.stage == stage,
+                    RowError.severity == severity,
+                )
+                .order_by(col(RowError.row_number))
                 .limit(5)
             )
         ).all()
@@ -253,15 +269,22 @@ async def errors_by_rule(db: AsyncSession, run_id: int) -> list[dict[str, Any]]:
                 "stage": stage,
                 "rule": rule,
                 "count": count,
-                "message": message,
-                "examples": list(examples),
+                "message": first[0][1] if first else "",
+                "examples": [row for row, _ in first],
             }
         )
-    return groups
+    return sorted(groups, key=lambda g: -g["count"])
+
+
+async def batch_page(
+    db: AsyncSession, run_id: int, before_seq: int | None = None, limit: int = 20
+) -> list[SyncBatch]:
+    """A run's batches, newest first, keyset-paginated by seq (the (run_id, seq) unique index)."""
+    query = select(SyncBatch).where(SyncBatch.run_id == run_id)
+    if before_seq is not None:
+        query = query.where(col(SyncBatch.seq) < before_seq)
+    return list((await db.exec(query.order_by(col(SyncBatch.seq).desc()).limit(limit))).all())
 
 
 async def recent_batches(db: AsyncSession, run_id: int, limit: int = 20) -> list[SyncBatch]:
-    query = (
-        select(SyncBatch).where(SyncBatch.run_id == run_id).order_by(col(SyncBatch.seq).desc()).limit(limit)
-    )
-    return list((await db.exec(query)).all())
+    return await batch_page(db, run_id, limit=limit)

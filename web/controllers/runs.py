@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -13,13 +14,27 @@ from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Mapping, MappingVersion, SyncRun, Upload, User
-from services import audit, runs
+from services import audit, inspector, runs
 from services.error_export import error_csv
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
 from web.templating import render
 
 PAGE_SIZE = 50
+BATCH_PAGE = 20
+
+
+def parse_day(value: str | None) -> date | None:
+    """A date from a filter form (YYYY-MM-DD); empty or malformed means no filter."""
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def day_start(value: date | None, days: int = 0) -> datetime | None:
+    """Midnight UTC of a filter's date (plus ``days``)."""
+    return datetime.combine(value, time(), tzinfo=UTC) + timedelta(days=days) if value else None
 
 
 async def _load(db: AsyncSession, run_id: int) -> SyncRun:
@@ -47,22 +62,33 @@ class RunsController(Controller):
         db: Db,
         status: FromQuery[str | None] = None,
         kind: FromQuery[str | None] = None,
+        source: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        until: FromQuery[str | None] = None,
         before: FromQuery[int | None] = None,
     ) -> Template:
+        since_day, until_day = parse_day(since), parse_day(until)
         items = await runs.list_runs(
-            db, status=status or None, kind=kind or None, before_id=before, limit=PAGE_SIZE
+            db,
+            status=status or None,
+            kind=kind or None,
+            source=source or None,
+            since=day_start(since_day),
+            until=day_start(until_day, days=1),  # the whole "until" day is included
+            before_id=before,
+            limit=PAGE_SIZE,
         )
         more = items[-1].id if len(items) == PAGE_SIZE else None
         name = "runs/_rows.html" if request.headers.get("hx-request") == "true" else "runs/index.html"
+        filters = {
+            "status": status or "",
+            "kind": kind or "",
+            "source": source or "",
+            "since": since_day.isoformat() if since_day else "",
+            "until": until_day.isoformat() if until_day else "",
+        }
         return render(
-            request,
-            name,
-            area="runs",
-            runs=items,
-            more=more,
-            status=status or "",
-            kind=kind or "",
-            progress=runs.progress,
+            request, name, area="runs", runs=items, more=more, progress=runs.progress, f=filters, **filters
         )
 
     @post("/")
@@ -106,8 +132,31 @@ class RunsController(Controller):
             upload=upload,
             starter=starter,
             groups=await runs.errors_by_rule(db, run_id),
-            batches=await runs.recent_batches(db, run_id),
+            batches=await runs.batch_page(db, run_id, limit=BATCH_PAGE),
+            batch_page_size=BATCH_PAGE,
+            samples=await inspector.samples(db, run_id),
         )
+
+    @get("/{run_id:int}/batches")
+    async def batches(
+        self, request: Request[Any, Any, Any], db: Db, run_id: FromPath[int], before: FromQuery[int]
+    ) -> Template:
+        """Older batches of the timeline, as rows appended below the ones shown."""
+        run = await _load(db, run_id)
+        page = await runs.batch_page(db, run_id, before_seq=before, limit=BATCH_PAGE)
+        return render(
+            request, "runs/_batches.html", area="runs", run=run, batches=page, batch_page_size=BATCH_PAGE
+        )
+
+    @get("/{run_id:int}/requests/{sample_id:int}")
+    async def request_sample(
+        self, request: Request[Any, Any, Any], db: Db, run_id: FromPath[int], sample_id: FromPath[int]
+    ) -> Template:
+        """One sampled request and its answer (key redacted), shown inline on the run page."""
+        sample = await inspector.get_sample(db, run_id, sample_id)
+        if sample is None:
+            raise NotFoundException()
+        return render(request, "runs/_request.html", area="runs", s=sample)
 
     @get("/{run_id:int}/status")
     async def status(self, request: Request[Any, Any, Any], db: Db, run_id: FromPath[int]) -> Template:

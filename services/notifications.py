@@ -1,0 +1,83 @@
+"""The run-end webhook: the admin's settings, and whether (and what) a finished run reports."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models import NotificationSettings, RunStatus, SyncRun, User
+from models.base import utcnow
+
+
+class WebhookError(ValueError):
+    """The webhook settings cannot be saved as given."""
+
+
+async def get_settings(db: AsyncSession) -> NotificationSettings:
+    """The one settings row (created disabled on first use)."""
+    row = (
+        await db.exec(select(NotificationSettings).order_by(col(NotificationSettings.id)).limit(1))
+    ).first()
+    if row is None:
+        row = NotificationSettings()
+        db.add(row)
+        await db.flush()
+    return row
+
+
+async def save(
+    db: AsyncSession, *, url: str, enabled: bool, threshold: float, user: User | None
+) -> NotificationSettings:
+    url = url.strip()
+    if url:
+        parts = urlparse(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise WebhookError("The webhook must be an http:// or https:// URL.")
+    if enabled and not url:
+        raise WebhookError("Give a webhook URL before turning notifications on.")
+    if not 0 <= threshold <= 100:
+        raise WebhookError("The error threshold is a percentage between 0 and 100.")
+    row = await get_settings(db)
+    row.webhook_url = url or None
+    row.enabled = enabled
+    row.error_threshold_pct = threshold
+    row.updated_by = user.id if user else None
+    row.updated_at = utcnow()
+    db.add(row)
+    await db.flush()
+    return row
+
+
+def error_pct(run: SyncRun) -> float:
+    """Failed rows as a percentage of the rows read."""
+    return 100.0 * run.rows_failed / run.rows_read if run.rows_read else 0.0
+
+
+def reason(run: SyncRun, config: NotificationSettings) -> str | None:
+    """Why this finished run is worth a call, or None. Paused and cancelled runs are not."""
+    if run.status == RunStatus.FAILED:
+        return "failed"
+    if run.status == RunStatus.COMPLETED and run.rows_failed and error_pct(run) > config.error_threshold_pct:
+        return "errors_above_threshold"
+    return None
+
+
+def payload(run: SyncRun, why: str, base_url: str | None = None) -> dict[str, Any]:
+    """The small JSON body the webhook receives."""
+    return {
+        "event": f"run.{why}",
+        "run_id": run.id,
+        "status": run.status.value,
+        "kind": run.kind,
+        "dry_run": run.dry_run,
+        "rows_read": run.rows_read,
+        "rows_failed": run.rows_failed,
+        "error_pct": round(error_pct(run), 2),
+        "items_sent": run.items_sent,
+        "message": run.error_message,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "url": f"{base_url.rstrip('/')}/runs/{run.id}" if base_url else f"/runs/{run.id}",
+    }

@@ -1,0 +1,166 @@
+"""Sync status for the Overview and /metrics: throughput, errors, 429s and rate-limit headroom.
+
+Everything is read from the database (batches are the ledger) and from the limiter's Redis keys,
+with queries an index answers: the Overview polls these every few seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import Integer, cast, func, literal_column
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from config.settings import Settings
+from klaviyo import endpoints as ep
+from klaviyo.limiter import RateLimiter
+from models import SyncBatch
+from models.base import utcnow
+from services.accounts import get_account, klaviyo_target
+
+# Klaviyo's bulk-events ceiling: 2,500 events per second (10 requests/s of up to 1,000 events is
+# more, but the documented event ceiling is what binds).
+EVENTS_CEILING_PER_MIN = 2_500 * 60
+WINDOW = timedelta(hours=24)
+RATE_CLASSES = [v for v in vars(ep).values() if isinstance(v, ep.RateClass)]
+
+
+def _minute(session: AsyncSession) -> Any:
+    """Minutes since the epoch of a batch's sent_at, in SQL (PostgreSQL or SQLite)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        return cast(func.strftime("%s", SyncBatch.sent_at), Integer) / 60
+    return cast(func.floor(func.extract("epoch", SyncBatch.sent_at) / 60), Integer)
+
+
+@dataclass
+class Throughput:
+    """Per-minute sent events for the last 24 hours, and the period's totals."""
+
+    minutes: list[int] = field(default_factory=list)  # epoch seconds at each minute's start
+    events: list[int | None] = field(default_factory=list)
+    ceiling: int = EVENTS_CEILING_PER_MIN
+    batches: int = 0
+    items: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    requests: int = 0
+    failed_requests: int = 0
+    http_429: int = 0
+    peak_per_min: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        """Share of the items sent that Klaviyo rejected, in percent."""
+        return 100.0 * self.rejected / self.items if self.items else 0.0
+
+    def chart(self) -> dict[str, Any]:
+        """uPlot's columnar data: [x, events per minute, ceiling]."""
+        return {"x": self.minutes, "events": self.events, "ceiling": self.ceiling}
+
+
+async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughput:
+    now = now or utcnow()
+    since = now - WINDOW
+    minute = _minute(db).label("minute")
+    query = (
+        select(  # type: ignore[call-overload]
+            minute,
+            func.count(),
+            func.coalesce(func.sum(SyncBatch.item_count), 0),
+            func.coalesce(func.sum(SyncBatch.accepted), 0),
+            func.coalesce(func.sum(SyncBatch.rejected), 0),
+            func.coalesce(func.sum(SyncBatch.attempts), 0),
+            func.coalesce(func.sum(SyncBatch.http_429), 0),
+            func.count().filter(col(SyncBatch.http_status) >= 400),
+        )
+        .where(col(SyncBatch.sent_at) >= since, col(SyncBatch.sent_at) <= now)
+        .group_by(literal_column("minute"))
+    )
+    result = Throughput()
+    per_minute: dict[int, int] = {}
+    for row in (await db.exec(query)).all():
+        m, n, items, accepted, rejected, attempts, r429, failed = (int(v or 0) for v in row)
+        per_minute[m] = accepted
+        result.batches += n
+        result.items += items
+        result.accepted += accepted
+        result.rejected += rejected
+        result.requests += attempts
+        result.http_429 += r429
+        result.failed_requests += failed
+    first = int(since.timestamp()) // 60 + 1
+    last = int(now.timestamp()) // 60
+    result.minutes = [m * 60 for m in range(first, last + 1)]
+    # Empty minutes are gaps (null), so the log-scaled chart has nothing to plot at zero.
+    result.events = [per_minute.get(m) or None for m in range(first, last + 1)]
+    result.peak_per_min = max(per_minute.values(), default=0)
+    return result
+
+
+@dataclass
+class Headroom:
+    """One rate-limit class of the account right now: grants in the steady window vs our limit."""
+
+    name: str
+    used: int
+    limit: int  # what the limiter allows itself per steady window (after its safety margin)
+    klaviyo_limit: int  # Klaviyo's published steady limit
+    window_s: float
+    waiting: int
+    paused_s: float
+
+    @property
+    def percent_free(self) -> float:
+        return max(0.0, 100.0 * (self.limit - self.used) / self.limit) if self.limit else 0.0
+
+
+def account_key(api_key: str) -> str:
+    """The account id the Klaviyo client keys its limiter by (sha256 of the key, 16 hex digits)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+async def headroom(db: AsyncSession, redis: Redis, settings: Settings) -> list[Headroom] | None:
+    """Every rate class of the connected account (sandbox included); None when Redis is down."""
+    target = klaviyo_target(await get_account(db), settings)
+    account = account_key(target.api_key)
+    limiter = RateLimiter(redis, time_scale=settings.klaviyo_time_scale)
+    try:
+        seconds, micros = await redis.time()
+        now_ms = seconds * 1000 + micros / 1000
+        async with redis.pipeline(transaction=False) as pipe:
+            for rate in RATE_CLASSES:
+                base = limiter.key(account, rate)
+                pipe.zcount(f"{base}:log", now_ms - limiter.limits(rate).steady_ms, "+inf")
+                pipe.get(f"{base}:paused")
+                pipe.zcount(f"{base}:tickets", now_ms, "+inf")
+            answers = await pipe.execute()
+    except (RedisError, OSError):
+        return None
+    rows = []
+    for i, rate in enumerate(RATE_CLASSES):
+        used, paused, waiting = answers[3 * i : 3 * i + 3]
+        windows = limiter.limits(rate)
+        rows.append(
+            Headroom(
+                name=rate.name,
+                used=int(used),
+                limit=windows.steady,
+                klaviyo_limit=rate.steady,
+                window_s=windows.steady_ms / 1000,
+                waiting=int(waiting),
+                paused_s=max(0.0, (float(paused) - now_ms) / 1000) if paused else 0.0,
+            )
+        )
+    return rows
+
+
+def busy(rows: list[Headroom] | None) -> list[Headroom]:
+    """The classes worth showing: bulk events always, others while in use."""
+    return [r for r in rows or [] if r.name == ep.EVENTS_BULK.name or r.used or r.waiting or r.paused_s]
