@@ -89,7 +89,6 @@ class _StreamState:
     rows_seen: int = 0
     items: int = 0
     batches: int = 0
-    problems_seen: int = 0
     errors: list[RowError] = field(default_factory=list)
     last_checkpoint: float = field(default_factory=time.monotonic)
 
@@ -305,10 +304,11 @@ class RunExecutor:
     ) -> None:
         """Commit the batch (in flight), the errors found so far and the resume point; then send it."""
         state = self.state
-        for problem in reader.problems[state.problems_seen :]:
+        for problem in reader.problems:
             if problem.row is not None and problem.row > state.cursor_row:
                 state.errors.append(self._row_error(problem.to_issue(), problem.row, "source"))
-        state.problems_seen = len(reader.problems)
+        # The reader keeps one entry per bad row; they are recorded now, so memory stays flat.
+        reader.problems.clear()
         if batch is not None and run.dry_run:
             state.errors.extend(self._rejection_error(r, None) for r in batch.rejected)
         for error in state.errors:

@@ -186,3 +186,34 @@ async def test_items_klaviyo_rejects_become_row_errors(settings, sessionmaker, t
     assert sorted((e.row_number, e.stage) for e in errors) == [(n, "klaviyo") for n in range(1, 6)]
     assert all("metric" in e.values["pointer"] and e.values["email"].startswith("ok") for e in errors)
     assert stored == []
+
+
+async def test_rows_the_reader_cannot_use_are_source_errors(
+    settings, simulator_url, sessionmaker, tmp_path, run_worker_burst
+):
+    metric = unique("Source ")
+    good = csv_text(GOOD[:3])
+    text = (
+        good
+        + "extra@shop.test,3001,SKU,9.50,2025-03-01T10:00:00Z,surplus\n"
+        + csv_text(GOOD[3:5]).split("\n", 1)[1]
+    )
+    upload = await make_upload(sessionmaker, tmp_path, text)
+    mapping = await make_mapping(sessionmaker, ordered_product_spec(metric))
+    test_settings = settings.model_copy(
+        update={"sandbox_url": simulator_url, "klaviyo_time_scale": 20.0, "upload_dir": tmp_path}
+    )
+    async with sessionmaker() as db:
+        run = await runs.create_run(
+            db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
+        )
+        await db.commit()
+    arq = ArqRedis.from_url(settings.redis_url)
+    await runs.enqueue(arq, settings.queue_name, run, "start")
+    await arq.aclose()
+    await run_worker_burst(test_settings)
+    async with sessionmaker() as db:
+        done = await db.get(SyncRun, run.id)
+        errors = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
+    assert done.status == RunStatus.COMPLETED and done.items_sent == 5 and done.rows_failed == 1
+    assert [(e.row_number, e.stage, e.rule) for e in errors] == [(4, "source", "extra_cells")]
