@@ -777,6 +777,7 @@ class FieldNote:
     raw: str
     value: str
     error: str | None = None
+    missing: bool = False  # the sample has no such column (fine when other files have it)
 
 
 @dataclass
@@ -842,9 +843,7 @@ def field_notes(spec: Spec, row: dict[str, Any], columns: Sequence[str] = ()) ->
     compiled = compile_mapping(spec)
     for rule, compiled_field in zip(spec.fields, compiled.fields, strict=True):
         if known and rule.source.kind == "column" and rule.source.column not in known:
-            notes.append(
-                FieldNote("(no such column)", "", f"the sample has no column {rule.source.column!r}")
-            )
+            notes.append(FieldNote("", "", f"the sample has no column {rule.source.column!r}", missing=True))
             continue
         raw = _show(sample_value(row, rule))
         try:

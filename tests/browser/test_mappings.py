@@ -128,3 +128,28 @@ async def test_viewer_sees_the_studio_read_only(page: Page, user_factory):
     await expect(page.get_by_text("saving needs the operator role")).to_be_visible()
     await expect(page.get_by_test_id("save")).to_have_count(0)
     await screenshot(page, "mappings-studio-viewer")
+
+
+ECOMMERCE_JSON = """[
+  {"event": "Product Added", "messageId": "msg-1", "timestamp": "2024-05-01T10:00:00Z",
+   "context": {"traits": {"email": "ana@shop.test", "phone": "+14155550100"}},
+   "properties": {"product_id": "P1", "sku": "MUG-BLUE", "name": "Blue Mug", "price": 15, "quantity": 2,
+                  "value": 30, "categories": "Kitchen, Mugs",
+                  "products": [{"product_id": "P1", "sku": "MUG-BLUE", "name": "Blue Mug", "price": 15, "quantity": 2}]}}
+]"""
+
+
+async def test_json_track_calls_map_by_path(page: Page, user_factory):
+    operator = await user_factory(Role.OPERATOR)
+    await log_in(page, operator.username)
+    await page.goto("/mappings/")
+    await page.get_by_label("What to send").select_option("event:Added to Cart")
+    await page.locator("select[name=source]").select_option("ecommerce_spec")
+    await page.get_by_text("Sample data for header suggestions").click()
+    await page.locator("textarea[name=sample_text]").fill(ECOMMERCE_JSON)
+    await page.get_by_role("button", name="Create and open the studio").click()
+    await expect(page.get_by_test_id("columns")).to_contain_text("context.traits.email")
+    preview_json = page.get_by_test_id("json")
+    await expect(preview_json).to_contain_text('"AddedItemProductName": "Blue Mug"')
+    await expect(preview_json).to_contain_text('"phone_number": "+14155550100"')
+    await screenshot(page, "mappings-studio-json")
