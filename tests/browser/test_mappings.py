@@ -135,7 +135,8 @@ ECOMMERCE_JSON = """[
    "context": {"traits": {"email": "ana@shop.test", "phone": "+14155550100"}},
    "properties": {"product_id": "P1", "sku": "MUG-BLUE", "name": "Blue Mug", "price": 15, "quantity": 2,
                   "value": 30, "categories": "Kitchen, Mugs",
-                  "products": [{"product_id": "P1", "sku": "MUG-BLUE", "name": "Blue Mug", "price": 15, "quantity": 2}]}}
+                  "products": [{"product_id": "P1", "sku": "MUG-BLUE", "name": "Blue Mug", "price": 15,
+                                "quantity": 2}]}}
 ]"""
 
 
