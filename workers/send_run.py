@@ -31,6 +31,7 @@ from klaviyo import endpoints as ep
 from klaviyo.batching import Batch, Batcher, RowRejection, batches
 from klaviyo.client import KlaviyoClient
 from klaviyo.errors import AccessDenied, KlaviyoError
+from klaviyo.jobs import settle
 from klaviyo.limiter import RateLimiter
 from klaviyo.sender import BatchOutcome, send_batch
 from models import (
@@ -44,6 +45,7 @@ from models import (
 )
 from models.base import utcnow
 from services.accounts import get_account, klaviyo_target
+from services.targets import SendTarget, target_for
 from sync.issues import Issue
 from sync.mapping import Mapping as MappingSpec
 from sync.pipeline import Pipeline
@@ -62,12 +64,6 @@ class StopRun(Exception):
         super().__init__(message or status.value)
         self.status = status
         self.message = message
-
-
-def _endpoint_for(kind: str) -> ep.Endpoint:
-    if kind in ("event", "order"):
-        return ep.BULK_EVENTS
-    raise StopRun(RunStatus.FAILED, f"Sending {kind} mappings is not available yet.")
 
 
 def _column_of(pointer: str | None) -> str | None:
@@ -106,6 +102,9 @@ class RunExecutor:
         self.fatal: BaseException | None = None
         self.row_cache: OrderedDict[int, dict[str, str]] = OrderedDict()
         self.state = _StreamState()
+        self.target = SendTarget(ep.BULK_EVENTS)
+        self.envelope: dict[str, Any] = {}
+        self.path_params: dict[str, str] | None = None
         self.warning_counts: dict[str, int] = {}
         self.summary_warnings: dict[str, dict[str, Any]] = {}
 
@@ -214,11 +213,22 @@ class RunExecutor:
 
     async def _work(self) -> None:
         run, spec, upload = await self._load()
+        target = target_for(run.kind)
+        if target is None and not run.dry_run:
+            raise StopRun(RunStatus.FAILED, f"Sending {run.kind} mappings is not available yet.")
+        # A dry run of a kind we cannot send yet still checks every row; batches are only counted.
+        target = target or SendTarget(ep.BULK_EVENTS)
         client = None if run.dry_run else await self._client()
-        endpoint = ep.BULK_EVENTS if run.dry_run else _endpoint_for(run.kind)
+        endpoint = target.endpoint
         backfill = bool(run.options.get("backfill", True))
         spec = spec.model_copy(update={"options": spec.options.model_copy(update={"backfill": backfill})})
         pipeline = Pipeline(spec)
+        self.target = target
+        self.envelope = {
+            "relationships": target.relationships(run, spec),
+            "attributes": target.attributes(run, spec),
+        }
+        self.path_params = target.path_params(run, spec)
         reader = CsvReader(
             Path(self.settings.upload_dir) / upload.stored_as,
             encoding=upload.encoding,
@@ -235,7 +245,7 @@ class RunExecutor:
         resend: dict[int, list[tuple[int, Any]]] = {b.id or 0: [] for b in inflight}
         self.state = _StreamState(next_ordinal=run.next_ordinal, cursor_row=run.cursor_row)
         state = self.state
-        batcher = Batcher(endpoint, start_seq=run.next_seq)
+        batcher = Batcher(endpoint, start_seq=run.next_seq, **self.envelope)
         tasks: set[asyncio.Task[None]] = set()
 
         with reader:
@@ -371,7 +381,7 @@ class RunExecutor:
     ) -> None:
         for record in inflight:
             items = resend.get(record.id or 0) or []
-            for batch in batches(items, endpoint):
+            for batch in batches(items, endpoint, **self.envelope):
                 batch.seq = record.seq
                 self._spawn(tasks, client, endpoint, batch, record.id or 0)
 
@@ -390,8 +400,13 @@ class RunExecutor:
         self, client: KlaviyoClient, endpoint: ep.Endpoint, batch: Batch, batch_id: int
     ) -> None:
         started = time.monotonic()
-        prefix, suffix = endpoint.envelope_parts()
-        outcome: BatchOutcome = await send_batch(client, endpoint, batch, prefix=prefix, suffix=suffix)
+        prefix, suffix = endpoint.envelope_parts(**self.envelope)
+        outcome: BatchOutcome = await send_batch(
+            client, endpoint, batch, prefix=prefix, suffix=suffix, path_params=self.path_params
+        )
+        if self.target.settles:
+            # Bulk jobs that report refused items only when they finish: wait, then record those too.
+            outcome = await settle(client, endpoint, outcome)
         errors = [self._rejection_error(r, batch_id) for r in outcome.rejected]
         for error in errors:
             error.values = {**self.row_cache.get(error.row_number, {}), **error.values}

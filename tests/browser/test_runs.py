@@ -55,6 +55,7 @@ async def test_operator_walks_upload_dry_run_send_and_errors(
 
     await page.get_by_role("button", name="Dry run").click()
     await page.wait_for_url("**/runs/*")
+    dry_run_url = page.url
     await expect(page.get_by_test_id("run-summary")).to_contain_text(
         "2,500 events in 3 requests would be sent", timeout=20_000
     )
@@ -68,6 +69,7 @@ async def test_operator_walks_upload_dry_run_send_and_errors(
     page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Send to Klaviyo").click()
     await page.wait_for_url("**/runs/*")
+    send_url = page.url
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
     await expect(page.get_by_test_id("run-summary")).to_contain_text("2,500 events accepted")
     await expect(page.get_by_test_id("run-progress")).to_have_attribute("value", "100.0")
@@ -84,5 +86,7 @@ async def test_operator_walks_upload_dry_run_send_and_errors(
     assert "broken-address" in rows[0]["original_values"]
 
     await page.goto("/runs/")
-    await expect(page.locator("#run-rows tr")).to_have_count(2, timeout=5_000)
+    for url in (dry_run_url, send_url):
+        run_id = url.rsplit("/", 1)[1]
+        await expect(page.locator(f'#run-rows a[href="/runs/{run_id}"]')).to_be_visible()
     await screenshot(page, "runs-list")
