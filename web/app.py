@@ -25,6 +25,7 @@ from web.controllers.audit import AuditController
 from web.controllers.auth import AuthController
 from web.controllers.connection import ConnectionController
 from web.controllers.health import HealthController
+from web.controllers.mappings import MappingsController
 from web.controllers.overview import OverviewController
 from web.controllers.runs import RunsController
 from web.controllers.uploads import UploadsController
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             OverviewController,
             ConnectionController,
             UsersController,
+            MappingsController,
             RunsController,
             UploadsController,
             AuditController,

@@ -19,6 +19,7 @@ from workers.analyse_upload import analyse_upload
 from workers.check_connection import check_connection
 from workers.heartbeat import beat_forever
 from workers.reconcile_runs import reconcile_runs
+from workers.refresh_metrics import refresh_metrics
 from workers.send_run import send_run
 
 log = structlog.get_logger(__name__)
@@ -55,6 +56,7 @@ class WorkerSettings:
         check_connection,
         func(send_run, timeout=7 * 24 * 3600, max_tries=1000),
         analyse_upload,
+        refresh_metrics,
     ]
     # Every 5 s: a dead worker's run is picked up soon after its lease expires.
     cron_jobs = [cron(reconcile_runs, second=set(range(0, 60, 5)), run_at_startup=True, unique=True)]

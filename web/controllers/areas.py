@@ -10,11 +10,6 @@ from litestar.response import Template
 from web.templating import render
 
 UPCOMING = {
-    "mappings": (
-        "Mappings",
-        "Map your store's fields to Klaviyo metrics, profiles and catalog fields, "
-        "with a live preview of the exact payload.",
-    ),
     "lists": ("Lists", "Klaviyo lists, membership and email/SMS subscriptions."),
     "schedules": ("Schedules", "Recurring syncs from feeds, and real-time ingest tokens."),
 }
