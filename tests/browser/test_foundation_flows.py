@@ -85,3 +85,14 @@ async def test_layout_is_usable_on_a_narrow_screen(browser, live_server, user_fa
     assert box is not None and box["x"] < 100
     await screenshot(page, "overview-narrow")
     await context.close()
+
+
+async def test_refused_htmx_actions_show_their_message(page: Page, user_factory):
+    admin = await user_factory(Role.ADMIN)
+    await log_in(page, admin.username)
+    await page.goto("/users/")
+    await page.fill("input[name=username]", admin.username)  # taken: the server answers 400
+    await page.fill("input[name=password]", "long-enough-password")
+    await page.get_by_role("button", name="Add user").click()
+    await expect(page.locator("#users-table")).to_contain_text("already exists")
+    await screenshot(page, "users-duplicate")

