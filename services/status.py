@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -65,9 +65,14 @@ class Throughput:
         return {"x": self.minutes, "events": self.events, "ceiling": self.ceiling}
 
 
-async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughput:
-    now = now or utcnow()
-    since = now - WINDOW
+# Closed minutes never change (a batch's sent_at is the moment its answer is recorded), so each
+# web process keeps their sums and asks the database only for the last few minutes. Keyed by
+# database URL; a minute counts as closed CLOSE_AFTER minutes after it ends.
+_MINUTES: dict[str, tuple[int, dict[int, tuple[int, ...]]]] = {}
+CLOSE_AFTER = 2
+
+
+async def _minute_rows(db: AsyncSession, start: datetime, end: datetime) -> dict[int, tuple[int, ...]]:
     minute = _minute(db).label("minute")
     query = (
         select(  # type: ignore[call-overload]
@@ -80,14 +85,27 @@ async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughpu
             func.coalesce(func.sum(SyncBatch.http_429), 0),
             func.count().filter(col(SyncBatch.http_status) >= 400),
         )
-        .where(col(SyncBatch.sent_at) >= since, col(SyncBatch.sent_at) <= now)
+        .where(col(SyncBatch.sent_at) >= start, col(SyncBatch.sent_at) <= end)
         .group_by(literal_column("minute"))
     )
+    return {int(row[0]): tuple(int(v or 0) for v in row[1:]) for row in (await db.exec(query)).all()}
+
+
+async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughput:
+    now = now or utcnow()
+    first = int((now - WINDOW).timestamp()) // 60 + 1
+    last = int(now.timestamp()) // 60
+    key = str(db.get_bind().url)
+    closed_to, cached = _MINUTES.get(key, (first, {}))
+    closed_to = max(closed_to, first)
+    fresh = await _minute_rows(db, datetime.fromtimestamp(closed_to * 60, UTC), now)
+    minutes = {m: v for m, v in cached.items() if m >= first}
+    minutes.update(fresh)
+    new_closed = last - CLOSE_AFTER
+    _MINUTES[key] = (new_closed, {m: v for m, v in minutes.items() if m < new_closed})
+
     result = Throughput()
-    per_minute: dict[int, int] = {}
-    for row in (await db.exec(query)).all():
-        m, n, items, accepted, rejected, attempts, r429, failed = (int(v or 0) for v in row)
-        per_minute[m] = accepted
+    for n, items, accepted, rejected, attempts, r429, failed in minutes.values():
         result.batches += n
         result.items += items
         result.accepted += accepted
@@ -95,12 +113,12 @@ async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughpu
         result.requests += attempts
         result.http_429 += r429
         result.failed_requests += failed
-    first = int(since.timestamp()) // 60 + 1
-    last = int(now.timestamp()) // 60
     result.minutes = [m * 60 for m in range(first, last + 1)]
     # Empty minutes are gaps (null), so the log-scaled chart has nothing to plot at zero.
-    result.events = [per_minute.get(m) or None for m in range(first, last + 1)]
-    result.peak_per_min = max(per_minute.values(), default=0)
+    result.events = [
+        minutes[m][2] if m in minutes and minutes[m][2] else None for m in range(first, last + 1)
+    ]
+    result.peak_per_min = max((v[2] for v in minutes.values()), default=0)
     return result
 
 

@@ -1,20 +1,20 @@
 // The Overview's throughput chart: uPlot fed from the JSON island in overview/_traffic.html,
-// redrawn whenever htmx swaps that partial in.
+// drawn on load and again whenever htmx swaps that partial in (the new chart box is empty).
+const compact = (u, vals) => vals.map((v) => (v >= 1e6 ? v / 1e6 + "M" : v >= 1e3 ? v / 1e3 + "k" : v));
 function drawThroughput() {
   const box = document.getElementById("throughput-chart"), island = document.getElementById("throughput-data");
   if (!box || !island || !window.uPlot) return;
-  const d = JSON.parse(island.textContent), ceiling = d.x.map(() => d.ceiling);
+  const d = JSON.parse(island.textContent);
   box.replaceChildren();
   new uPlot({
     width: box.clientWidth || 800, height: 220,
     scales: { y: { distr: 3 } },  // log scale: a trickle and the 150,000/min ceiling both show
-    series: [{}, { label: "Events/min", stroke: "#2563eb", fill: "rgba(37,99,235,0.12)", spanGaps: false },
+    series: [{}, { label: "Events/min", stroke: "#2563eb", fill: "rgba(37,99,235,0.12)", points: { show: true, size: 5, fill: "#2563eb" } },
              { label: "Klaviyo ceiling", stroke: "#cf222e", dash: [6, 4], points: { show: false } }],
-    axes: [{}, { size: 70 }],
-  }, [d.x, d.events, ceiling], box);
+    axes: [{}, { size: 60, values: compact }],
+  }, [d.x, d.events, d.x.map(() => d.ceiling)], box);
 }
 document.addEventListener("DOMContentLoaded", drawThroughput);
-// A fresh swap of the traffic partial leaves the chart box empty: draw into it.
 document.addEventListener("htmx:afterSettle", () => {
   const box = document.getElementById("throughput-chart");
   if (box && !box.firstChild) drawThroughput();

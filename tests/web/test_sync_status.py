@@ -154,8 +154,12 @@ async def test_overview_numbers_match_the_database(fresh, redis_client):
         ).scalar()
     assert total == 1034
 
-    # The partials the page polls answer on their own.
+    # The partials the page polls answer on their own, and see batches sent since.
     assert 'data-testid="events-24h">1,034<' in (await client.get("/overview/traffic")).text
+    async with maker() as db:
+        db.add(_batch(run.id, 6, utcnow(), item_count=66, accepted=66))
+        await db.commit()
+    assert 'data-testid="events-24h">1,100<' in (await client.get("/overview/traffic")).text
     status = await client.get("/overview/status")
     assert 'id="overview-status"' in status.text and 'hx-trigger="every 5s"' in status.text
 
@@ -201,6 +205,21 @@ async def test_runs_list_filters_and_keyset_pages(fresh):
     assert "kind=profile" in more
     second = await client.get(more, headers={"hx-request": "true"})
     assert len(re.findall(r'<a href="/runs/\d+">#', second.text)) == 10 and "<html" not in second.text
+
+
+async def test_a_sparse_filter_scans_a_bounded_window_then_offers_to_look_further(fresh, monkeypatch):
+    client, maker, _ = fresh
+    from services import runs as runs_service
+
+    monkeypatch.setattr(runs_service, "SCAN_WINDOW", 5)
+    wanted = (await _run(maker, source=RunSource.FEED)).id
+    for _ in range(8):
+        await _run(maker)
+    page = await client.get("/runs/?source=feed")
+    assert 'data-testid="runs-scanned"' in page.text and f'href="/runs/{wanted}"' not in page.text
+    further = re.search(r'hx-get="(/runs/\?before=\d+[^"]*)"', page.text).group(1).replace("&amp;", "&")
+    older = await client.get(further, headers={"hx-request": "true"})
+    assert f'<a href="/runs/{wanted}">#' in older.text and "runs-more" not in older.text
 
 
 async def test_run_page_timeline_pages_and_errors_by_rule(fresh):

@@ -68,7 +68,7 @@ class RunsController(Controller):
         before: FromQuery[int | None] = None,
     ) -> Template:
         since_day, until_day = parse_day(since), parse_day(until)
-        items = await runs.list_runs(
+        page = await runs.list_runs(
             db,
             status=status or None,
             kind=kind or None,
@@ -78,7 +78,6 @@ class RunsController(Controller):
             before_id=before,
             limit=PAGE_SIZE,
         )
-        more = items[-1].id if len(items) == PAGE_SIZE else None
         name = "runs/_rows.html" if request.headers.get("hx-request") == "true" else "runs/index.html"
         filters = {
             "status": status or "",
@@ -88,7 +87,15 @@ class RunsController(Controller):
             "until": until_day.isoformat() if until_day else "",
         }
         return render(
-            request, name, area="runs", runs=items, more=more, progress=runs.progress, f=filters, **filters
+            request,
+            name,
+            area="runs",
+            runs=page.runs,
+            more=page.next_before,
+            scanned_to=page.scanned_to,
+            progress=runs.progress,
+            f=filters,
+            **filters,
         )
 
     @post("/")
@@ -131,7 +138,7 @@ class RunsController(Controller):
             mapping=mapping,
             upload=upload,
             starter=starter,
-            groups=await runs.errors_by_rule(db, run_id),
+            groups=await runs.errors_by_rule(db, run),
             batches=await runs.batch_page(db, run_id, limit=BATCH_PAGE),
             batch_page_size=BATCH_PAGE,
             samples=await inspector.samples(db, run_id),
