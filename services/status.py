@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from config.settings import Settings
 from klaviyo import endpoints as ep
 from klaviyo.limiter import RateLimiter
-from models import SyncBatch
+from models import SyncBatch, SyncRun
 from models.base import utcnow
 from services.accounts import get_account, klaviyo_target
 
@@ -39,12 +39,16 @@ def _minute(session: AsyncSession) -> Any:
     return cast(func.floor(func.extract("epoch", SyncBatch.sent_at) / 60), Integer)
 
 
+# What a run's accepted items are called on the chart, by the run's kind.
+FAMILIES = {"event": "events", "order": "events", "profile": "profiles", "catalog_item": "catalog items"}
+
+
 @dataclass
 class Throughput:
-    """Per-minute sent events for the last 24 hours, and the period's totals."""
+    """Per-minute items Klaviyo accepted in the last 24 hours, by family, and the period's totals."""
 
     minutes: list[int] = field(default_factory=list)  # epoch seconds at each minute's start
-    events: list[int | None] = field(default_factory=list)
+    series: dict[str, list[int | None]] = field(default_factory=dict)  # family -> per minute
     ceiling: int = EVENTS_CEILING_PER_MIN
     batches: int = 0
     items: int = 0
@@ -54,6 +58,11 @@ class Throughput:
     failed_requests: int = 0
     http_429: int = 0
     peak_per_min: int = 0
+    accepted_by_family: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def events(self) -> list[int | None]:
+        return self.series.get("events", [None] * len(self.minutes))
 
     @property
     def error_rate(self) -> float:
@@ -61,22 +70,34 @@ class Throughput:
         return 100.0 * self.rejected / self.items if self.items else 0.0
 
     def chart(self) -> dict[str, Any]:
-        """uPlot's columnar data: [x, events per minute, ceiling]."""
-        return {"x": self.minutes, "events": self.events, "ceiling": self.ceiling}
+        """uPlot's columnar data: x, one series per family (events first), the events ceiling."""
+        names = sorted(self.series, key=lambda n: (n != "events", n)) or ["events"]
+        return {
+            "x": self.minutes,
+            "series": [
+                {"label": f"{n.capitalize()}/min", "data": self.series.get(n, self.events)} for n in names
+            ],
+            "ceiling": self.ceiling,
+        }
 
 
 # Closed minutes never change (a batch's sent_at is the moment its answer is recorded), so each
 # web process keeps their sums and asks the database only for the last few minutes. Keyed by
-# database URL; a minute counts as closed CLOSE_AFTER minutes after it ends.
-_MINUTES: dict[str, tuple[int, dict[int, tuple[int, ...]]]] = {}
+# database URL; a minute counts as closed CLOSE_AFTER minutes after it ends. Rows are per
+# (minute, run) so the chart can split by the run's kind without joining a million runs.
+_MINUTES: dict[str, tuple[int, dict[tuple[int, int], tuple[int, ...]]]] = {}
+_KINDS: dict[str, dict[int, str]] = {}
 CLOSE_AFTER = 2
 
 
-async def _minute_rows(db: AsyncSession, start: datetime, end: datetime) -> dict[int, tuple[int, ...]]:
+async def _minute_rows(
+    db: AsyncSession, start: datetime, end: datetime
+) -> dict[tuple[int, int], tuple[int, ...]]:
     minute = _minute(db).label("minute")
     query = (
         select(  # type: ignore[call-overload]
             minute,
+            SyncBatch.run_id,
             func.count(),
             func.coalesce(func.sum(SyncBatch.item_count), 0),
             func.coalesce(func.sum(SyncBatch.accepted), 0),
@@ -86,9 +107,21 @@ async def _minute_rows(db: AsyncSession, start: datetime, end: datetime) -> dict
             func.count().filter(col(SyncBatch.http_status) >= 400),
         )
         .where(col(SyncBatch.sent_at) >= start, col(SyncBatch.sent_at) <= end)
-        .group_by(literal_column("minute"))
+        .group_by(literal_column("minute"), SyncBatch.run_id)
     )
-    return {int(row[0]): tuple(int(v or 0) for v in row[1:]) for row in (await db.exec(query)).all()}
+    rows = (await db.exec(query)).all()
+    return {(int(row[0]), int(row[1])): tuple(int(v or 0) for v in row[2:]) for row in rows}
+
+
+async def _kinds(db: AsyncSession, key: str, run_ids: set[int]) -> dict[int, str]:
+    known = _KINDS.setdefault(key, {})
+    missing = sorted(run_ids - known.keys())
+    for start in range(0, len(missing), 1000):
+        chunk = missing[start : start + 1000]
+        known.update(
+            (await db.exec(select(SyncRun.id, SyncRun.kind).where(col(SyncRun.id).in_(chunk)))).all()
+        )
+    return known
 
 
 async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughput:
@@ -99,13 +132,16 @@ async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughpu
     closed_to, cached = _MINUTES.get(key, (first, {}))
     closed_to = max(closed_to, first)
     fresh = await _minute_rows(db, datetime.fromtimestamp(closed_to * 60, UTC), now)
-    minutes = {m: v for m, v in cached.items() if m >= first}
-    minutes.update(fresh)
+    rows = {k: v for k, v in cached.items() if k[0] >= first}
+    rows.update(fresh)
     new_closed = last - CLOSE_AFTER
-    _MINUTES[key] = (new_closed, {m: v for m, v in minutes.items() if m < new_closed})
+    _MINUTES[key] = (new_closed, {k: v for k, v in rows.items() if k[0] < new_closed})
+    kinds = await _kinds(db, key, {run for _, run in rows})
 
     result = Throughput()
-    for n, items, accepted, rejected, attempts, r429, failed in minutes.values():
+    per_family: dict[str, dict[int, int]] = {}
+    per_minute: dict[int, int] = {}
+    for (m, run), (n, items, accepted, rejected, attempts, r429, failed) in rows.items():
         result.batches += n
         result.items += items
         result.accepted += accepted
@@ -113,12 +149,18 @@ async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughpu
         result.requests += attempts
         result.http_429 += r429
         result.failed_requests += failed
+        family = FAMILIES.get(kinds.get(run, ""), kinds.get(run, "items").replace("_", " "))
+        bucket = per_family.setdefault(family, {})
+        bucket[m] = bucket.get(m, 0) + accepted
+        per_minute[m] = per_minute.get(m, 0) + accepted
+        result.accepted_by_family[family] = result.accepted_by_family.get(family, 0) + accepted
     result.minutes = [m * 60 for m in range(first, last + 1)]
     # Empty minutes are gaps (null), so the log-scaled chart has nothing to plot at zero.
-    result.events = [
-        minutes[m][2] if m in minutes and minutes[m][2] else None for m in range(first, last + 1)
-    ]
-    result.peak_per_min = max((v[2] for v in minutes.values()), default=0)
+    result.series = {
+        family: [bucket.get(m) or None for m in range(first, last + 1)]
+        for family, bucket in per_family.items()
+    }
+    result.peak_per_min = max(per_minute.values(), default=0)
     return result
 
 

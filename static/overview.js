@@ -1,19 +1,20 @@
 // The Overview's throughput chart: uPlot fed from the JSON island in overview/_traffic.html,
 // drawn on load and again whenever htmx swaps that partial in (the new chart box is empty).
+const COLOURS = ["#2563eb", "#16a34a", "#9333ea", "#ea580c"];
 const compact = (u, vals) => vals.map((v) => (v >= 1e6 ? v / 1e6 + "M" : v >= 1e3 ? v / 1e3 + "k" : v));
 function drawThroughput() {
   const box = document.getElementById("throughput-chart"), island = document.getElementById("throughput-data");
   if (!box || !island || !window.uPlot) return;
   const d = JSON.parse(island.textContent);
+  const lines = d.series.map((s, i) => ({ label: s.label, stroke: COLOURS[i % 4], points: { show: true, size: 5, fill: COLOURS[i % 4] } }));
   box.replaceChildren();
   new uPlot({
     width: box.clientWidth || 800, height: 220,
     // Log scale from 1 to 1M a minute: a trickle and the 150,000/min ceiling both show.
     scales: { y: { distr: 3, range: [1, 1e6] } },
-    series: [{}, { label: "Events/min", stroke: "#2563eb", fill: "rgba(37,99,235,0.12)", points: { show: true, size: 5, fill: "#2563eb" } },
-             { label: "Klaviyo ceiling", stroke: "#cf222e", dash: [6, 4], points: { show: false } }],
+    series: [{}, ...lines, { label: "Klaviyo ceiling (bulk events)", stroke: "#cf222e", dash: [6, 4], points: { show: false } }],
     axes: [{}, { size: 60, values: compact }],
-  }, [d.x, d.events, d.x.map(() => d.ceiling)], box);
+  }, [d.x, ...d.series.map((s) => s.data), d.x.map(() => d.ceiling)], box);
 }
 document.addEventListener("DOMContentLoaded", drawThroughput);
 document.addEventListener("htmx:afterSettle", () => {

@@ -138,7 +138,8 @@ async def test_overview_numbers_match_the_database(fresh, redis_client):
     island = re.search(r'<script type="application/json" id="throughput-data">(.*?)</script>', html, re.S)
     chart = json.loads(island.group(1))
     assert chart["ceiling"] == 150_000 and len(chart["x"]) == 1440
-    points = {x: y for x, y in zip(chart["x"], chart["events"], strict=True) if y}
+    assert [s["label"] for s in chart["series"]] == ["Events/min"]
+    points = {x: y for x, y in zip(chart["x"], chart["series"][0]["data"], strict=True) if y}
     assert sum(points.values()) == 1034
     assert points[int(now.timestamp()) // 60 * 60] == 800  # two batches in one minute
     # Headroom: 7 grants used of the limiter's 145 (150 less its 3 % margin).
@@ -154,12 +155,17 @@ async def test_overview_numbers_match_the_database(fresh, redis_client):
         ).scalar()
     assert total == 1034
 
-    # The partials the page polls answer on their own, and see batches sent since.
+    assert "1,034 events" in html
+    # The partials the page polls answer on their own, and see batches sent since (by kind).
     assert 'data-testid="events-24h">1,034<' in (await client.get("/overview/traffic")).text
+    profiles = await _run(maker, kind="profile")
     async with maker() as db:
         db.add(_batch(run.id, 6, utcnow(), item_count=66, accepted=66))
+        db.add(_batch(profiles.id, 0, utcnow(), item_count=500, accepted=500))
         await db.commit()
-    assert 'data-testid="events-24h">1,100<' in (await client.get("/overview/traffic")).text
+    traffic = (await client.get("/overview/traffic")).text
+    assert 'data-testid="events-24h">1,600<' in traffic
+    assert "1,100 events · 500 profiles" in traffic and "Profiles/min" in traffic
     status = await client.get("/overview/status")
     assert 'id="overview-status"' in status.text and 'hx-trigger="every 5s"' in status.text
 
