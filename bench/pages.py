@@ -27,7 +27,7 @@ import asyncpg
 from litestar.testing import AsyncTestClient
 from sqlalchemy.engine import make_url
 
-from config.settings import Settings
+from config.settings import Environment, Settings
 from models import Role
 from models.db import make_engine, make_sessionmaker
 from tests.support.databases import acreate_postgres_database, adrop_postgres_database
@@ -200,7 +200,7 @@ async def fill(url: str, runs: int, batches: int, errors: int, requests: int) ->
 
 async def time_pages(url: str, big_run: int, rounds: int) -> dict[str, list[float]]:
     settings = Settings(
-        environment="test",
+        environment=Environment.TEST,
         database_url=url,
         redis_url=REDIS_URL,
         queue_name=f"arq:bench:{uuid.uuid4().hex[:6]}",

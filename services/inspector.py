@@ -51,7 +51,7 @@ def clip(data: bytes, limit: int) -> tuple[str, bool]:
 async def samples(db: AsyncSession, run_id: int, limit: int = MAX_PER_RUN) -> list[Any]:
     """The run's samples without their bodies, oldest first."""
     query = (
-        select(
+        select(  # type: ignore[call-overload]
             RequestSample.id,
             RequestSample.at,
             RequestSample.method,

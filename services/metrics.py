@@ -47,7 +47,7 @@ async def render_metrics(db: AsyncSession, redis: Redis, settings: Settings) -> 
         func.count(),
         func.coalesce(func.sum(SyncBatch.attempts), 0),
         func.coalesce(func.sum(SyncBatch.http_429), 0),
-    ).group_by(SyncBatch.http_status)
+    ).group_by(col(SyncBatch.http_status))
     total_attempts = total_429 = 0
     for code, n, tries, limited in (await db.exec(by_status)).all():
         requests.labels(str(code) if code is not None else "none").set(n)

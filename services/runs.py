@@ -26,6 +26,8 @@ from models import (
 )
 from models.base import aware, utcnow
 from services.targets import target_for
+from sync.mapping import Mapping as MappingSpec
+from sync.validation import check_mapping
 
 SEND_RUN = "send_run"
 
@@ -51,8 +53,12 @@ async def create_run(
     dry_run: bool,
     backfill: bool,
     user: User | None,
+    list_id: str | None = None,
 ) -> SyncRun:
-    """A queued run of an upload through the mapping's current version."""
+    """A queued run of an upload through the mapping's current version.
+
+    ``list_id`` (profile runs) adds every imported profile to that Klaviyo list.
+    """
     upload = await db.get(Upload, upload_id)
     if upload is None:
         raise RunError(f"Upload #{upload_id} does not exist.")
@@ -70,6 +76,9 @@ async def create_run(
             )
         )
     ).one()
+    options: dict[str, Any] = {"backfill": backfill}
+    if list_id and list_id.strip():
+        options["list_id"] = list_id.strip()
     run = SyncRun(
         kind=mapping.target_kind,
         source=RunSource.UPLOAD,
@@ -77,13 +86,23 @@ async def create_run(
         dry_run=dry_run,
         upload_id=upload.id,
         mapping_version_id=version.id,
-        options={"backfill": backfill},
+        options=options,
+        summary={"mapping_issues": mapping_notes(version)},
         total_rows=upload.row_count,
         created_by=user.id if user else None,
     )
     db.add(run)
     await db.flush()
     return run
+
+
+def mapping_notes(version: MappingVersion) -> list[dict[str, Any]]:
+    """What the mapping alone says about the run (e.g. profiles identified by external_id only)."""
+    try:
+        spec = MappingSpec.model_validate(version.spec)
+    except ValueError:
+        return []
+    return [issue.as_dict() for issue in check_mapping(spec)]
 
 
 async def failed_rows(db: AsyncSession, run_id: int) -> list[int]:
@@ -125,6 +144,7 @@ async def retry_failed(db: AsyncSession, parent: SyncRun, user: User | None) -> 
         parent_run_id=parent.id,
         only_rows=rows,
         options=dict(parent.options),
+        summary={"mapping_issues": mapping_notes(current)},
         total_rows=len(rows),
         created_by=user.id if user else None,
     )
@@ -275,7 +295,7 @@ async def errors_by_rule(db: AsyncSession, run: SyncRun | int) -> list[dict[str,
     """
     if isinstance(run, int):
         return await _errors_by_rule(db, run)
-    key = (str(db.get_bind().url), run.id, run.status, run.rows_failed, run.updated_at)
+    key = (str(getattr(db.get_bind(), "url", "")), run.id, run.status, run.rows_failed, run.updated_at)
     cached = _GROUPS.get(key)
     if cached is None:
         cached = await _errors_by_rule(db, run.id or 0)

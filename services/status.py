@@ -31,12 +31,17 @@ WINDOW = timedelta(hours=24)
 RATE_CLASSES = [v for v in vars(ep).values() if isinstance(v, ep.RateClass)]
 
 
+def database_key(db: AsyncSession) -> str:
+    """Which database a session talks to: per-process caches are kept per database."""
+    return str(getattr(db.get_bind(), "url", ""))
+
+
 def _minute(session: AsyncSession) -> Any:
     """Minutes since the epoch of a batch's sent_at, in SQL (PostgreSQL or SQLite)."""
     bind = session.get_bind()
     if bind.dialect.name == "sqlite":
-        return cast(func.strftime("%s", SyncBatch.sent_at), Integer) / 60
-    return cast(func.floor(func.extract("epoch", SyncBatch.sent_at) / 60), Integer)
+        return cast(func.strftime("%s", col(SyncBatch.sent_at)), Integer) / 60
+    return cast(func.floor(func.extract("epoch", col(SyncBatch.sent_at)) / 60), Integer)
 
 
 # What a run's accepted items are called on the chart, by the run's kind.
@@ -118,9 +123,8 @@ async def _kinds(db: AsyncSession, key: str, run_ids: set[int]) -> dict[int, str
     missing = sorted(run_ids - known.keys())
     for start in range(0, len(missing), 1000):
         chunk = missing[start : start + 1000]
-        known.update(
-            (await db.exec(select(SyncRun.id, SyncRun.kind).where(col(SyncRun.id).in_(chunk)))).all()
-        )
+        query = select(SyncRun.id, SyncRun.kind).where(col(SyncRun.id).in_(chunk))
+        known.update((run_id or 0, kind) for run_id, kind in (await db.exec(query)).all())
     return known
 
 
@@ -128,7 +132,7 @@ async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughpu
     now = now or utcnow()
     first = int((now - WINDOW).timestamp()) // 60 + 1
     last = int(now.timestamp()) // 60
-    key = str(db.get_bind().url)
+    key = database_key(db)
     closed_to, cached = _MINUTES.get(key, (first, {}))
     closed_to = max(closed_to, first)
     fresh = await _minute_rows(db, datetime.fromtimestamp(closed_to * 60, UTC), now)
