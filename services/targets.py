@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from klaviyo import endpoints as ep
+from klaviyo.client import lists_relationship
 from models import SyncRun
 from sync.mapping import Mapping as MappingSpec
 
@@ -33,9 +34,17 @@ class SendTarget:
     path_params: Callable[[SyncRun, MappingSpec], dict[str, str] | None] = field(default=_none)
 
 
+def _profile_lists(run: SyncRun, spec: MappingSpec) -> dict[str, Any] | None:
+    """The list a profile import adds everyone to: chosen when starting the run, else the mapping's."""
+    list_id = str(run.options.get("list_id") or spec.target.list_id or "").strip()
+    return lists_relationship([list_id] if list_id else [])
+
+
 TARGETS: dict[str, SendTarget] = {
     "event": SendTarget(ep.BULK_EVENTS),
     "order": SendTarget(ep.BULK_EVENTS),
+    # Bulk import jobs of up to 10,000 profiles / 5 MB; refused profiles show up when a job finishes.
+    "profile": SendTarget(ep.BULK_PROFILES, relationships=_profile_lists, settles=True),
 }
 
 

@@ -55,6 +55,9 @@ from workers.heartbeat import worker_name
 log = structlog.get_logger(__name__)
 WORKING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING)
 ROW_CACHE = 20_000  # source rows kept in memory to attach their values to errors
+# Warnings about something left out of what a row sends are recorded on the row itself (the error
+# CSV then lists whose phone was dropped); other warnings are only counted in the run's summary.
+ROW_WARNINGS = frozenset({"phone_dropped"})
 
 
 class StopRun(Exception):
@@ -253,7 +256,8 @@ class RunExecutor:
                 state.rows_seen += len(result.rows) or 1
                 state.row = max(result.rows or (result.row_ref,))
                 if result.row_ref > state.cursor_row:
-                    for issue in result.errors:
+                    kept = [w for w in result.warnings if w.rule in ROW_WARNINGS]
+                    for issue in [*result.errors, *kept] if kept else result.errors:
                         state.errors.append(self._row_error(issue, issue.row or result.row_ref, "mapping"))
                     self._note_warnings(result.warnings, result.row_ref)
                 for item in result.items:
@@ -406,7 +410,8 @@ class RunExecutor:
         )
         if self.target.settles:
             # Bulk jobs that report refused items only when they finish: wait, then record those too.
-            outcome = await settle(client, endpoint, outcome)
+            scale = self.settings.klaviyo_time_scale
+            outcome = await settle(client, endpoint, outcome, first_delay=0.5 / scale, max_delay=15.0 / scale)
         errors = [self._rejection_error(r, batch_id) for r in outcome.rejected]
         for error in errors:
             error.values = {**self.row_cache.get(error.row_number, {}), **error.values}
@@ -468,6 +473,8 @@ class RunExecutor:
 
     def _note_warnings(self, warnings: list[Issue], row: int) -> None:
         for issue in warnings:
+            if issue.rule in ROW_WARNINGS:
+                continue  # recorded on its row instead
             count = self.warning_counts.get(issue.rule, 0) + 1
             self.warning_counts[issue.rule] = count
             entry = self.summary_warnings.setdefault(

@@ -109,6 +109,7 @@ class RunsController(Controller):
                 dry_run=form.get("dry_run") == "1",
                 backfill=form.get("backfill") == "1",
                 user=current_user(request),
+                list_id=form.get("list_id") or None,
             )
         except (runs.RunError, ValueError) as exc:
             return render(

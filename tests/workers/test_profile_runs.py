@@ -1,0 +1,215 @@
+"""Profile runs end to end: CSV -> bulk import jobs -> simulator, with lists, import errors and clearing.
+
+Real pieces only: PostgreSQL, Redis, an in-process arq worker, and the simulator over HTTP.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from arq.connections import ArqRedis
+from sqlmodel import select
+
+from klaviyo.client import KlaviyoClient
+from klaviyo.limiter import RateLimiter
+from models import RowError, RunStatus, SyncBatch, SyncRun
+from services import runs
+from services.accounts import get_account
+from services.profiles import upsert_profile
+from simulator.config import SANDBOX_KEY
+from sync.mapping import Mapping as Spec
+from sync.mapping import MappingOptions, Target, TargetKind, column
+from tests.conftest import unique
+from tests.support.runs import csv_text, make_mapping, make_upload
+
+
+def profile_spec(name: str, *, external_id_only: bool = False, **options: Any) -> Spec:
+    identity = [column("customer_id", "external_id")]
+    if not external_id_only:
+        identity = [column("email", "email"), column("phone", "phone_number"), *identity]
+    return Spec(
+        name=name,
+        target=Target(kind=TargetKind.PROFILE),
+        options=MappingOptions(**options),
+        fields=[
+            *identity,
+            column("first", "first_name"),
+            column("title", "title"),
+            column("city", "location.city"),
+            column("tier", "properties.Tier"),
+        ],
+    )
+
+
+@pytest.fixture
+async def run_settings(settings, simulator_url, sessionmaker, tmp_path):
+    # Runs send to the sandbox (the session's simulator), whatever key an earlier test saved.
+    async with sessionmaker() as db:
+        account = await get_account(db)
+        account.sandbox = True
+        db.add(account)
+        await db.commit()
+    return settings.model_copy(
+        update={
+            "sandbox_url": simulator_url,
+            "klaviyo_time_scale": 20.0,
+            "upload_dir": tmp_path,
+            "run_lease_seconds": 5.0,
+        }
+    )
+
+
+@pytest.fixture
+async def klaviyo(simulator_url: str, redis_client) -> AsyncIterator[KlaviyoClient]:
+    """A client on the session's simulator (the sandbox account the runs send to)."""
+    limiter = RateLimiter(redis_client, prefix=f"test:{uuid.uuid4().hex[:8]}", time_scale=20)
+    async with KlaviyoClient(SANDBOX_KEY, base_url=simulator_url, limiter=limiter) as client:
+        yield client
+
+
+async def _run(
+    sessionmaker, run_worker_burst, settings, upload, mapping, *, dry_run=False, list_id=None
+) -> SyncRun:
+    async with sessionmaker() as db:
+        run = await runs.create_run(
+            db,
+            upload_id=upload.id,
+            mapping_id=mapping.id,
+            dry_run=dry_run,
+            backfill=True,
+            user=None,
+            list_id=list_id,
+        )
+        await db.commit()
+    arq = ArqRedis.from_url(settings.redis_url)
+    await runs.enqueue(arq, settings.queue_name, run, "start")
+    await arq.aclose()
+    await run_worker_burst(settings)
+    async with sessionmaker() as db:
+        done = await db.get(SyncRun, run.id)
+    assert done is not None
+    return done
+
+
+def _profile(simulator_url: str, email: str) -> dict[str, Any] | None:
+    found = httpx.get(f"{simulator_url}/__sim/profiles", params={"email": email}).json()["data"]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def _list(simulator_url: str, list_id: str) -> dict[str, Any]:
+    (found,) = [k for k in httpx.get(f"{simulator_url}/__sim/lists").json()["data"] if k["id"] == list_id]
+    return found
+
+
+async def test_profiles_land_in_the_list_and_import_errors_hit_their_rows(
+    run_settings, klaviyo, sessionmaker, tmp_path, run_worker_burst, simulator_url
+):
+    tag = uuid.uuid4().hex[:8]
+    mail = {n: f"p{n}-{tag}@shop.test" for n in range(1, 8)}
+    # Two profiles already in the account: row 4 names the second by email but the first's external id.
+    owner = await upsert_profile(klaviyo, {"email": f"owner-{tag}@shop.test", "external_id": f"X-{tag}"})
+    await upsert_profile(klaviyo, {"email": mail[4], "first_name": "Dora"})
+    list_id = await klaviyo.create_list(unique("VIPs "))
+
+    def row(n: int, **cells: str) -> dict[str, str]:
+        base = {"email": mail[n], "phone": "", "customer_id": f"C{n}-{tag}", "first": f"F{n}"}
+        return {**base, "title": "", "city": "Oslo", "tier": "gold", **cells}
+
+    rows = [
+        row(1, phone="+47 912 34 567"),
+        row(2),
+        row(3, email="not-an-email"),  # refused by the mapping: never sent
+        row(4, customer_id=f"X-{tag}"),  # refused by Klaviyo when the job runs (duplicate identifier)
+        row(5, phone="12345"),  # invalid phone: sent without it, with a warning on the row
+        row(6, customer_id="x" * 65),  # Klaviyo would truncate it: refused by the mapping
+        row(7),
+    ]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
+    mapping = await make_mapping(sessionmaker, profile_spec(unique("profiles "), drop_invalid_phone=True))
+
+    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping, list_id=list_id)
+
+    assert run.status == RunStatus.COMPLETED, run.error_message
+    assert run.options["list_id"] == list_id
+    assert run.items_sent == 4  # rows 1, 2, 5, 7: the refused row 4 is not counted as sent
+    assert run.rows_failed == 3 and run.rows_read == 7
+    async with sessionmaker() as db:
+        errors = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
+        batches = (await db.exec(select(SyncBatch).where(SyncBatch.run_id == run.id))).all()
+    found = sorted((e.row_number, e.severity, e.stage, e.rule, e.column) for e in errors)
+    assert found == [
+        (3, "error", "mapping", "invalid_email", "email"),
+        (4, "error", "klaviyo", "duplicate_profile", "external_id"),
+        (5, "warning", "mapping", "phone_dropped", "phone"),
+        (6, "error", "mapping", "external_id_too_long", "external_id"),
+    ]
+    klaviyo_error = next(e for e in errors if e.stage == "klaviyo")
+    assert klaviyo_error.values["email"] == mail[4] and klaviyo_error.batch_id == batches[0].id
+    assert [(b.status, b.item_count, b.accepted, b.rejected) for b in batches] == [("sent", 5, 4, 1)]
+    assert batches[0].job_id
+
+    # Exactly the expected profiles landed, with what the rows said.
+    landed = {n: _profile(simulator_url, mail[n]) for n in mail}
+    assert landed[3] is None and landed[6] is None
+    assert landed[1]["phone_number"] == "+4791234567" and landed[1]["external_id"] == f"C1-{tag}"
+    assert landed[1]["first_name"] == "F1" and landed[1]["location"] == {"city": "Oslo"}
+    assert landed[1]["properties"] == {"Tier": "gold"}
+    assert "phone_number" not in landed[5] and landed[5]["first_name"] == "F5"
+    assert landed[4]["first_name"] == "Dora" and "external_id" not in landed[4]  # refused: untouched
+    members = set(_list(simulator_url, list_id)["members"])
+    assert members == {landed[n]["id"] for n in (1, 2, 5, 7)}
+    assert owner not in members
+
+
+async def test_empty_cells_leave_fields_unless_the_mapping_clears_them(
+    run_settings, klaviyo, sessionmaker, tmp_path, run_worker_burst, simulator_url
+):
+    email = f"clear-{uuid.uuid4().hex[:8]}@shop.test"
+    await upsert_profile(klaviyo, {"email": email, "first_name": "Old", "title": "Boss"})
+    cells = {"phone": "", "customer_id": "", "first": "", "title": "", "city": "Rome", "tier": ""}
+    text = csv_text([{"email": email, **cells}])
+    upload = await make_upload(sessionmaker, tmp_path, text, "profiles.csv")
+
+    keep = await make_mapping(sessionmaker, profile_spec(unique("keep ")))
+    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, keep)
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 1
+    stored = _profile(simulator_url, email)
+    assert stored["first_name"] == "Old" and stored["title"] == "Boss"
+    assert stored["location"] == {"city": "Rome"}
+
+    clear = await make_mapping(sessionmaker, profile_spec(unique("clear "), clear_empty=True))
+    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, clear)
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 1
+    stored = _profile(simulator_url, email)
+    assert "first_name" not in stored and "title" not in stored
+    assert stored["email"] == email and stored["location"] == {"city": "Rome"}  # identifiers never cleared
+
+
+async def test_external_id_only_mapping_is_flagged_in_the_dry_run(
+    run_settings, sessionmaker, tmp_path, run_worker_burst, simulator_url, client, as_role
+):
+    from models import Role
+
+    tag = uuid.uuid4().hex[:8]
+    rows = [
+        {"customer_id": f"E{n}-{tag}", "first": "A", "title": "", "city": "", "tier": ""} for n in range(3)
+    ]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
+    mapping = await make_mapping(sessionmaker, profile_spec(unique("ext only "), external_id_only=True))
+
+    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping, dry_run=True)
+
+    assert run.status == RunStatus.COMPLETED and run.summary["items"] == 3
+    assert run.summary["requests_needed"] == 1
+    assert [i["rule"] for i in run.summary["mapping_issues"]] == ["external_id_only"]
+    all_profiles = httpx.get(f"{simulator_url}/__sim/profiles").json()["data"]
+    assert not any(p.get("external_id", "").endswith(tag) for p in all_profiles)  # nothing sent
+    await as_role(Role.VIEWER)
+    page = await client.get(f"/runs/{run.id}")
+    assert "3 profiles in 1 requests would be sent" in page.text
+    assert "external_id_only" in page.text and "second, permanent duplicate" in page.text
