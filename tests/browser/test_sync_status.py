@@ -155,3 +155,21 @@ async def test_overview_progress_advances_without_reload(
     await expect(page.get_by_test_id("sample-request-body").first).to_contain_text("event-bulk-create-job")
     await expect(page.locator(".kc-request").first).to_contain_text("Klaviyo-API-Key [redacted]")
     await screenshot(page, "run-page-requests")
+
+    # The runs list filtered (the form keeps its choices); the admin's webhook settings.
+    await page.goto("/runs/")
+    await page.select_option("select[name=status]", "completed")
+    await page.select_option("select[name=source]", "upload")
+    await page.fill("input[name=since]", "2020-01-01")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator(f'a[href="/runs/{run.id}"]')).to_be_visible()
+    assert "source=upload" in page.url and "since=2020-01-01" in page.url
+    await expect(page.locator("select[name=source]")).to_have_value("upload")
+    await screenshot(page, "runs-filtered")
+    await page.goto("/notifications/")
+    await page.fill("input[name=webhook_url]", "https://hooks.example.com/klaviyo-sync")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.get_by_test_id("saved")).to_be_visible()
+    await screenshot(page, "notifications")
+    await page.uncheck("input[name=enabled]")
+    await page.get_by_role("button", name="Save").click()
