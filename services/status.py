@@ -40,7 +40,8 @@ def _minute(session: AsyncSession) -> Any:
     """Minutes since the epoch of a batch's sent_at, in SQL (PostgreSQL or SQLite)."""
     bind = session.get_bind()
     if bind.dialect.name == "sqlite":
-        return cast(func.strftime("%s", col(SyncBatch.sent_at)), Integer) / 60
+        # `//` is integer division; `/` would be true division (a float per second, not per minute).
+        return cast(func.strftime("%s", col(SyncBatch.sent_at)), Integer) // 60
     return cast(func.floor(func.extract("epoch", col(SyncBatch.sent_at)) / 60), Integer)
 
 
@@ -114,8 +115,12 @@ async def _minute_rows(
         .where(col(SyncBatch.sent_at) >= start, col(SyncBatch.sent_at) <= end)
         .group_by(literal_column("minute"), SyncBatch.run_id)
     )
-    rows = (await db.exec(query)).all()
-    return {(int(row[0]), int(row[1])): tuple(int(v or 0) for v in row[2:]) for row in rows}
+    sums: dict[tuple[int, int], tuple[int, ...]] = {}
+    for row in (await db.exec(query)).all():
+        key, values = (int(row[0]), int(row[1])), tuple(int(v or 0) for v in row[2:])
+        before = sums.get(key)
+        sums[key] = values if before is None else tuple(a + b for a, b in zip(before, values, strict=True))
+    return sums
 
 
 async def _kinds(db: AsyncSession, key: str, run_ids: set[int]) -> dict[int, str]:

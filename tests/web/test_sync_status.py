@@ -351,3 +351,30 @@ async def test_notifications_are_admin_only_and_validated(fresh, sessionmaker):
     assert (await login(client, operator.username)).status_code == 302
     assert (await client.get("/notifications/")).status_code == 403
     assert (await post_form(client, "/notifications/", {"webhook_url": ""})).status_code == 403
+
+
+async def test_throughput_and_error_groups_on_both_backends(db_url):
+    """The minute arithmetic is dialect-specific (PostgreSQL extract(epoch), SQLite strftime('%s'))."""
+    from services import runs as runs_service
+    from services.status import throughput
+
+    engine = make_engine(db_url)
+    maker = make_sessionmaker(engine)
+    try:
+        run = await _run(maker, kind="order")
+        now = utcnow()
+        minute = int(now.timestamp()) // 60 * 60 - 120
+        sent = datetime.fromtimestamp(minute + 15, UTC)
+        async with maker() as db:
+            db.add(_batch(run.id, 0, sent, item_count=7, accepted=7))
+            db.add(_batch(run.id, 1, sent + timedelta(seconds=20), item_count=5, accepted=4, rejected=1))
+            db.add(RowError(run_id=run.id, row_number=3, rule="invalid_email", message="bad"))
+            await db.commit()
+        async with maker() as db:
+            traffic = await throughput(db, now)
+            groups = await runs_service.errors_by_rule(db, run.id)
+        series = dict(zip(traffic.minutes, traffic.series["events"], strict=True))
+        assert series[minute] >= 11  # other tests may have sent in the same minute
+        assert groups[0]["rule"] == "invalid_email" and groups[0]["examples"] == [3]
+    finally:
+        await engine.dispose()
