@@ -32,6 +32,11 @@ class SendTarget:
     # Bulk jobs that report per-item errors later (profile import, catalog) must be polled.
     settles: bool = False
     path_params: Callable[[SyncRun, MappingSpec], dict[str, str] | None] = field(default=_none)
+    # Where the endpoint depends on the mapping (catalog items: create or update), it is chosen per run.
+    endpoint_for: Callable[[SyncRun, MappingSpec], ep.Endpoint] | None = None
+
+    def endpoint_of(self, run: SyncRun, spec: MappingSpec) -> ep.Endpoint:
+        return self.endpoint_for(run, spec) if self.endpoint_for else self.endpoint
 
 
 def _profile_lists(run: SyncRun, spec: MappingSpec) -> dict[str, Any] | None:
@@ -40,11 +45,21 @@ def _profile_lists(run: SyncRun, spec: MappingSpec) -> dict[str, Any] | None:
     return lists_relationship([list_id] if list_id else [])
 
 
+def _catalog_items(_run: SyncRun, spec: MappingSpec) -> ep.Endpoint:
+    """Update mappings address existing items by id; create mappings add new ones."""
+    return ep.CATALOG_ITEMS_UPDATE if spec.options.catalog_mode == "update" else ep.CATALOG_ITEMS_CREATE
+
+
 TARGETS: dict[str, SendTarget] = {
     "event": SendTarget(ep.BULK_EVENTS),
     "order": SendTarget(ep.BULK_EVENTS),
     # Bulk import jobs of up to 10,000 profiles / 5 MB; refused profiles show up when a job finishes.
     "profile": SendTarget(ep.BULK_PROFILES, relationships=_profile_lists, settles=True),
+    # Catalog jobs of up to 100 entries; each is polled until done, which also keeps this run far
+    # below Klaviyo's 500 catalog jobs in flight. Variants need their item: run items first.
+    "catalog_item": SendTarget(ep.CATALOG_ITEMS_CREATE, settles=True, endpoint_for=_catalog_items),
+    "catalog_variant": SendTarget(ep.CATALOG_VARIANTS_CREATE, settles=True),
+    "catalog_category": SendTarget(ep.CATALOG_CATEGORIES_CREATE, settles=True),
 }
 
 

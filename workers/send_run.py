@@ -222,7 +222,7 @@ class RunExecutor:
         # A dry run of a kind we cannot send yet still checks every row; batches are only counted.
         target = target or SendTarget(ep.BULK_EVENTS)
         client = None if run.dry_run else await self._client()
-        endpoint = target.endpoint
+        endpoint = target.endpoint_of(run, spec)
         backfill = bool(run.options.get("backfill", True))
         spec = spec.model_copy(update={"options": spec.options.model_copy(update={"backfill": backfill})})
         pipeline = Pipeline(spec)

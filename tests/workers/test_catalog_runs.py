@@ -1,0 +1,112 @@
+"""Catalog runs end to end: items in jobs of 100 (create, then update), variants after their items,
+item errors from finished jobs on their rows. Real PostgreSQL, Redis, worker and simulator."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from sqlmodel import col, select
+
+from models import RowError, RunStatus, SyncBatch
+from sync.mapping import Mapping as Spec
+from sync.mapping import MappingOptions, Target, TargetKind, column
+from tests.conftest import unique
+from tests.support.runs import csv_text, make_mapping, make_upload
+from tests.workers.test_profile_runs import _run, run_settings  # noqa: F401  (fixture)
+
+
+def item_spec(name: str, mode: str = "create") -> Spec:
+    fields = [column("sku", "external_id"), column("price", "price")]
+    if mode == "create":
+        fields += [column("name", "title"), column("about", "description"), column("link", "url")]
+    return Spec(
+        name=name,
+        target=Target(kind=TargetKind.CATALOG_ITEM),
+        options=MappingOptions(catalog_mode=mode),  # type: ignore[arg-type]
+        fields=fields,
+    )
+
+
+def variant_spec(name: str) -> Spec:
+    return Spec(
+        name=name,
+        target=Target(kind=TargetKind.CATALOG_VARIANT),
+        fields=[
+            column("vsku", "external_id"),
+            column("vsku", "sku"),
+            column("sku", "item_external_id"),
+            column("name", "title"),
+            column("about", "description"),
+            column("link", "url"),
+            column("price", "price"),
+            column("stock", "inventory_quantity"),
+        ],
+    )
+
+
+def _catalog(simulator_url: str, tag: str) -> dict[str, list[dict[str, Any]]]:
+    everything = httpx.get(f"{simulator_url}/__sim/catalog").json()
+    return {kind: [e for e in entries if tag in e["id"]] for kind, entries in everything.items()}
+
+
+async def test_catalog_items_then_price_update_then_variants(
+    run_settings,  # noqa: F811
+    sessionmaker,
+    tmp_path,
+    run_worker_burst,
+    simulator_url,
+):
+    tag = uuid.uuid4().hex[:8]
+    rows = [
+        {"sku": f"{tag}-{n}", "name": f"Mug {n}", "about": "Stoneware", "link": f"https://shop.test/{n}",
+         "price": f"{10 + n}.50"}
+        for n in range(150)
+    ]  # fmt: skip
+    rows[20]["name"] = ""  # a required field missing: refused by the mapping
+    rows.append(dict(rows[5]))  # the same item twice: Klaviyo refuses the second create when the job runs
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "catalog.csv")
+    mapping = await make_mapping(sessionmaker, item_spec(unique("items ")))
+
+    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping)
+
+    assert run.status == RunStatus.COMPLETED, run.error_message
+    assert run.items_sent == 149 and run.rows_failed == 2
+    async with sessionmaker() as db:
+        errors = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
+        query = select(SyncBatch).where(SyncBatch.run_id == run.id).order_by(col(SyncBatch.seq))
+        batches = (await db.exec(query)).all()
+    assert sorted((e.row_number, e.stage, e.rule) for e in errors) == [
+        (21, "mapping", "missing_required"),
+        (151, "klaviyo", "duplicate"),
+    ]
+    assert [(b.item_count, b.accepted, b.rejected) for b in batches] == [(100, 100, 0), (50, 49, 1)]
+    items = {i["external_id"]: i for i in _catalog(simulator_url, tag)["items"]}
+    assert len(items) == 149 and f"{tag}-20" not in items
+    assert items[f"{tag}-7"]["price"] == 17.5 and items[f"{tag}-7"]["title"] == "Mug 7"
+
+    # An update mapping changes one price; nothing else is touched.
+    changed = csv_text([{"sku": f"{tag}-7", "price": "99.00"}])
+    update_upload = await make_upload(sessionmaker, tmp_path, changed, "prices.csv")
+    update = await make_mapping(sessionmaker, item_spec(unique("prices "), mode="update"))
+    run = await _run(sessionmaker, run_worker_burst, run_settings, update_upload, update)
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 1 and run.rows_failed == 0
+    items = {i["external_id"]: i for i in _catalog(simulator_url, tag)["items"]}
+    assert items[f"{tag}-7"]["price"] == 99.0 and items[f"{tag}-7"]["title"] == "Mug 7"
+    assert items[f"{tag}-8"]["price"] == 18.5
+
+    # Variants after their items; a variant of an item that does not exist is refused on its row.
+    variants = [{**rows[n], "vsku": f"{rows[n]['sku']}-blue", "stock": "5"} for n in (1, 2)] + [
+        {**rows[3], "sku": f"{tag}-missing", "vsku": f"{tag}-missing-blue", "stock": "1"}
+    ]
+    variant_upload = await make_upload(sessionmaker, tmp_path, csv_text(variants), "variants.csv")
+    variant_mapping = await make_mapping(sessionmaker, variant_spec(unique("variants ")))
+    run = await _run(sessionmaker, run_worker_burst, run_settings, variant_upload, variant_mapping)
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 2 and run.rows_failed == 1
+    stored = {v["sku"]: v for v in _catalog(simulator_url, tag)["variants"]}
+    assert set(stored) == {f"{tag}-1-blue", f"{tag}-2-blue"}
+    assert stored[f"{tag}-1-blue"]["item_id"] == f"$custom:::$default:::{tag}-1"
+    async with sessionmaker() as db:
+        (error,) = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
+    assert (error.row_number, error.stage, error.rule) == (3, "klaviyo", "not_found")
