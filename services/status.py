@@ -42,7 +42,8 @@ def _minute(session: AsyncSession) -> Any:
     if bind.dialect.name == "sqlite":
         # `//` is integer division; `/` would be true division (a float per second, not per minute).
         return cast(func.strftime("%s", col(SyncBatch.sent_at)), Integer) // 60
-    return cast(func.floor(func.extract("epoch", col(SyncBatch.sent_at)) / 60), Integer)
+    # date_part gives a double; EXTRACT's numeric is several times slower over 100k rows.
+    return cast(func.floor(func.date_part("epoch", col(SyncBatch.sent_at)) / 60), Integer)
 
 
 # What a run's accepted items are called on the chart, by the run's kind.
@@ -89,21 +90,21 @@ class Throughput:
 
 # Closed minutes never change (a batch's sent_at is the moment its answer is recorded), so each
 # web process keeps their sums and asks the database only for the last few minutes. Keyed by
-# database URL; a minute counts as closed CLOSE_AFTER minutes after it ends. Rows are per
-# (minute, run) so the chart can split by the run's kind without joining a million runs.
-_MINUTES: dict[str, tuple[int, dict[tuple[int, int], tuple[int, ...]]]] = {}
-_KINDS: dict[str, dict[int, str]] = {}
+# database URL; a minute counts as closed CLOSE_AFTER minutes after it ends. Sums are kept per
+# (minute, family of the run's kind), so the chart can show events, profiles and catalog items.
+_MINUTES: dict[str, tuple[int, dict[tuple[int, str], tuple[int, ...]]]] = {}
 CLOSE_AFTER = 2
 
 
 async def _minute_rows(
     db: AsyncSession, start: datetime, end: datetime
-) -> dict[tuple[int, int], tuple[int, ...]]:
+) -> dict[tuple[int, str], tuple[int, ...]]:
+    """Sums per (minute, run kind). PostgreSQL memoizes the run lookups: few runs, many batches."""
     minute = _minute(db).label("minute")
     query = (
         select(  # type: ignore[call-overload]
             minute,
-            SyncBatch.run_id,
+            SyncRun.kind,
             func.count(),
             func.coalesce(func.sum(SyncBatch.item_count), 0),
             func.coalesce(func.sum(SyncBatch.accepted), 0),
@@ -112,25 +113,17 @@ async def _minute_rows(
             func.coalesce(func.sum(SyncBatch.http_429), 0),
             func.count().filter(col(SyncBatch.http_status) >= 400),
         )
+        .join(SyncRun, col(SyncRun.id) == col(SyncBatch.run_id))
         .where(col(SyncBatch.sent_at) >= start, col(SyncBatch.sent_at) <= end)
-        .group_by(literal_column("minute"), SyncBatch.run_id)
+        .group_by(literal_column("minute"), SyncRun.kind)
     )
-    sums: dict[tuple[int, int], tuple[int, ...]] = {}
+    sums: dict[tuple[int, str], tuple[int, ...]] = {}
     for row in (await db.exec(query)).all():
-        key, values = (int(row[0]), int(row[1])), tuple(int(v or 0) for v in row[2:])
+        family = FAMILIES.get(row[1], str(row[1]).replace("_", " "))
+        key, values = (int(row[0]), family), tuple(int(v or 0) for v in row[2:])
         before = sums.get(key)
-        sums[key] = values if before is None else tuple(a + b for a, b in zip(before, values, strict=True))
+        sums[key] = values if before is None else tuple(x + y for x, y in zip(before, values, strict=True))
     return sums
-
-
-async def _kinds(db: AsyncSession, key: str, run_ids: set[int]) -> dict[int, str]:
-    known = _KINDS.setdefault(key, {})
-    missing = sorted(run_ids - known.keys())
-    for start in range(0, len(missing), 1000):
-        chunk = missing[start : start + 1000]
-        query = select(SyncRun.id, SyncRun.kind).where(col(SyncRun.id).in_(chunk))
-        known.update((run_id or 0, kind) for run_id, kind in (await db.exec(query)).all())
-    return known
 
 
 async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughput:
@@ -145,12 +138,11 @@ async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughpu
     rows.update(fresh)
     new_closed = last - CLOSE_AFTER
     _MINUTES[key] = (new_closed, {k: v for k, v in rows.items() if k[0] < new_closed})
-    kinds = await _kinds(db, key, {run for _, run in rows})
 
     result = Throughput()
     per_family: dict[str, dict[int, int]] = {}
     per_minute: dict[int, int] = {}
-    for (m, run), (n, items, accepted, rejected, attempts, r429, failed) in rows.items():
+    for (m, family), (n, items, accepted, rejected, attempts, r429, failed) in rows.items():
         result.batches += n
         result.items += items
         result.accepted += accepted
@@ -158,7 +150,6 @@ async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughpu
         result.requests += attempts
         result.http_429 += r429
         result.failed_requests += failed
-        family = FAMILIES.get(kinds.get(run, ""), kinds.get(run, "items").replace("_", " "))
         bucket = per_family.setdefault(family, {})
         bucket[m] = bucket.get(m, 0) + accepted
         per_minute[m] = per_minute.get(m, 0) + accepted
