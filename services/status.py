@@ -187,8 +187,12 @@ def account_key(api_key: str) -> str:
 
 
 async def headroom(db: AsyncSession, redis: Redis, settings: Settings) -> list[Headroom] | None:
-    """Every rate class of the connected account (sandbox included); None when Redis is down."""
-    target = klaviyo_target(await get_account(db), settings)
+    """Every rate class of the connected account (sandbox included); None when Redis is down or the
+    stored key cannot be decrypted."""
+    try:
+        target = klaviyo_target(await get_account(db), settings)
+    except Exception:  # a key stored under another SECRET_KEY: the Connection page says so
+        return None
     account = account_key(target.api_key)
     limiter = RateLimiter(redis, time_scale=settings.klaviyo_time_scale)
     try:

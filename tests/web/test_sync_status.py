@@ -378,3 +378,15 @@ async def test_throughput_and_error_groups_on_both_backends(db_url):
         assert groups[0]["rule"] == "invalid_email" and groups[0]["examples"] == [3]
     finally:
         await engine.dispose()
+
+
+async def test_overview_survives_a_key_stored_under_another_secret(fresh):
+    client, maker, settings = fresh
+    other = settings.model_copy(
+        update={"secret_key": SecretStr("another-secret-key-that-is-long-enough-000")}
+    )
+    async with maker() as db:
+        set_private_key(await get_account(db), other, LIVE_KEY, None)
+        await db.commit()
+    page = await client.get("/overview/status")
+    assert page.status_code == 200 and "cannot be read" in page.text
