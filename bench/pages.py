@@ -218,6 +218,7 @@ async def time_pages(url: str, big_run: int, rounds: int) -> dict[str, list[floa
         ],
         "run_page": [f"/runs/{big_run}", f"/runs/{big_run}/batches?before=40000"],
         "overview": ["/", "/overview/status", "/overview/traffic"],
+        "metrics": ["/metrics"],  # not a page; scraped every 15-60 s, so timed for information
     }
     timings: dict[str, list[float]] = {name: [] for name in pages}
     cold: dict[str, float] = {}
