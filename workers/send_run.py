@@ -54,6 +54,7 @@ from workers.heartbeat import worker_name
 
 log = structlog.get_logger(__name__)
 WORKING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING)
+YIELD_EVERY = 100
 ROW_CACHE = 20_000  # source rows kept in memory to attach their values to errors
 # Warnings about something left out of what a row sends are recorded on the row itself (the error
 # CSV then lists whose phone was dropped); other warnings are only counted in the run's summary.
@@ -254,6 +255,9 @@ class RunExecutor:
         with reader:
             for result in pipeline.run(self._rows(reader, only)):
                 state.rows_seen += len(result.rows) or 1
+                if state.rows_seen % YIELD_EVERY == 0:
+                    # Mapping is CPU work; let finished requests and limiter turns through meanwhile.
+                    await asyncio.sleep(0)
                 state.row = max(result.rows or (result.row_ref,))
                 if result.row_ref > state.cursor_row:
                     kept = [w for w in result.warnings if w.rule in ROW_WARNINGS]
