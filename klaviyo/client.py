@@ -291,8 +291,10 @@ class KlaviyoClient:
         ).doc["data"]
         return data
 
-    async def create_list(self, name: str) -> str:
-        response = await self._json(ep.CREATE_LIST, {"data": {"type": "list", "attributes": {"name": name}}})
+    async def create_list(self, name: str, opt_in_process: str | None = None) -> str:
+        """Create a list (Klaviyo allows 150 per day); ``opt_in_process`` single_opt_in | double_opt_in."""
+        attributes = {"name": name, **({"opt_in_process": opt_in_process} if opt_in_process else {})}
+        response = await self._json(ep.CREATE_LIST, {"data": {"type": "list", "attributes": attributes}})
         if response.id is None:
             raise NetworkError("list create answered without an id")
         return response.id
@@ -300,6 +302,22 @@ class KlaviyoClient:
     async def rename_list(self, list_id: str, name: str) -> dict[str, Any]:
         document = {"data": {"type": "list", "id": list_id, "attributes": {"name": name}}}
         return (await self._json(ep.RENAME_LIST, document, {"id": list_id})).doc
+
+    async def list_member_ids(self, list_id: str) -> set[str]:
+        """Ids of every profile in a list (1,000 per page)."""
+        pages = self.paginate(ep.GET_LIST_MEMBER_IDS, {"page[size]": "1000"}, {"id": list_id})
+        return {str(ref["id"]) async for ref in pages}
+
+    async def find_profile_ids(self, field: str, values: list[str]) -> dict[str, str]:
+        """``{value: profile id}`` for the profiles whose ``field`` (email, phone_number) is one of
+        ``values`` (at most 100 per call); values without a profile are left out."""
+        params = {"filter": f"any({field},{dumps(values).decode()})", "page[size]": "100"}
+        found: dict[str, str] = {}
+        async for profile in self.paginate(ep.FIND_PROFILES, params):
+            value = (profile.get("attributes") or {}).get(field)
+            if value is not None:
+                found[str(value).lower() if field == "email" else str(value)] = str(profile["id"])
+        return found
 
     async def add_list_members(self, list_id: str, profile_ids: Iterable[str]) -> None:
         """Add profiles to a list without touching consent (at most 1,000 per call)."""

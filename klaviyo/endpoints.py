@@ -153,6 +153,12 @@ GET_PROFILE_IMPORT_ERRORS = Endpoint(
 GET_LISTS = Endpoint("get_lists", "GET", "/api/lists", LISTS_READ)
 GET_LIST = Endpoint("get_list", "GET", "/api/lists/{id}", LIST_PROFILE_COUNT)
 CREATE_LIST = Endpoint("create_list", "POST", "/api/lists", LISTS_WRITE)
+# Member ids of a list (page[size] up to 1,000): the membership check before an unsubscribe.
+GET_LIST_MEMBER_IDS = Endpoint(
+    "get_list_member_ids", "GET", "/api/lists/{id}/relationships/profiles", LIST_MEMBERS
+)
+# Profiles by identifier: filter=any(email,[...]) (page[size] up to 100).
+FIND_PROFILES = Endpoint("find_profiles", "GET", "/api/profiles", PROFILES)
 RENAME_LIST = Endpoint("rename_list", "PATCH", "/api/lists/{id}", LISTS_WRITE)
 ADD_LIST_MEMBERS = _bulk(
     "add_list_members", "/api/lists/{id}/relationships/profiles", LIST_MEMBERS, 1000, None, None

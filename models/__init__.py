@@ -2,6 +2,7 @@
 
 from models.account import Account, ConnectionStatus
 from models.audit import AuditEvent
+from models.klaviyo_list import KlaviyoList, ListOperation, ListOpStatus
 from models.mapping import Mapping, MappingVersion
 from models.monitoring import NotificationSettings, RequestSample
 from models.run import BatchStatus, RowError, RunSource, RunStatus, SyncBatch, SyncRun
@@ -13,6 +14,9 @@ __all__ = [
     "AuditEvent",
     "BatchStatus",
     "ConnectionStatus",
+    "KlaviyoList",
+    "ListOpStatus",
+    "ListOperation",
     "Mapping",
     "MappingVersion",
     "NotificationSettings",

@@ -1,0 +1,312 @@
+"""Lists page: synced Klaviyo lists, member counts, create/rename, membership, subscriptions,
+unsubscribe (guarded against Klaviyo's global-unsubscribe trap) and suppression.
+
+Every change is a worker job (a ListOperation) or a run; handlers record it in the audit log and
+answer with the operation's status partial, which polls itself while the job is queued or running.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from litestar.response import Template
+from redis.exceptions import RedisError
+
+from models import KlaviyoList, ListOperation
+from services import audit, lists
+from web.deps import ArqDep, Db, SettingsDep
+from web.security import current_user
+from web.templating import render
+
+CHANNELS = ("email", "sms")
+
+
+def _problem(request: Request[Any, Any, Any], message: str, status: int = 400) -> Template:
+    return render(request, "errors/_message.html", status, title="Cannot do that", message=message)
+
+
+async def _list(db: Db, list_id: str) -> KlaviyoList:
+    klist = await lists.get_list(db, list_id)
+    if klist is None:
+        raise NotFoundException(f"No list {list_id} here; sync the lists first.")
+    return klist
+
+
+class ListsController(Controller):
+    path = "/lists"
+    include_in_schema = False
+
+    @get("/")
+    async def index(self, request: Request[Any, Any, Any], db: Db) -> Template:
+        uploads, mappings = await lists.run_choices(db)
+        return render(
+            request,
+            "lists/index.html",
+            lists=await lists.all_lists(db),
+            sync=await lists.latest_sync(db),
+            uploads=uploads,
+            mappings=mappings,
+            opt_in=lists.OPT_IN,
+        )
+
+    @post("/sync")
+    async def sync(
+        self, request: Request[Any, Any, Any], db: Db, arq: ArqDep, settings: SettingsDep
+    ) -> Template:
+        op = await lists.active_sync(db)
+        if op is None:
+            op = await self._start(request, db, arq, settings, "sync")
+        return render(request, "lists/_sync.html", sync=op)
+
+    @get("/sync/status")
+    async def sync_status(self, request: Request[Any, Any, Any], db: Db) -> Template:
+        return render(request, "lists/_sync.html", sync=await lists.latest_sync(db))
+
+    @post("/create")
+    async def create(
+        self, request: Request[Any, Any, Any], db: Db, arq: ArqDep, settings: SettingsDep
+    ) -> Template:
+        form = await request.form()
+        name = str(form.get("name", "")).strip()
+        opt_in = str(form.get("opt_in_process", "")) or None
+        if not name or len(name) > 255:
+            return _problem(request, "A list needs a name of at most 255 characters.")
+        if opt_in is not None and opt_in not in lists.OPT_IN:
+            return _problem(request, "Choose single or double opt-in.")
+        op = await self._start(
+            request, db, arq, settings, "create", params={"name": name, "opt_in_process": opt_in}
+        )
+        return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+
+    @post("/suppress")
+    async def suppress(
+        self, request: Request[Any, Any, Any], db: Db, arq: ArqDep, settings: SettingsDep
+    ) -> Template:
+        form = await request.form()
+        if form.get("confirm") != "1":
+            return _problem(request, "Suppression stops all email to these people: tick the box to confirm.")
+        return await self._contacts_op(request, db, arq, settings, "suppress", None, form)
+
+    @post("/runs")
+    async def start_run(
+        self, request: Request[Any, Any, Any], db: Db, arq: ArqDep, settings: SettingsDep
+    ) -> Any:
+        form = await request.form()
+        list_id = str(form.get("list_id", "")).strip()
+        try:
+            run = await lists.start_list_run(
+                db,
+                klist=await lists.get_list(db, list_id) if list_id else None,
+                action=str(form.get("action", "")),
+                upload_id=int(form.get("upload_id") or 0),
+                mapping_id=int(form.get("mapping_id") or 0),
+                custom_source=str(form.get("custom_source", "")),
+                dry_run=form.get("dry_run") == "1",
+                user=current_user(request),
+            )
+        except (lists.ListError, ValueError) as exc:
+            return _problem(request, str(exc))
+        audit.record(
+            db, request, f"list.run.{form.get('action')}", target=f"run #{run.id}", list=list_id or None
+        )
+        await db.commit()
+        await lists.runs.enqueue(arq, settings.queue_name, run, "start")
+        url = f"/runs/{run.id}"
+        if request.headers.get("hx-request") == "true":
+            return Response(content="", status_code=200, headers={"HX-Redirect": url})
+        return Response(content="", status_code=303, headers={"Location": url})
+
+    @get("/ops/{op_id:int}")
+    async def operation(self, request: Request[Any, Any, Any], db: Db, op_id: FromPath[int]) -> Template:
+        op = await db.get(ListOperation, op_id)
+        if op is None:
+            raise NotFoundException()
+        return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+
+    @post("/ops/{op_id:int}/confirm")
+    async def confirm(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        arq: ArqDep,
+        settings: SettingsDep,
+        op_id: FromPath[int],
+    ) -> Template:
+        check = await db.get(ListOperation, op_id)
+        if check is None:
+            raise NotFoundException()
+        form = await request.form()
+        scope = str(form.get("scope", ""))
+        if scope == "all" and check.summary.get("global") and form.get("confirm_global") != "1":
+            return _problem(
+                request, "Tick the box to confirm the global unsubscribe, or unsubscribe list members only."
+            )
+        try:
+            op = await lists.confirm_unsubscribe(
+                db, arq, settings.queue_name, check, scope, current_user(request)
+            )
+        except lists.ListError as exc:
+            return _problem(request, str(exc))
+        except (RedisError, OSError) as exc:
+            return _problem(request, f"Could not queue the job: Redis is unreachable ({exc}).", 503)
+        audit.record(
+            db,
+            request,
+            "list.unsubscribe",
+            target=f"list {check.list_id}",
+            scope=scope,
+            operation=op.id,
+            check=op_id,
+        )
+        return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+
+    @get("/{list_id:str}")
+    async def detail(self, request: Request[Any, Any, Any], db: Db, list_id: FromPath[str]) -> Template:
+        klist = await _list(db, list_id)
+        uploads, mappings = await lists.run_choices(db)
+        return render(
+            request,
+            "lists/detail.html",
+            klist=klist,
+            ops=await lists.operations(db, klist.klaviyo_id),
+            uploads=uploads,
+            mappings=mappings,
+            opt_in=lists.OPT_IN,
+            kinds=lists.KINDS,
+        )
+
+    @get("/{list_id:str}/count")
+    async def count_cell(self, request: Request[Any, Any, Any], db: Db, list_id: FromPath[str]) -> Template:
+        return render(request, "lists/_count.html", klist=await _list(db, list_id))
+
+    @post("/{list_id:str}/count")
+    async def count(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        arq: ArqDep,
+        settings: SettingsDep,
+        list_id: FromPath[str],
+    ) -> Template:
+        klist = await _list(db, list_id)
+        op = await self._start(request, db, arq, settings, "count", list_id=klist.klaviyo_id)
+        return render(request, "lists/_count.html", klist=klist, op=op)
+
+    @post("/{list_id:str}/rename")
+    async def rename(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        arq: ArqDep,
+        settings: SettingsDep,
+        list_id: FromPath[str],
+    ) -> Template:
+        klist = await _list(db, list_id)
+        name = str((await request.form()).get("name", "")).strip()
+        if not name or len(name) > 255:
+            return _problem(request, "A list needs a name of at most 255 characters.")
+        op = await self._start(
+            request,
+            db,
+            arq,
+            settings,
+            "rename",
+            list_id=klist.klaviyo_id,
+            params={"name": name, "was": klist.name},
+        )
+        return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+
+    @post("/{list_id:str}/members")
+    async def members(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        arq: ArqDep,
+        settings: SettingsDep,
+        list_id: FromPath[str],
+    ) -> Template:
+        klist = await _list(db, list_id)
+        form = await request.form()
+        action = str(form.get("action", ""))
+        if action not in ("add", "remove"):
+            return _problem(request, "Choose add or remove.")
+        return await self._contacts_op(request, db, arq, settings, action, klist.klaviyo_id, form)
+
+    @post("/{list_id:str}/unsubscribe")
+    async def unsubscribe(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        arq: ArqDep,
+        settings: SettingsDep,
+        list_id: FromPath[str],
+    ) -> Template:
+        klist = await _list(db, list_id)
+        form = await request.form()
+        channels = [c for c in CHANNELS if form.get(f"channel_{c}") == "1"]
+        if not channels:
+            return _problem(request, "Choose email, SMS or both to unsubscribe from.")
+        return await self._contacts_op(
+            request, db, arq, settings, "unsubscribe_check", klist.klaviyo_id, form, channels=channels
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _contacts_op(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        arq: ArqDep,
+        settings: SettingsDep,
+        kind: str,
+        list_id: str | None,
+        form: Any,
+        **extra: Any,
+    ) -> Template:
+        try:
+            contacts = lists.parse_contacts(
+                str(form.get("contacts", "")), str(form.get("region", "") or "US")
+            )
+        except lists.ListError as exc:
+            return _problem(request, str(exc))
+        if not contacts:
+            return _problem(request, "Enter at least one email address or phone number.")
+        params = lists.contact_params(contacts, **extra)
+        op = await self._start(
+            request, db, arq, settings, kind, list_id=list_id, params=params, total=len(contacts)
+        )
+        return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+
+    async def _start(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        arq: ArqDep,
+        settings: SettingsDep,
+        kind: str,
+        *,
+        list_id: str | None = None,
+        params: dict[str, Any] | None = None,
+        total: int = 0,
+    ) -> ListOperation:
+        audit.record(
+            db,
+            request,
+            f"list.{kind}",
+            target=f"list {list_id}" if list_id else None,
+            **{k: v for k, v in (params or {}).items() if isinstance(v, str)},
+            rows=total,
+        )
+        return await lists.start_operation(
+            db,
+            arq,
+            settings.queue_name,
+            kind,
+            user=current_user(request),
+            list_id=list_id,
+            params=params,
+            total=total,
+        )
