@@ -292,7 +292,7 @@ async def test_metrics_match_the_database_and_honour_the_token(fresh, settings):
         await db.commit()
     body = (await client.get("/metrics")).text
     assert 'kc_runs{status="completed"} 1.0' in body and 'kc_runs{status="failed"} 1.0' in body
-    assert "kc_items_sent_total 37.0" in body and "kc_rows_failed_total 3.0" in body
+    assert "kc_items_sent_total 20.0" in body and "kc_items_rejected_total 0.0" in body
     assert 'kc_batches_by_http_status{status="202"} 1.0' in body
     assert 'kc_batches_by_http_status{status="400"} 1.0' in body
     assert "kc_requests_total 5.0" in body and "kc_http_429_total 3.0" in body
