@@ -26,6 +26,8 @@ from web.controllers.auth import AuthController
 from web.controllers.connection import ConnectionController
 from web.controllers.health import HealthController
 from web.controllers.mappings import MappingsController
+from web.controllers.metrics import MetricsController
+from web.controllers.notifications import NotificationsController
 from web.controllers.overview import OverviewController
 from web.controllers.runs import RunsController
 from web.controllers.uploads import UploadsController
@@ -99,14 +101,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             create_static_files_router(path="/static", directories=[STATIC_DIR], opt={"public": True}),
             HealthController,
+            MetricsController,
             AuthController,
             OverviewController,
             ConnectionController,
-            UsersController,
             MappingsController,
+            UsersController,
             RunsController,
             UploadsController,
             AuditController,
+            NotificationsController,
             UpcomingAreasController,
         ],
         lifespan=[lifespan],

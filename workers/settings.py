@@ -18,9 +18,10 @@ from models.db import make_engine, make_sessionmaker
 from workers.analyse_upload import analyse_upload
 from workers.check_connection import check_connection
 from workers.heartbeat import beat_forever
+from workers.inspector import RequestInspector
 from workers.reconcile_runs import reconcile_runs
 from workers.refresh_metrics import refresh_metrics
-from workers.send_run import send_run
+from workers.run_hooks import send_run
 
 log = structlog.get_logger(__name__)
 
@@ -31,9 +32,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     configure_logging(settings.log_level, settings.log_json)
     ctx["engine"] = make_engine(settings.database_url)
     ctx["sessionmaker"] = make_sessionmaker(ctx["engine"])
+    # Sync status: hooks sample each run's requests to Klaviyo for the run page (workers/inspector.py).
+    ctx["inspector"] = RequestInspector(ctx["redis"], ctx["sessionmaker"], settings.queue_name)
     ctx["http"] = httpx.AsyncClient(
         timeout=httpx.Timeout(30.0, connect=5.0),
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        event_hooks=ctx["inspector"].hooks(),
     )
     ctx["heartbeat"] = asyncio.create_task(beat_forever(ctx["redis"], ctx, settings.queue_name))
     log.info("worker started", database=settings.database_url.split("@")[-1])
@@ -47,6 +51,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             await task
     if "http" in ctx:
         await ctx["http"].aclose()
+    if "inspector" in ctx:
+        await ctx["inspector"].drain()
     if "engine" in ctx:
         await ctx["engine"].dispose()
 
