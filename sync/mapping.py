@@ -212,6 +212,8 @@ class MappingOptions(_Spec):
     # Subscriptions: channels to subscribe and whether this is a historical import.
     channels: list[Channel] = Field(default_factory=_email_only)
     historical_import: bool = False
+    # With "sms" in channels: also SMS transactional consent (order and shipping texts).
+    sms_transactional: bool = False
     # Catalog: "create" items carry no id; "update" items carry the compound id.
     catalog_mode: Literal["create", "update"] = "create"
 

@@ -16,7 +16,8 @@ ALLOWED = frozenset({"email", "phone_number", "consented_at", "consent.email", "
 class SubscriptionBuilder:
     """Sets ``SUBSCRIBED`` marketing consent on the mapping's channels.
 
-    ``consent.email`` / ``consent.sms`` (booleans) let a row opt out of a channel. With
+    ``consent.email`` / ``consent.sms`` (booleans) let a row opt out of a channel;
+    ``options.sms_transactional`` adds SMS transactional consent next to SMS marketing. With
     ``options.historical_import`` Klaviyo skips double opt-in and needs ``consented_at`` in the past;
     the job envelope must then carry ``historical_import: true`` (klaviyo.batching reads the option).
     """
@@ -25,6 +26,7 @@ class SubscriptionBuilder:
         check_targets(mapping.targets(), ALLOWED, (), "Subscription")
         self.channels = list(mapping.options.channels)
         self.historical = mapping.options.historical_import
+        self.sms_transactional = mapping.options.sms_transactional
 
     def build(
         self, values: dict[str, Any], row: RowMapping[str, Any], now: datetime | None = None
@@ -50,6 +52,8 @@ class SubscriptionBuilder:
             subscriptions["email"] = {"marketing": dict(marketing)}
         if "sms" in self.channels and phone and values.get("consent.sms", True):
             subscriptions["sms"] = {"marketing": dict(marketing)}
+            if self.sms_transactional:
+                subscriptions["sms"]["transactional"] = dict(marketing)
         if not subscriptions:
             raise RuleError(
                 "no_consent_channel",

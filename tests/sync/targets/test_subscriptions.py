@@ -47,6 +47,19 @@ def test_email_and_sms_consent() -> None:
     subscriptions_job(result.items, "Y6nRLr")
 
 
+def test_sms_transactional_consent_next_to_marketing() -> None:
+    result = _run(
+        {"Email": "a@b.io", "Phone": "+14155552671", "SmsOk": "yes"},
+        channels=["sms"],
+        sms_transactional=True,
+    )
+    assert result.ok, result.errors
+    assert result.items[0]["attributes"]["subscriptions"] == {
+        "sms": {"marketing": {"consent": "SUBSCRIBED"}, "transactional": {"consent": "SUBSCRIBED"}}
+    }
+    subscriptions_job(result.items, "Y6nRLr")
+
+
 def test_row_can_opt_out_of_a_channel() -> None:
     result = _run({"Email": "a@b.io", "Phone": "+14155552671", "SmsOk": "no"}, channels=["email", "sms"])
     assert list(result.items[0]["attributes"]["subscriptions"]) == ["email"]
