@@ -12,6 +12,7 @@ from typing import Any
 from klaviyo import endpoints as ep
 from klaviyo.client import lists_relationship
 from models import SyncRun
+from services import list_targets
 from sync.mapping import Mapping as MappingSpec
 
 Options = Callable[[SyncRun, MappingSpec], dict[str, Any] | None]
@@ -53,6 +54,12 @@ def _catalog_items(_run: SyncRun, spec: MappingSpec) -> ep.Endpoint:
 TARGETS: dict[str, SendTarget] = {
     "event": SendTarget(ep.BULK_EVENTS),
     "order": SendTarget(ep.BULK_EVENTS),
+    "list_membership": SendTarget(ep.ADD_LIST_MEMBERS, path_params=list_targets.list_path),
+    # A list_membership mapping run started as "remove" from the Lists page has this kind.
+    "list_membership_remove": SendTarget(ep.REMOVE_LIST_MEMBERS, path_params=list_targets.list_path),
+    "subscription": SendTarget(
+        ep.SUBSCRIBE, relationships=list_targets.subscribe_list, attributes=list_targets.subscribe_options
+    ),
     # Bulk import jobs of up to 10,000 profiles / 5 MB; refused profiles show up when a job finishes.
     "profile": SendTarget(ep.BULK_PROFILES, relationships=_profile_lists, settles=True),
     # Catalog jobs of up to 100 entries; each is polled until done, which also keeps this run far
