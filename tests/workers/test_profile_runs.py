@@ -213,3 +213,107 @@ async def test_external_id_only_mapping_is_flagged_in_the_dry_run(
     page = await client.get(f"/runs/{run.id}")
     assert "3 profiles in 1 requests would be sent" in page.text
     assert "external_id_only" in page.text and "second, permanent duplicate" in page.text
+
+
+async def test_worker_killed_while_jobs_settle_then_resumed(pg_url, sessionmaker, tmp_path):
+    """Import jobs take a while; the worker dies with batches still settling. The next worker resends
+    exactly those batches (profile upserts are safe to repeat) and the ledger ends exact."""
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import func
+
+    from models import BatchStatus
+    from simulator.server import SimulatorProcess
+    from tests.conftest import REDIS_URL, ROOT
+
+    total = 30_000
+    tag = uuid.uuid4().hex[:6]
+    rows = [
+        {"email": f"k{n}-{tag}@shop.test", "phone": "", "customer_id": "", "first": f"K{n}", "title": "",
+         "city": "", "tier": ""}
+        for n in range(total)
+    ]  # fmt: skip
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
+    mapping = await make_mapping(sessionmaker, profile_spec(unique("resume ")))
+    async with sessionmaker() as db:
+        (await get_account(db)).sandbox = True
+        run = await runs.create_run(
+            db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
+        )
+        await db.commit()
+    queue = f"arq:profiles:{tag}"
+    with SimulatorProcess(time_scale=20) as sim:
+        sim.configure(job_processing_seconds=30.0)  # 1.5 s of real time per job
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": pg_url,
+            "REDIS_URL": REDIS_URL,
+            "SANDBOX_URL": sim.base_url,
+            "QUEUE_NAME": queue,
+            "KLAVIYO_TIME_SCALE": "20",
+            "RUN_LEASE_SECONDS": "2",
+            "UPLOAD_DIR": str(tmp_path),
+        }
+
+        def worker() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "workers"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+        async def count(*where: Any) -> int:
+            async with sessionmaker() as db:
+                query = select(func.count()).select_from(SyncBatch).where(SyncBatch.run_id == run.id, *where)
+                return int((await db.exec(query)).one())
+
+        async def wait(predicate: Any, timeout: float, what: str) -> None:
+            deadline = time.monotonic() + timeout
+            while not await predicate():
+                assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                await asyncio.sleep(0.1)
+
+        arq = ArqRedis.from_url(REDIS_URL)
+        await runs.enqueue(arq, queue, run, "start")
+        first = worker()
+        try:
+
+            async def posted() -> bool:
+                stats = httpx.get(f"{sim.base_url}/__sim/stats").json()["requests"]
+                return sum(stats.get("POST /api/profile-bulk-import-jobs", {}).values()) >= 2
+
+            await wait(posted, 60, "two import jobs created")
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        assert await count(SyncBatch.status == BatchStatus.IN_FLIGHT) >= 2  # killed while settling
+        second = worker()
+        try:
+
+            async def finished() -> bool:
+                async with sessionmaker() as db:
+                    current = await db.get(SyncRun, run.id)
+                    return current is not None and current.status.finished
+
+            await wait(finished, 120, "the run to finish on the second worker")
+        finally:
+            second.terminate()
+            second.wait(timeout=20)
+        await arq.aclose()
+        stored = httpx.get(f"{sim.base_url}/__sim/profiles").json()["data"]
+        async with sessionmaker() as db:
+            done = await db.get(SyncRun, run.id)
+            batches = (await db.exec(select(SyncBatch).where(SyncBatch.run_id == run.id))).all()
+    assert done.status == RunStatus.COMPLETED, done.error_message
+    emails = [p["email"] for p in stored]
+    assert len(emails) == total and len(set(emails)) == total  # nothing lost, no duplicate profiles
+    assert done.items_sent == total == sum(b.accepted for b in batches)
+    assert sorted(b.seq for b in batches) == [0, 1, 2] and all(b.status == BatchStatus.SENT for b in batches)
