@@ -25,6 +25,7 @@ from web.controllers.audit import AuditController
 from web.controllers.auth import AuthController
 from web.controllers.connection import ConnectionController
 from web.controllers.health import HealthController
+from web.controllers.lists import ListsController
 from web.controllers.mappings import MappingsController
 from web.controllers.metrics import MetricsController
 from web.controllers.notifications import NotificationsController
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UsersController,
             RunsController,
             UploadsController,
+            ListsController,
             AuditController,
             NotificationsController,
             UpcomingAreasController,

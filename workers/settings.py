@@ -22,6 +22,7 @@ from workers.inspector import RequestInspector
 from workers.reconcile_runs import reconcile_runs
 from workers.refresh_metrics import refresh_metrics
 from workers.run_hooks import send_run
+from workers.sync_lists import list_operation
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +64,7 @@ class WorkerSettings:
         func(send_run, timeout=7 * 24 * 3600, max_tries=1000),
         analyse_upload,
         refresh_metrics,
+        func(list_operation, timeout=3600, max_tries=3),
     ]
     # Every 5 s: a dead worker's run is picked up soon after its lease expires.
     cron_jobs = [cron(reconcile_runs, second=set(range(0, 60, 5)), run_at_startup=True, unique=True)]

@@ -10,7 +10,6 @@ from litestar.response import Template
 from web.templating import render
 
 UPCOMING = {
-    "lists": ("Lists", "Klaviyo lists, membership and email/SMS subscriptions."),
     "schedules": ("Schedules", "Recurring syncs from feeds, and real-time ingest tokens."),
 }
 

@@ -1,0 +1,393 @@
+"""Lists and subscriptions end to end: the Lists page, a real arq worker and the simulator over HTTP.
+
+Real pieces only: PostgreSQL, Redis, an arq worker in burst mode, and the simulator process.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+from sqlmodel import select
+
+from models import Account, KlaviyoList, ListOperation, Role, RowError, RunStatus, SyncRun
+from sync.mapping import Email, MappingOptions, Phone, Target, TargetKind, column
+from sync.mapping import Mapping as Spec
+from tests.conftest import unique
+from tests.support.runs import csv_text, make_mapping, make_upload
+from tests.support.web import login, make_user, post_form
+from web.app import create_app
+
+SANDBOX_KEY = "pk_sandbox_0000000000000000000000000000"
+
+
+def sim_api(simulator_url: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=simulator_url,
+        headers={
+            "Authorization": f"Klaviyo-API-Key {SANDBOX_KEY}",
+            "revision": "2026-10-15",
+            "accept": "application/vnd.api+json",
+            "content-type": "application/vnd.api+json",
+        },
+    )
+
+
+def sim_list(simulator_url: str, list_id: str) -> dict:
+    return next(kl for kl in httpx.get(f"{simulator_url}/__sim/lists").json()["data"] if kl["id"] == list_id)
+
+
+def sim_profile(simulator_url: str, email: str) -> dict | None:
+    found = httpx.get(f"{simulator_url}/__sim/profiles", params={"email": email}).json()["data"]
+    return found[0] if found else None
+
+
+def sim_consent(simulator_url: str) -> dict:
+    return httpx.get(f"{simulator_url}/__sim/consent").json()
+
+
+@pytest.fixture
+async def lists_env(settings, simulator_url, sessionmaker, tmp_path):
+    test_settings = settings.model_copy(
+        update={"sandbox_url": simulator_url, "klaviyo_time_scale": 20.0, "upload_dir": tmp_path}
+    )
+    async with sessionmaker() as db:
+        account = (await db.exec(select(Account).order_by(Account.id))).first()
+        if account is not None:
+            account.sandbox = True
+            db.add(account)
+            await db.commit()
+    app = create_app(test_settings)
+    async with AsyncTestClient(app) as client:
+        operator = await make_user(sessionmaker, unique("op"), Role.OPERATOR)
+        assert (await login(client, operator.username)).status_code == 302
+        client.test_settings = test_settings
+        yield client
+
+
+async def _op(sessionmaker, op_id: int) -> ListOperation:
+    async with sessionmaker() as db:
+        op = await db.get(ListOperation, op_id)
+        assert op is not None
+        return op
+
+
+def _op_id(response: httpx.Response) -> int:
+    assert response.status_code == 200, response.text
+    marker = 'data-op-id="'
+    start = response.text.index(marker) + len(marker)
+    return int(response.text[start : response.text.index('"', start)])
+
+
+async def _create_list(
+    client, run_worker_burst, sessionmaker, name: str, opt_in: str = "single_opt_in"
+) -> str:
+    op_id = _op_id(await post_form(client, "/lists/create", {"name": name, "opt_in_process": opt_in}))
+    assert await run_worker_burst(client.test_settings) >= 1
+    op = await _op(sessionmaker, op_id)
+    assert op.status == "completed", op.message
+    return str(op.list_id)
+
+
+async def test_sync_count_create_and_rename(lists_env, run_worker_burst, sessionmaker, simulator_url):
+    client = lists_env
+    name = unique("Made in Klaviyo ")
+    with sim_api(simulator_url) as api:
+        made = api.post("/api/lists", json={"data": {"type": "list", "attributes": {"name": name}}})
+        assert made.status_code == 201, made.text
+        outside_id = made.json()["data"]["id"]
+
+    synced = await post_form(client, "/lists/sync")
+    assert synced.status_code == 200 and "Syncing" in synced.text
+    assert await run_worker_burst(client.test_settings) >= 1
+    status = await client.get("/lists/sync/status")
+    assert "Synced" in status.text
+    page = await client.get("/lists/")
+    assert name in page.text and outside_id in page.text
+
+    # The count is fetched only when asked, and cached in the row.
+    counting = await post_form(client, f"/lists/{outside_id}/count")
+    assert "counting" in counting.text
+    assert await run_worker_burst(client.test_settings) >= 1
+    cell = await client.get(f"/lists/{outside_id}/count")
+    assert f'data-testid="count-{outside_id}">0<' in cell.text
+    async with sessionmaker() as db:
+        row = (await db.exec(select(KlaviyoList).where(KlaviyoList.klaviyo_id == outside_id))).one()
+        assert row.profile_count == 0 and row.counted_at is not None
+
+    created_name = unique("Console list ")
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, created_name, "double_opt_in")
+    assert sim_list(simulator_url, list_id)["opt_in_process"] == "double_opt_in"
+    detail = await client.get(f"/lists/{list_id}")
+    assert created_name in detail.text and "Double opt-in" in detail.text
+    assert 'data-testid="double-opt-in-warning"' in detail.text
+
+    renamed = unique("Renamed ")
+    op_id = _op_id(await post_form(client, f"/lists/{list_id}/rename", {"name": renamed}))
+    assert await run_worker_burst(client.test_settings) >= 1
+    assert (await _op(sessionmaker, op_id)).status == "completed"
+    assert sim_list(simulator_url, list_id)["name"] == renamed
+    assert renamed in (await client.get(f"/lists/{list_id}")).text
+
+    audit = (await client.get("/audit")).text
+    assert "list.create" in audit and "list.rename" in audit
+
+
+async def test_daily_create_limit_is_explained(lists_env, run_worker_burst, sessionmaker, simulator_url):
+    client = lists_env
+    httpx.post(f"{simulator_url}/__sim/config", json={"list_create_daily_limit": 0}).raise_for_status()
+    try:
+        op_id = _op_id(await post_form(client, "/lists/create", {"name": unique("One too many ")}))
+        assert await run_worker_burst(client.test_settings) >= 1
+    finally:
+        httpx.post(f"{simulator_url}/__sim/config", json={"list_create_daily_limit": 150}).raise_for_status()
+    op = await _op(sessionmaker, op_id)
+    assert op.status == "failed"
+    assert "150 new lists per account per day" in (op.message or "")
+    shown = await client.get(f"/lists/ops/{op_id}")
+    assert "150 new lists" in shown.text
+
+
+async def test_membership_form_adds_and_removes_without_consent(
+    lists_env, run_worker_burst, sessionmaker, simulator_url
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Members "))
+    emails = [f"{unique('m')}@shop.test" for _ in range(3)]
+    contacts = "\n".join([*emails, "not-an-address", "(202) 555-01x"])
+    op_id = _op_id(
+        await post_form(client, f"/lists/{list_id}/members", {"action": "add", "contacts": contacts})
+    )
+    assert await run_worker_burst(client.test_settings) >= 1
+    op = await _op(sessionmaker, op_id)
+    assert op.status == "completed" and op.summary == {"ok": 3, "failed": 2}
+    assert [o.get("status") for o in op.outcomes[:3]] == ["added"] * 3
+    assert "not an email address" in op.outcomes[3]["error"] or "phone" in op.outcomes[3]["error"]
+    members = set(sim_list(simulator_url, list_id)["members"])
+    ids = {sim_profile(simulator_url, e)["id"] for e in emails}
+    assert ids <= members
+    # Membership does not touch consent.
+    assert not sim_profile(simulator_url, emails[0])["subscriptions"].get("email")
+
+    op_id = _op_id(
+        await post_form(client, f"/lists/{list_id}/members", {"action": "remove", "contacts": emails[0]})
+    )
+    assert await run_worker_burst(client.test_settings) >= 1
+    assert (await _op(sessionmaker, op_id)).status == "completed"
+    assert set(sim_list(simulator_url, list_id)["members"]) == ids - {
+        sim_profile(simulator_url, emails[0])["id"]
+    }
+
+
+def _subscription_spec(*, historical: bool = False, channels=("email",), transactional: bool = False) -> Spec:
+    fields = [column("email", "email", Email()), column("phone", "phone_number", Phone())]
+    if historical:
+        fields.append(column("consented_at", "consented_at"))
+    return Spec(
+        name=unique("subscribe "),
+        target=Target(kind=TargetKind.SUBSCRIPTION),
+        options=MappingOptions(
+            channels=list(channels), historical_import=historical, sms_transactional=transactional
+        ),
+        fields=fields,
+    )
+
+
+async def _list_run(client, list_id, upload, mapping, action="subscribe", **extra) -> int:
+    form = {
+        "list_id": list_id or "",
+        "action": action,
+        "upload_id": str(upload.id),
+        "mapping_id": str(mapping.id),
+        **extra,
+    }
+    response = await post_form(client, "/lists/runs", form, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return int(response.headers["location"].rsplit("/", 1)[1])
+
+
+async def _finished(sessionmaker, run_id: int) -> tuple[SyncRun, list[RowError]]:
+    async with sessionmaker() as db:
+        run = await db.get(SyncRun, run_id)
+        errors = (await db.exec(select(RowError).where(RowError.run_id == run_id))).all()
+        return run, list(errors)
+
+
+async def test_subscribe_csv_email_and_sms_with_invalid_phone_rows(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Subscribers "))
+    people = [{"email": f"{unique('s')}@shop.test", "phone": f"+1202555{i:04d}"} for i in range(150, 154)]
+    bad = {"email": f"{unique('bad')}@shop.test", "phone": "12345"}
+    upload = await make_upload(sessionmaker, tmp_path, csv_text([*people, bad]), "subs.csv")
+    spec = _subscription_spec(channels=("email", "sms"), transactional=True)
+    mapping = await make_mapping(sessionmaker, spec)
+    run_id = await _list_run(client, list_id, upload, mapping, custom_source="Spring popup")
+    assert await run_worker_burst(client.test_settings) >= 1
+    run, errors = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED, run.error_message
+    assert run.kind == "subscription" and run.items_sent == 4 and run.rows_failed == 1
+    assert [(e.row_number, e.rule) for e in errors] == [(5, "invalid_phone")]
+    members = set(sim_list(simulator_url, list_id)["members"])
+    for person in people:
+        profile = sim_profile(simulator_url, person["email"])
+        assert profile["id"] in members
+        email = profile["subscriptions"]["email"]["marketing"]
+        assert email["consent"] == "SUBSCRIBED" and email["custom_source"] == "Spring popup"
+        assert profile["subscriptions"]["sms"]["marketing"]["consent"] == "SUBSCRIBED"
+        assert profile["subscriptions"]["sms"]["transactional"]["consent"] == "SUBSCRIBED"
+    assert sim_profile(simulator_url, bad["email"]) is None
+
+
+async def test_double_opt_in_list_waits_for_confirmation_unless_historical(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Double "), "double_opt_in")
+
+    # Live subscribe: a confirmation goes out first; consent pending, not yet a member.
+    live = [{"email": f"{unique('d')}@shop.test", "phone": ""} for _ in range(2)]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(live), "live.csv")
+    mapping = await make_mapping(sessionmaker, _subscription_spec())
+    run_id = await _list_run(client, list_id, upload, mapping)
+    assert await run_worker_burst(client.test_settings) >= 1
+    run, _ = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 2
+    assert sim_list(simulator_url, list_id)["profile_count"] == 0
+    pending = {p["email"] for p in sim_consent(simulator_url)["pending_opt_ins"] if p["list_id"] == list_id}
+    assert pending == {p["email"] for p in live}
+    assert (
+        sim_profile(simulator_url, live[0]["email"])["subscriptions"]["email"]["marketing"]["consent"]
+        == "PENDING"
+    )
+
+    # Historical import: consented_at per row, in the past; skips double opt-in.
+    rows = [
+        {"email": f"{unique('h')}@shop.test", "phone": "", "consented_at": "2024-05-01T10:00:00Z"},
+        {"email": f"{unique('h')}@shop.test", "phone": "", "consented_at": ""},
+        {"email": f"{unique('h')}@shop.test", "phone": "", "consented_at": "2999-01-01T00:00:00Z"},
+    ]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "historical.csv")
+    mapping = await make_mapping(sessionmaker, _subscription_spec(historical=True))
+    run_id = await _list_run(client, list_id, upload, mapping)
+    assert await run_worker_burst(client.test_settings) >= 1
+    run, errors = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 1
+    assert sorted((e.row_number, e.rule) for e in errors) == [
+        (2, "consented_at_missing"),
+        (3, "consented_at_future"),
+    ]
+    profile = sim_profile(simulator_url, rows[0]["email"])
+    marketing = profile["subscriptions"]["email"]["marketing"]
+    assert marketing["consent"] == "SUBSCRIBED" and marketing["historical_import"] is True
+    assert marketing["consented_at"].startswith("2024-05-01T10:00:00")
+    assert set(sim_list(simulator_url, list_id)["members"]) == {profile["id"]}
+
+
+async def test_membership_csv_run_adds_then_removes_profile_ids(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("By id "))
+    with sim_api(simulator_url) as api:
+        ids = []
+        for _ in range(3):
+            doc = {"data": {"type": "profile", "attributes": {"email": f"{unique('p')}@shop.test"}}}
+            ids.append(api.post("/api/profile-import", json=doc).json()["data"]["id"])
+    upload = await make_upload(sessionmaker, tmp_path, csv_text([{"profile_id": i} for i in ids]), "ids.csv")
+    spec = Spec(
+        name=unique("membership "),
+        target=Target(kind=TargetKind.LIST_MEMBERSHIP),
+        fields=[column("profile_id", "id")],
+    )
+    mapping = await make_mapping(sessionmaker, spec)
+    run_id = await _list_run(client, list_id, upload, mapping, action="add")
+    assert await run_worker_burst(client.test_settings) >= 1
+    run, _ = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 3, run.error_message
+    assert set(sim_list(simulator_url, list_id)["members"]) == set(ids)
+
+    run_id = await _list_run(client, list_id, upload, mapping, action="remove")
+    assert await run_worker_burst(client.test_settings) >= 1
+    run, _ = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED and run.kind == "list_membership_remove"
+    assert sim_list(simulator_url, list_id)["members"] == []
+
+
+async def test_unsubscribe_checks_membership_and_guards_global_unsubscribes(
+    lists_env, run_worker_burst, sessionmaker, simulator_url
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Unsub "))
+    member, outsider = f"{unique('in')}@shop.test", f"{unique('out')}@shop.test"
+    _op_id(await post_form(client, f"/lists/{list_id}/members", {"action": "add", "contacts": member}))
+    assert await run_worker_burst(client.test_settings) >= 1
+    with sim_api(simulator_url) as api:
+        doc = {"data": {"type": "profile", "attributes": {"email": outsider}}}
+        assert api.post("/api/profile-import", json=doc).status_code in (200, 201)
+
+    check = await post_form(
+        client, f"/lists/{list_id}/unsubscribe", {"contacts": f"{member}\n{outsider}", "channel_email": "1"}
+    )
+    check_id = _op_id(check)
+    assert await run_worker_burst(client.test_settings) >= 1
+    shown = await client.get(f"/lists/ops/{check_id}")
+    assert 'data-status="needs_confirmation"' in shown.text
+    assert 'data-testid="global-count">1<' in shown.text and "globally" in shown.text
+    op = await _op(sessionmaker, check_id)
+    assert op.summary == {"in_list": 1, "global": 1, "invalid": 0}
+    # Nothing was unsubscribed by the check.
+    before = sim_consent(simulator_url)
+    assert not [u for u in before["global_unsubscribes"] if u["email"] in (member, outsider)]
+
+    # Everyone, without ticking the box: refused.
+    refused = await post_form(client, f"/lists/ops/{check_id}/confirm", {"scope": "all"})
+    assert refused.status_code == 400 and "confirm the global unsubscribe" in refused.text
+
+    done = await post_form(client, f"/lists/ops/{check_id}/confirm", {"scope": "members"})
+    unsub_id = _op_id(done)
+    assert await run_worker_burst(client.test_settings) >= 1
+    unsub = await _op(sessionmaker, unsub_id)
+    assert unsub.status == "completed" and unsub.total == 1
+    consent = sim_consent(simulator_url)
+    assert [u["email"] for u in consent["list_unsubscribes"] if u["list_id"] == list_id] == [member]
+    assert not [u for u in consent["global_unsubscribes"] if u["email"] in (member, outsider)]
+    assert sim_list(simulator_url, list_id)["members"] == []
+    # A confirmed check cannot be confirmed again.
+    again = await post_form(client, f"/lists/ops/{check_id}/confirm", {"scope": "all", "confirm_global": "1"})
+    assert again.status_code == 400
+
+
+async def test_confirmed_global_unsubscribe_and_suppression(
+    lists_env, run_worker_burst, sessionmaker, simulator_url
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Global "))
+    outsider = f"{unique('g')}@shop.test"
+    check_id = _op_id(
+        await post_form(client, f"/lists/{list_id}/unsubscribe", {"contacts": outsider, "channel_email": "1"})
+    )
+    assert await run_worker_burst(client.test_settings) >= 1
+    unsub_id = _op_id(
+        await post_form(client, f"/lists/ops/{check_id}/confirm", {"scope": "all", "confirm_global": "1"})
+    )
+    assert await run_worker_burst(client.test_settings) >= 1
+    assert (await _op(sessionmaker, unsub_id)).outcomes[0]["status"] == "unsubscribed globally"
+    assert [
+        u["reason"] for u in sim_consent(simulator_url)["global_unsubscribes"] if u["email"] == outsider
+    ] == ["not_in_list"]
+
+    refused = await post_form(client, "/lists/suppress", {"contacts": outsider})
+    assert refused.status_code == 400
+    op_id = _op_id(await post_form(client, "/lists/suppress", {"contacts": outsider, "confirm": "1"}))
+    assert await run_worker_burst(client.test_settings) >= 1
+    assert (await _op(sessionmaker, op_id)).summary == {"ok": 1, "failed": 0}
+    assert outsider in {s["email"] for s in sim_consent(simulator_url)["suppressions"]}
+
+
+async def test_viewer_cannot_change_lists(client, as_role):
+    await as_role(Role.VIEWER)
+    assert (await client.get("/lists/")).status_code == 200
+    assert (await post_form(client, "/lists/sync")).status_code == 403
+    assert (await post_form(client, "/lists/create", {"name": "x"})).status_code == 403
