@@ -88,7 +88,21 @@ async def test_create_list_subscribe_csv_and_count(
     await expect(page.get_by_test_id(f"count-{list_id}")).to_have_text("6")
     await screenshot(page, "lists-index")
 
+    # Unsubscribing someone who is not in the list would be global: the page says so and asks first.
+    await page.goto(f"/lists/{list_id}")
+    outsider = f"outsider.{tag}@shop.test"
+    await page.get_by_test_id("unsubscribe-contacts").fill(f"{rows[0]['email']}\n{outsider}")
+    await page.get_by_test_id("unsubscribe-check-button").click()
+    await expect(page.get_by_test_id("global-count")).to_have_text("1", timeout=20_000)
+    await expect(page.get_by_test_id("unsubscribe-check")).to_contain_text("globally")
+    await screenshot(page, "lists-unsubscribe-guard")
+    await page.get_by_test_id("unsubscribe-members").click()
+    await expect(page.get_by_test_id("op-summary")).to_contain_text("1 done", timeout=20_000)
+    consent = httpx.get(f"{simulator_url}/__sim/consent").json()
+    assert not [u for u in consent["global_unsubscribes"] if u["email"] == outsider]
+    assert [u["email"] for u in consent["list_unsubscribes"] if u["list_id"] == list_id] == [rows[0]["email"]]
+
     stored = next(
         kl for kl in httpx.get(f"{simulator_url}/__sim/lists").json()["data"] if kl["id"] == list_id
     )
-    assert stored["profile_count"] == 6
+    assert stored["profile_count"] == 5
