@@ -212,5 +212,6 @@ async def test_pacing_spreads_grants_over_the_window(redis: Redis, prefix: str) 
     limiter = RateLimiter(redis, prefix=prefix, time_scale=60)  # 145 per 1 s, paced 2 per ~12.5 ms
     times = await grab(limiter, 145, tasks=20)
     elapsed = max(times) - min(times)
-    assert 0.8 <= elapsed <= 1.1  # not 145 in the first instants of the window
+    # Not 145 in the first instants of the window; the upper bound leaves room for a loaded CI machine.
+    assert 0.8 <= elapsed <= 1.5
     assert most_in_any(times, 0.25) <= 45
