@@ -52,3 +52,6 @@ async def test_account_status_enum_stored_by_value(db):
     await db.commit()
     again = await db.get(Account, account.id)
     assert again.status is ConnectionStatus.FAILED
+    # The session database is shared: leave no second account for the console to pick up.
+    await db.delete(again)
+    await db.commit()
