@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from sqlmodel import col, select
 
-from models import RowError, RunStatus, SyncBatch
+from models import Role, RowError, RunStatus, SyncBatch
 from sync.mapping import Mapping as Spec
 from sync.mapping import MappingOptions, Target, TargetKind, column
 from tests.conftest import unique
@@ -57,6 +57,8 @@ async def test_catalog_items_then_price_update_then_variants(
     tmp_path,
     run_worker_burst,
     simulator_url,
+    client,
+    as_role,
 ):
     tag = uuid.uuid4().hex[:8]
     rows = [
@@ -85,6 +87,9 @@ async def test_catalog_items_then_price_update_then_variants(
     items = {i["external_id"]: i for i in _catalog(simulator_url, tag)["items"]}
     assert len(items) == 149 and f"{tag}-20" not in items
     assert items[f"{tag}-7"]["price"] == 17.5 and items[f"{tag}-7"]["title"] == "Mug 7"
+    await as_role(Role.VIEWER)
+    page = await client.get(f"/runs/{run.id}")
+    assert "149 catalog items accepted by Klaviyo from 151 rows" in page.text
 
     # An update mapping changes one price; nothing else is touched.
     changed = csv_text([{"sku": f"{tag}-7", "price": "99.00"}])
