@@ -246,7 +246,13 @@ async def start_list_run(
         raise ListError("Membership changes need a list.")
     try:
         run = await runs.create_run(
-            db, upload_id=upload_id, mapping_id=mapping_id, dry_run=dry_run, backfill=True, user=user
+            db,
+            upload_id=upload_id,
+            mapping_id=mapping_id,
+            dry_run=dry_run,
+            backfill=True,
+            user=user,
+            list_id=klist.klaviyo_id if klist else None,
         )
     except runs.RunError as exc:
         raise ListError(str(exc)) from exc

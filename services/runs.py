@@ -79,6 +79,9 @@ async def create_run(
     options: dict[str, Any] = {"backfill": backfill}
     if list_id and list_id.strip():
         options["list_id"] = list_id.strip()
+    spec_list = (version.spec.get("target") or {}).get("list_id")
+    if mapping.target_kind == "list_membership" and not dry_run and not (options.get("list_id") or spec_list):
+        raise RunError("A list membership run needs a list: choose one, or start it from the list's page.")
     run = SyncRun(
         kind=mapping.target_kind,
         source=RunSource.UPLOAD,

@@ -315,6 +315,29 @@ async def test_membership_csv_run_adds_then_removes_profile_ids(
     assert sim_list(simulator_url, list_id)["members"] == []
 
 
+async def test_subscribe_to_the_account_without_a_list_and_membership_needs_a_list(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    client = lists_env
+    person = {"email": f"{unique('acct')}@shop.test", "phone": ""}
+    upload = await make_upload(sessionmaker, tmp_path, csv_text([person]), "account.csv")
+    mapping = await make_mapping(sessionmaker, _subscription_spec())
+    run_id = await _list_run(client, None, upload, mapping)
+    assert await run_worker_burst(client.test_settings) >= 1
+    run, _ = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 1 and run.options["list_id"] is None
+    marketing = sim_profile(simulator_url, person["email"])["subscriptions"]["email"]["marketing"]
+    assert marketing["consent"] == "SUBSCRIBED" and marketing["list_id"] is None
+
+    spec = Spec(
+        name=unique("m "), target=Target(kind=TargetKind.LIST_MEMBERSHIP), fields=[column("email", "id")]
+    )
+    membership = await make_mapping(sessionmaker, spec)
+    form = {"upload_id": str(upload.id), "mapping_id": str(membership.id), "backfill": "1"}
+    refused = await post_form(client, "/runs/", form, follow_redirects=False)
+    assert refused.status_code == 400 and "needs a list" in refused.text
+
+
 async def test_unsubscribe_checks_membership_and_guards_global_unsubscribes(
     lists_env, run_worker_burst, sessionmaker, simulator_url
 ):
