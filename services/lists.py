@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from sync.transforms import email, to_e164
 
 LIST_OPERATION = "list_operation"
 MAX_CONTACTS = 1000  # the small form; larger sets go through an upload and a run
+MAX_UPLOAD_CONTACTS = 10_000  # an unsubscribe from an upload (every row is shown for confirmation)
 CREATE_PER_DAY = 150
 OPT_IN = {"single_opt_in": "Single opt-in", "double_opt_in": "Double opt-in"}
 # What each list operation is called on the page.
@@ -77,8 +79,13 @@ def parse_contacts(text: str, region: str = "US") -> list[Contact]:
     parts = [p.strip() for p in re.split(r"[\n,;]+", text or "") if p.strip()]
     if len(parts) > MAX_CONTACTS:
         raise ListError(f"At most {MAX_CONTACTS:,} at a time here; upload a CSV for more.")
+    return contacts_from(enumerate(parts, start=1), region)
+
+
+def contacts_from(values: Iterable[tuple[int, str]], region: str = "US") -> list[Contact]:
+    """(row, text) pairs as contacts: emails checked, phones normalised to E.164, or the reason not."""
     contacts: list[Contact] = []
-    for row, raw in enumerate(parts, start=1):
+    for row, raw in values:
         try:
             if "@" in raw:
                 contacts.append(Contact(row, raw, email=email(raw)))

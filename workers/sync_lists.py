@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -20,10 +21,11 @@ from klaviyo.client import KlaviyoClient
 from klaviyo.errors import KlaviyoError, RateLimited
 from klaviyo.limiter import RateLimiter
 from klaviyo.retry import RetryPolicy
-from models import KlaviyoList, ListOperation, ListOpStatus
+from models import KlaviyoList, ListOperation, ListOpStatus, Upload
 from models.base import utcnow
-from services import audit
+from services import audit, lists
 from services.accounts import get_account, klaviyo_target
+from sync.readers import CsvReader
 
 log = structlog.get_logger(__name__)
 MEMBERS_PER_CALL = 1000
@@ -183,8 +185,39 @@ class Operation:
 
     # -- consent ------------------------------------------------------------------------------
 
+    async def _contacts_from_upload(self) -> None:
+        """The contacts of an upload's column (an unsubscribe from a CSV), read here, not in the request."""
+        async with self.ctx["sessionmaker"]() as db:
+            upload = await db.get(Upload, int(self.op.params["upload_id"]))
+        if upload is None:
+            raise OperationFailed("The upload no longer exists.")
+        column = str(self.op.params.get("column") or "")
+        if column not in (upload.headers or []):
+            raise OperationFailed(f"The upload has no column {column!r}.")
+        path = Path(self.ctx["settings"].upload_dir) / upload.stored_as
+        values: list[tuple[int, str]] = []
+        with CsvReader(path, encoding=upload.encoding, delimiter=upload.delimiter) as reader:
+            for number, row in reader:
+                if (row.get(column) or "").strip():
+                    values.append((number, row[column]))
+                if len(values) > lists.MAX_UPLOAD_CONTACTS:
+                    raise OperationFailed(
+                        f"More than {lists.MAX_UPLOAD_CONTACTS:,} rows: split the file "
+                        "so that each check stays readable."
+                    )
+        region = str(self.op.params.get("region") or "US")
+        self.outcomes = [c.as_dict() for c in lists.contacts_from(values, region)]
+        async with self.ctx["sessionmaker"]() as db:
+            op = await db.get(ListOperation, self.op.id)
+            assert op is not None
+            op.total = len(self.outcomes)
+            db.add(op)
+            await db.commit()
+
     async def unsubscribe_check(self) -> dict[str, Any]:
         """Which contacts are in the list (unsubscribed from it) and which are not (global)."""
+        if self.op.params.get("upload_id"):
+            await self._contacts_from_upload()
         list_id = self.op.list_id
         members = await self.client.list_member_ids(list_id) if list_id else set()
         for field in ("email", "phone_number"):
@@ -278,8 +311,18 @@ async def list_operation(ctx: dict[str, Any], op_id: int, kind: str | None = Non
     """Run one queued list operation to its end and record the outcome (and an audit entry)."""
     async with ctx["sessionmaker"]() as db:
         op = await db.get(ListOperation, op_id)
-        if op is None or op.status != ListOpStatus.QUEUED:
-            return {"operation": op_id, "skipped": "missing or not queued"}
+        if op is None or op.status not in (ListOpStatus.QUEUED, ListOpStatus.RUNNING):
+            return {"operation": op_id, "skipped": "missing or finished"}
+        if op.status == ListOpStatus.RUNNING and op.kind == "create":
+            # A worker died while creating: the list may exist; creating again could make a second.
+            op.status, op.finished_at = ListOpStatus.FAILED, utcnow()
+            op.message = (
+                "Interrupted while creating the list: sync the lists and check before creating it again."
+            )
+            db.add(op)
+            await db.commit()
+            return {"operation": op_id, "status": op.status.value}
+        # RUNNING: arq retries a job whose worker died; the other operations are safe to run again.
         op.status = ListOpStatus.RUNNING
         db.add(op)
         await db.commit()

@@ -382,6 +382,30 @@ async def test_unsubscribe_checks_membership_and_guards_global_unsubscribes(
     assert again.status_code == 400
 
 
+async def test_unsubscribe_from_an_upload_is_checked_row_by_row(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("From CSV "))
+    member, outsider = f"{unique('in')}@shop.test", f"{unique('out')}@shop.test"
+    _op_id(await post_form(client, f"/lists/{list_id}/members", {"action": "add", "contacts": member}))
+    assert await run_worker_burst(client.test_settings) >= 1
+    rows = [{"Email": member}, {"Email": outsider}, {"Email": "broken"}]
+    upload = await make_upload(sessionmaker, client.test_settings.upload_dir, csv_text(rows), "unsub.csv")
+    form = {"upload_id": str(upload.id), "column": "Email", "channel_email": "1"}
+    check_id = _op_id(await post_form(client, f"/lists/{list_id}/unsubscribe", form))
+    assert await run_worker_burst(client.test_settings) >= 1
+    check = await _op(sessionmaker, check_id)
+    assert check.status == "needs_confirmation" and check.total == 3
+    assert check.summary == {"in_list": 1, "global": 1, "invalid": 1}
+    assert [o.get("scope") for o in check.outcomes] == ["list", "global", None]
+    unsub_id = _op_id(await post_form(client, f"/lists/ops/{check_id}/confirm", {"scope": "members"}))
+    assert await run_worker_burst(client.test_settings) >= 1
+    assert (await _op(sessionmaker, unsub_id)).summary == {"ok": 1, "failed": 0}
+    consent = sim_consent(simulator_url)
+    assert not [u for u in consent["global_unsubscribes"] if u["email"] == outsider]
+
+
 async def test_confirmed_global_unsubscribe_and_suppression(
     lists_env, run_worker_burst, sessionmaker, simulator_url
 ):

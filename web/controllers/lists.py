@@ -249,6 +249,15 @@ class ListsController(Controller):
         channels = [c for c in CHANNELS if form.get(f"channel_{c}") == "1"]
         if not channels:
             return _problem(request, "Choose email, SMS or both to unsubscribe from.")
+        upload_id = int(form.get("upload_id") or 0)
+        if upload_id:
+            # From an upload's column: the worker reads the file and checks every row.
+            params = {"upload_id": upload_id, "column": str(form.get("column", "")), "channels": channels}
+            params["region"] = str(form.get("region") or "US")
+            op = await self._start(
+                request, db, arq, settings, "unsubscribe_check", list_id=klist.klaviyo_id, params=params
+            )
+            return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
         return await self._contacts_op(
             request, db, arq, settings, "unsubscribe_check", klist.klaviyo_id, form, channels=channels
         )
