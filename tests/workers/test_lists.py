@@ -399,11 +399,14 @@ async def test_unsubscribe_from_an_upload_is_checked_row_by_row(
     assert check.status == "needs_confirmation" and check.total == 3
     assert check.summary == {"in_list": 1, "global": 1, "invalid": 1}
     assert [o.get("scope") for o in check.outcomes] == ["list", "global", None]
-    unsub_id = _op_id(await post_form(client, f"/lists/ops/{check_id}/confirm", {"scope": "members"}))
-    assert await run_worker_burst(client.test_settings) >= 1
-    assert (await _op(sessionmaker, unsub_id)).summary == {"ok": 1, "failed": 0}
+    dismissed = await post_form(client, f"/lists/ops/{check_id}/dismiss")
+    assert dismissed.status_code == 200 and "nobody was unsubscribed" in dismissed.text
+    assert (await _op(sessionmaker, check_id)).status == "cancelled"
+    refused = await post_form(client, f"/lists/ops/{check_id}/confirm", {"scope": "members"})
+    assert refused.status_code == 400
     consent = sim_consent(simulator_url)
     assert not [u for u in consent["global_unsubscribes"] if u["email"] == outsider]
+    assert not [u for u in consent["list_unsubscribes"] if u["email"] == member]
 
 
 async def test_confirmed_global_unsubscribe_and_suppression(

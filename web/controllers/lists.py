@@ -15,7 +15,7 @@ from litestar.params import FromPath
 from litestar.response import Template
 from redis.exceptions import RedisError
 
-from models import KlaviyoList, ListOperation
+from models import KlaviyoList, ListOperation, ListOpStatus
 from services import audit, lists
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
@@ -162,6 +162,19 @@ class ListsController(Controller):
             check=op_id,
         )
         return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+
+    @post("/ops/{op_id:int}/dismiss")
+    async def dismiss(self, request: Request[Any, Any, Any], db: Db, op_id: FromPath[int]) -> Template:
+        """Drop a membership check without unsubscribing anyone."""
+        check = await db.get(ListOperation, op_id)
+        if check is None:
+            raise NotFoundException()
+        if check.status != ListOpStatus.NEEDS_CONFIRMATION:
+            return _problem(request, "This operation is not waiting for a confirmation.")
+        check.status, check.message = ListOpStatus.CANCELLED, "Dismissed: nobody was unsubscribed."
+        db.add(check)
+        audit.record(db, request, "list.unsubscribe_dismissed", target=f"list {check.list_id}", check=op_id)
+        return render(request, "lists/_op.html", op=check, kinds=lists.KINDS)
 
     @get("/{list_id:str}")
     async def detail(self, request: Request[Any, Any, Any], db: Db, list_id: FromPath[str]) -> Template:
