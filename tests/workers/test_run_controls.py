@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 
@@ -16,8 +13,15 @@ from arq.connections import ArqRedis
 from models import RunStatus, SyncRun
 from services import runs
 from simulator.server import SimulatorProcess
-from tests.conftest import REDIS_URL, ROOT
-from tests.support.runs import csv_text, make_mapping, make_upload, ordered_product_spec
+from tests.conftest import REDIS_URL
+from tests.support.runs import (
+    csv_text,
+    make_mapping,
+    make_upload,
+    ordered_product_spec,
+    spawn_worker,
+    worker_env,
+)
 
 ROWS = 8_000
 
@@ -40,25 +44,8 @@ async def slow_run(pg_url, sessionmaker, tmp_path):
     queue = f"arq:controls:{uuid.uuid4().hex[:6]}"
     with SimulatorProcess(time_scale=20) as sim:
         sim.configure(faults={"latency_min": 0.3, "latency_max": 0.5})
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": pg_url,
-            "REDIS_URL": REDIS_URL,
-            "SANDBOX_URL": sim.base_url,
-            "QUEUE_NAME": queue,
-            "KLAVIYO_TIME_SCALE": "20",
-            "RUN_LEASE_SECONDS": "2",
-            "UPLOAD_DIR": str(tmp_path),
-            "SEND_CONCURRENCY": "2",
-        }
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "workers"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        env = worker_env(pg_url, sim.base_url, queue, tmp_path, SEND_CONCURRENCY="2")
+        worker = spawn_worker(env)
         arq = ArqRedis.from_url(REDIS_URL)
         async with sessionmaker() as db:
             run = await runs.create_run(

@@ -9,9 +9,15 @@ import pytest
 from sqlmodel import select
 
 from models import BatchStatus, RowError, RunStatus, SyncBatch, SyncRun
-from services import runs
 from simulator.server import SimulatorProcess
-from tests.support.runs import csv_text, make_mapping, make_upload, ordered_product_spec
+from tests.support.runs import (
+    csv_text,
+    make_mapping,
+    make_upload,
+    ordered_product_spec,
+    sim_settings,
+    start_run,
+)
 
 SANDBOX_KEY = "pk_sandbox_0000000000000000000000000000"
 
@@ -39,19 +45,8 @@ async def _run(settings, sessionmaker, tmp_path, sim, rows, run_worker_burst, **
     metric = f"Faults {uuid.uuid4().hex[:6]}"
     upload = await make_upload(sessionmaker, tmp_path, csv_text(rows))
     mapping = await make_mapping(sessionmaker, ordered_product_spec(metric))
-    test_settings = settings.model_copy(
-        update={"sandbox_url": sim.base_url, "klaviyo_time_scale": 20.0, "upload_dir": tmp_path, **overrides}
-    )
-    async with sessionmaker() as db:
-        run = await runs.create_run(
-            db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
-        )
-        await db.commit()
-    from arq.connections import ArqRedis
-
-    arq = ArqRedis.from_url(settings.redis_url)
-    await runs.enqueue(arq, settings.queue_name, run, "start")
-    await arq.aclose()
+    test_settings = sim_settings(settings, sim.base_url, tmp_path, **overrides)
+    run = await start_run(sessionmaker, settings, upload, mapping)
     await run_worker_burst(test_settings)
     async with sessionmaker() as db:
         done = await db.get(SyncRun, run.id)

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
 
 import httpx
@@ -18,27 +13,18 @@ from sqlmodel import select
 from models import BatchStatus, RunStatus, SyncBatch, SyncRun
 from services import runs
 from simulator.server import SimulatorProcess
-from tests.conftest import REDIS_URL, ROOT
-from tests.support.runs import csv_text, make_mapping, make_upload, ordered_product_spec
+from tests.conftest import REDIS_URL
+from tests.support.runs import (
+    csv_text,
+    make_mapping,
+    make_upload,
+    ordered_product_spec,
+    spawn_worker,
+    wait_until,
+    worker_env,
+)
 
 ROWS = 12_000
-
-
-def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def test_kill_worker_mid_run_then_resume(pg_url, sessionmaker, tmp_path):
@@ -59,18 +45,7 @@ async def test_kill_worker_mid_run_then_resume(pg_url, sessionmaker, tmp_path):
     with SimulatorProcess(time_scale=20) as sim:
         # Slow answers so the kill lands while batches are in flight.
         sim.configure(faults={"latency_min": 0.2, "latency_max": 0.4})
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": pg_url,
-            "REDIS_URL": REDIS_URL,
-            "SANDBOX_URL": sim.base_url,
-            "QUEUE_NAME": queue,
-            "KLAVIYO_TIME_SCALE": "20",
-            "RUN_LEASE_SECONDS": "2",
-            "UPLOAD_DIR": str(tmp_path),
-            "SEND_CONCURRENCY": "3",
-        }
+        env = worker_env(pg_url, sim.base_url, queue, tmp_path, SEND_CONCURRENCY="3")
         async with sessionmaker() as db:
             run = await runs.create_run(
                 db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
@@ -89,9 +64,9 @@ async def test_kill_worker_mid_run_then_resume(pg_url, sessionmaker, tmp_path):
                 )
                 return int((await db.exec(query)).one())
 
-        first = _worker(env)
+        first = spawn_worker(env)
         try:
-            await _wait(lambda: _ge(sent_batches, 3), 60, "three sent batches")
+            await wait_until(lambda: _ge(sent_batches, 3), 60, "three sent batches")
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait()
@@ -99,7 +74,7 @@ async def test_kill_worker_mid_run_then_resume(pg_url, sessionmaker, tmp_path):
             halfway = await db.get(SyncRun, run.id)
         assert halfway.status == RunStatus.RUNNING and halfway.items_sent < ROWS
 
-        second = _worker(env)
+        second = spawn_worker(env)
         try:
 
             async def finished() -> bool:
@@ -107,7 +82,7 @@ async def test_kill_worker_mid_run_then_resume(pg_url, sessionmaker, tmp_path):
                     current = await db.get(SyncRun, run.id)
                     return current.status.finished
 
-            await _wait(finished, 120, "the run to finish on the second worker")
+            await wait_until(finished, 120, "the run to finish on the second worker")
         finally:
             second.terminate()
             second.wait(timeout=20)

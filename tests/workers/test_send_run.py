@@ -10,14 +10,20 @@ import io
 
 import httpx
 import pytest
-from arq.connections import ArqRedis
 from litestar.testing import AsyncTestClient
 from sqlmodel import select
 
 from models import Role, RowError, RunStatus, SyncBatch, SyncRun
-from services import runs
 from tests.conftest import unique
-from tests.support.runs import add_version, csv_text, make_mapping, make_upload, ordered_product_spec
+from tests.support.runs import (
+    add_version,
+    csv_text,
+    make_mapping,
+    make_upload,
+    ordered_product_spec,
+    sim_settings,
+    start_run,
+)
 from tests.support.web import login, make_user, post_form
 from web.app import create_app
 
@@ -166,17 +172,8 @@ async def test_items_klaviyo_rejects_become_row_errors(settings, sessionmaker, t
     mapping = await make_mapping(sessionmaker, ordered_product_spec(metric))
     with SimulatorProcess(time_scale=20) as sim:
         sim.configure(metric_limit=0)
-        test_settings = settings.model_copy(
-            update={"sandbox_url": sim.base_url, "klaviyo_time_scale": 20.0, "upload_dir": tmp_path}
-        )
-        async with sessionmaker() as db:
-            run = await runs.create_run(
-                db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
-            )
-            await db.commit()
-        arq = ArqRedis.from_url(settings.redis_url)
-        await runs.enqueue(arq, settings.queue_name, run, "start")
-        await arq.aclose()
+        test_settings = sim_settings(settings, sim.base_url, tmp_path)
+        run = await start_run(sessionmaker, settings, upload, mapping)
         await run_worker_burst(test_settings)
         stored = _sim_events(sim.base_url, metric)
     async with sessionmaker() as db:
@@ -200,17 +197,8 @@ async def test_rows_the_reader_cannot_use_are_source_errors(
     )
     upload = await make_upload(sessionmaker, tmp_path, text)
     mapping = await make_mapping(sessionmaker, ordered_product_spec(metric))
-    test_settings = settings.model_copy(
-        update={"sandbox_url": simulator_url, "klaviyo_time_scale": 20.0, "upload_dir": tmp_path}
-    )
-    async with sessionmaker() as db:
-        run = await runs.create_run(
-            db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
-        )
-        await db.commit()
-    arq = ArqRedis.from_url(settings.redis_url)
-    await runs.enqueue(arq, settings.queue_name, run, "start")
-    await arq.aclose()
+    test_settings = sim_settings(settings, simulator_url, tmp_path)
+    run = await start_run(sessionmaker, settings, upload, mapping)
     await run_worker_burst(test_settings)
     async with sessionmaker() as db:
         done = await db.get(SyncRun, run.id)

@@ -12,13 +12,19 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from arq.connections import ArqRedis
 from sqlmodel import col, select
 
 from models import NotificationSettings, RequestSample, RunStatus, SyncRun
-from services import notifications, runs
+from services import notifications
 from simulator.server import SimulatorProcess
-from tests.support.runs import csv_text, make_mapping, make_upload, ordered_product_spec
+from tests.support.runs import (
+    csv_text,
+    make_mapping,
+    make_upload,
+    ordered_product_spec,
+    sim_settings,
+    start_run,
+)
 from workers.run_hooks import notify_run_end
 
 SANDBOX_KEY = "pk_sandbox_0000000000000000000000000000"
@@ -95,17 +101,8 @@ async def _send(settings, sessionmaker, tmp_path, sim, rows, run_worker_burst) -
     metric = f"Status {uuid.uuid4().hex[:6]}"
     upload = await make_upload(sessionmaker, tmp_path, csv_text(rows))
     mapping = await make_mapping(sessionmaker, ordered_product_spec(metric))
-    test_settings = settings.model_copy(
-        update={"sandbox_url": sim.base_url, "klaviyo_time_scale": 20.0, "upload_dir": tmp_path}
-    )
-    async with sessionmaker() as db:
-        run = await runs.create_run(
-            db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
-        )
-        await db.commit()
-    arq = ArqRedis.from_url(settings.redis_url)
-    await runs.enqueue(arq, settings.queue_name, run, "start")
-    await arq.aclose()
+    test_settings = sim_settings(settings, sim.base_url, tmp_path)
+    run = await start_run(sessionmaker, settings, upload, mapping)
     await run_worker_burst(test_settings)
     async with sessionmaker() as db:
         return await db.get(SyncRun, run.id)
