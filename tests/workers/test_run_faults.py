@@ -11,30 +11,17 @@ from sqlmodel import select
 
 from models import BatchStatus, RowError, RunStatus, SyncBatch, SyncRun
 from services import runs
+from simulator.config import SANDBOX_KEY
 from simulator.server import SimulatorProcess
 from tests.support.runs import (
     csv_text,
     make_mapping,
     make_upload,
+    order_rows,
     ordered_product_spec,
     sim_settings,
     start_run,
 )
-
-SANDBOX_KEY = "pk_sandbox_0000000000000000000000000000"
-
-
-def _rows(n: int, start: int = 0) -> list[dict]:
-    return [
-        {
-            "email": f"f{i}@shop.test",
-            "order": str(start + i),
-            "sku": "S",
-            "price": "2",
-            "time": "2025-02-01T00:00:00Z",
-        }
-        for i in range(n)
-    ]
 
 
 @pytest.fixture
@@ -79,12 +66,13 @@ async def test_5xx_drops_and_a_429_storm_end_with_every_event_once(
     sim.configure(
         faults={"error_share": 0.3, "drop_share": 0.1, "drop_after_commit_share": 0.1, "storm_seconds": 0.5}
     )
-    rows = _rows(5000)
+    # Ten requests at ~50% faults: the chance that none meets a fault is about one in a thousand.
+    rows = order_rows(10_000, "f")
     done, batches, errors, events = await _run(settings, sessionmaker, tmp_path, sim, rows, run_worker_burst)
     assert done.status == RunStatus.COMPLETED, done.error_message
     ids = [e["unique_id"] for e in events]
-    assert len(ids) == len(set(ids)) == 5000
-    assert done.items_sent == 5000 and not errors
+    assert len(ids) == len(set(ids)) == 10_000
+    assert done.items_sent == 10_000 and not errors
     assert all(b.status == BatchStatus.SENT for b in batches)
     assert done.requests > len(batches)  # the faults really cost retries
     stats = httpx.get(f"{sim.base_url}/__sim/stats").json()
@@ -97,7 +85,7 @@ async def test_revoked_key_stops_the_run_with_a_clear_message(
     with sim.admin() as admin:
         admin.post("/keys", json={"revoke": [SANDBOX_KEY]}).raise_for_status()
     done, batches, errors, events = await _run(
-        settings, sessionmaker, tmp_path, sim, _rows(3000), run_worker_burst
+        settings, sessionmaker, tmp_path, sim, order_rows(3000, "f"), run_worker_burst
     )
     assert done.status == RunStatus.FAILED
     assert "refused the key" in done.error_message and "Connection page" in done.error_message

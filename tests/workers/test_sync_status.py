@@ -16,31 +16,18 @@ from sqlmodel import col, select
 
 from models import NotificationSettings, RequestSample, RunStatus, SyncRun
 from services import notifications
+from simulator.config import SANDBOX_KEY
 from simulator.server import SimulatorProcess
 from tests.support.runs import (
     csv_text,
     make_mapping,
     make_upload,
+    order_rows,
     ordered_product_spec,
     sim_settings,
     start_run,
 )
 from workers.run_hooks import notify_run_end
-
-SANDBOX_KEY = "pk_sandbox_0000000000000000000000000000"
-
-
-def _rows(n: int, start: int = 0) -> list[dict]:
-    return [
-        {
-            "email": f"s{i}@shop.test",
-            "order": str(start + i),
-            "sku": "S",
-            "price": "3",
-            "time": "2025-04-01T00:00:00Z",
-        }
-        for i in range(n)
-    ]
 
 
 class Hook:
@@ -118,7 +105,7 @@ async def test_a_run_keeps_its_first_requests_with_the_key_redacted(
     settings, sessionmaker, tmp_path, sim, run_worker_burst, webhook_on
 ):
     # 25 batches of 1,000 events: the first 20 exchanges are kept, the rest (all 202) are not.
-    done = await _send(settings, sessionmaker, tmp_path, sim, _rows(25_000), run_worker_burst)
+    done = await _send(settings, sessionmaker, tmp_path, sim, order_rows(25_000, "s"), run_worker_burst)
     assert done.status == RunStatus.COMPLETED, done.error_message
     samples = await _samples(sessionmaker, done.id)
     assert len(samples) == 20
@@ -145,7 +132,7 @@ async def test_a_revoked_key_keeps_the_401s_whole_and_posts_the_webhook(
 ):
     with sim.admin() as admin:
         admin.post("/keys", json={"revoke": [SANDBOX_KEY]}).raise_for_status()
-    done = await _send(settings, sessionmaker, tmp_path, sim, _rows(3000), run_worker_burst)
+    done = await _send(settings, sessionmaker, tmp_path, sim, order_rows(3000, "s"), run_worker_burst)
     assert done.status == RunStatus.FAILED
     samples = await _samples(sessionmaker, done.id)
     assert samples and all(s.status == 401 for s in samples)
