@@ -15,31 +15,25 @@ import asyncio
 import csv
 import hashlib
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import httpx
-import psutil
-from arq.connections import ArqRedis
 from sqlalchemy import func
 from sqlmodel import select
 
+from bench.harness import run_on_workers
 from cli.migrate import migrate
-from models import Mapping, MappingVersion, RunStatus, SyncBatch, SyncRun, Upload, UploadStatus
+from models import Mapping, MappingVersion, SyncBatch, SyncRun, Upload, UploadStatus
 from models.db import make_engine, make_sessionmaker
 from services import runs
-from services.workers import heartbeat_pattern
 from simulator.server import SimulatorProcess
 from sync.mapping import DateParse, Email, FieldRule, NumberCast, Target, TargetKind, TemplateSource, column
 from sync.mapping import Mapping as Spec
 from tests.support.databases import acreate_postgres_database, adrop_postgres_database
 
-ROOT = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 ADMIN_DB = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 CEILING = 2500.0  # bulk events: 150 requests/min x 1,000 events
 
@@ -146,57 +140,16 @@ async def main() -> None:
         await db.commit()
 
     with SimulatorProcess(time_scale=args.time_scale) as sim:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": db_url,
-            "REDIS_URL": REDIS_URL,
-            "SANDBOX_URL": sim.base_url,
-            "QUEUE_NAME": queue,
-            "KLAVIYO_TIME_SCALE": str(args.time_scale),
-            "UPLOAD_DIR": str(work),
-            "LOG_LEVEL": "WARNING",
-        }
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "workers"],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for _ in range(2)
-        ]
-        procs = [psutil.Process(w.pid) for w in workers]
-        arq = ArqRedis.from_url(REDIS_URL)
-        # Workers are long-lived in production: wait until they beat, so boot time is not counted.
-        while len(await arq.keys(heartbeat_pattern(queue))) < len(workers):
-            await asyncio.sleep(0.1)
-        arq.default_queue_name = queue
-        started = time.monotonic()
-        async with sessionmaker() as db:
-            for run_id in run_ids:
-                run = await db.get(SyncRun, run_id)
-                await runs.enqueue(arq, queue, run, "start")
-        peak_rss = 0.0
-        finish: dict[int, float] = {}
-        try:
-            while len(finish) < len(run_ids):
-                peak_rss = max(peak_rss, *(p.memory_info().rss / 1e6 for p in procs))
-                async with sessionmaker() as db:
-                    for run in (await db.exec(select(SyncRun).where(SyncRun.id.in_(run_ids)))).all():  # type: ignore[union-attr]
-                        if run.status.finished and run.id not in finish:
-                            finish[run.id] = time.monotonic() - started
-                            if run.status != RunStatus.COMPLETED:
-                                print(f"run {run.id} ended {run.status}: {run.error_message}")
-                await asyncio.sleep(0.25)
-        finally:
-            for w in workers:
-                w.terminate()
-            for w in workers:
-                w.wait(timeout=30)
-            await arq.aclose()
-        elapsed = max(finish.values())
+        timing = await run_on_workers(
+            sessionmaker,
+            run_ids,
+            db_url=db_url,
+            sandbox_url=sim.base_url,
+            queue=queue,
+            time_scale=args.time_scale,
+            upload_dir=work,
+        )
+        elapsed, peak_rss, finish = timing.elapsed, timing.peak_rss_mb, timing.finish
         stats = httpx.get(f"{sim.base_url}/__sim/stats").json()
         stored = httpx.get(f"{sim.base_url}/__sim/events", params={"metric": metric, "limit": 1}).json()[
             "count"
@@ -216,7 +169,7 @@ async def main() -> None:
     requests = sum(by_status.values())
     r429 = by_status.get("429", 0)
     rate = stored / elapsed / args.time_scale
-    fairness = min(finish.values()) / max(finish.values())
+    fairness = timing.fairness
     print(
         f"runs finished after {sorted(round(v, 1) for v in finish.values())} s (scaled), {requests} requests"
     )
