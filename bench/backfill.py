@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import hashlib
 import os
 import tempfile
 import time
@@ -24,15 +23,12 @@ import httpx
 from sqlalchemy import func
 from sqlmodel import select
 
-from bench.harness import run_on_workers
-from cli.migrate import migrate
-from models import Mapping, MappingVersion, SyncBatch, SyncRun, Upload, UploadStatus
-from models.db import make_engine, make_sessionmaker
-from services import runs
+from bench.harness import fresh_database, queue_runs, run_on_workers
+from models import SyncBatch, SyncRun
 from simulator.server import SimulatorProcess
 from sync.mapping import DateParse, Email, FieldRule, NumberCast, Target, TargetKind, TemplateSource, column
 from sync.mapping import Mapping as Spec
-from tests.support.databases import acreate_postgres_database, adrop_postgres_database
+from tests.support.databases import adrop_postgres_database
 
 ADMIN_DB = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 CEILING = 2500.0  # bulk events: 150 requests/min x 1,000 events
@@ -108,36 +104,10 @@ async def main() -> None:
     size_mb = sum(p.stat().st_size for p in files) / 1e6
     print(f"generated {args.rows:,} rows, {size_mb:,.0f} MB of CSV in {time.monotonic() - t0:.1f}s")
 
-    db_url = await acreate_postgres_database(ADMIN_DB, f"kc_bench_{uuid.uuid4().hex[:8]}")
-    await asyncio.to_thread(migrate, db_url)
-    engine = make_engine(db_url)
-    sessionmaker = make_sessionmaker(engine)
+    db_url, engine, sessionmaker = await fresh_database(ADMIN_DB)
     metric = f"Ordered Product {uuid.uuid4().hex[:4]}"
     queue = f"arq:bench:{uuid.uuid4().hex[:6]}"
-    run_ids: list[int] = []
-    async with sessionmaker() as db:
-        mapping = Mapping(name="bench", target_kind="event")
-        db.add(mapping)
-        await db.flush()
-        db.add(MappingVersion(mapping_id=mapping.id, version=1, spec=spec(metric).model_dump(mode="json")))
-        for path in files:
-            upload = Upload(
-                filename=path.name,
-                stored_as=path.name,
-                size_bytes=path.stat().st_size,
-                sha256=hashlib.sha256(path.name.encode()).hexdigest(),
-                status=UploadStatus.READY,
-                encoding="utf-8",
-                delimiter=",",
-                row_count=half,
-            )
-            db.add(upload)
-            await db.flush()
-            run = await runs.create_run(
-                db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
-            )
-            run_ids.append(run.id)
-        await db.commit()
+    run_ids = await queue_runs(sessionmaker, spec(metric), files, half)
 
     with SimulatorProcess(time_scale=args.time_scale) as sim:
         timing = await run_on_workers(

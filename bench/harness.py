@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,10 @@ import psutil
 from arq.connections import ArqRedis
 from sqlmodel import col, select
 
-from models import RunStatus, SyncRun
+from models import Mapping, MappingVersion, RunStatus, SyncRun, Upload, UploadStatus
 from services import runs
 from services.workers import heartbeat_pattern
+from sync.mapping import Mapping as MappingSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
@@ -103,3 +106,56 @@ async def run_on_workers(
             proc.wait(timeout=30)
         await arq.aclose()
     return Timing(finish, peak)
+
+
+async def fresh_database(admin_url: str) -> tuple[str, Any, Any]:
+    """A new, migrated PostgreSQL database: its URL, engine and session factory."""
+    from cli.migrate import migrate
+    from models.db import make_engine, make_sessionmaker
+    from tests.support.databases import acreate_postgres_database
+
+    db_url = await acreate_postgres_database(admin_url, f"kc_bench_{uuid.uuid4().hex[:8]}")
+    await asyncio.to_thread(migrate, db_url)
+    engine = make_engine(db_url)
+    return db_url, engine, make_sessionmaker(engine)
+
+
+async def queue_runs(
+    sessionmaker: Any,
+    spec: MappingSpec,
+    files: list[Path],
+    rows_per_file: int,
+    headers: list[str] | None = None,
+) -> list[int]:
+    """One mapping, one ready upload per file, and a queued run of each upload through the mapping."""
+    run_ids: list[int] = []
+    async with sessionmaker() as db:
+        mapping = Mapping(name=spec.name, target_kind=spec.target.kind.value)
+        db.add(mapping)
+        await db.flush()
+        db.add(MappingVersion(mapping_id=mapping.id or 0, version=1, spec=spec.model_dump(mode="json")))
+        for path in files:
+            upload = Upload(
+                filename=path.name,
+                stored_as=path.name,
+                size_bytes=path.stat().st_size,
+                sha256=hashlib.sha256(path.name.encode()).hexdigest(),
+                status=UploadStatus.READY,
+                encoding="utf-8",
+                delimiter=",",
+                headers=headers or [],
+                row_count=rows_per_file,
+            )
+            db.add(upload)
+            await db.flush()
+            run = await runs.create_run(
+                db,
+                upload_id=upload.id or 0,
+                mapping_id=mapping.id or 0,
+                dry_run=False,
+                backfill=True,
+                user=None,
+            )
+            run_ids.append(run.id or 0)
+        await db.commit()
+    return run_ids

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import hashlib
 import os
 import tempfile
 import time
@@ -25,15 +24,12 @@ from pathlib import Path
 import httpx
 from sqlmodel import col, select
 
-from bench.harness import run_on_workers
-from cli.migrate import migrate
-from models import Mapping, MappingVersion, SyncBatch, SyncRun, Upload, UploadStatus
-from models.db import make_engine, make_sessionmaker
-from services import runs
+from bench.harness import fresh_database, queue_runs, run_on_workers
+from models import SyncBatch, SyncRun
 from simulator.server import SimulatorProcess
 from sync.mapping import Mapping as Spec
 from sync.mapping import Target, TargetKind, column
-from tests.support.databases import acreate_postgres_database, adrop_postgres_database
+from tests.support.databases import adrop_postgres_database
 
 ADMIN_DB = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 CEILING = 25_000.0  # bulk profile import: 150 jobs/min x 10,000 profiles = 1.5 M/min
@@ -99,41 +95,9 @@ async def main() -> None:
     total = part * args.runs
     print(f"generated {total:,} profile rows, {size_mb:,.0f} MB of CSV in {time.monotonic() - t0:.1f}s")
 
-    db_url = await acreate_postgres_database(ADMIN_DB, f"kc_bench_{uuid.uuid4().hex[:8]}")
-    await asyncio.to_thread(migrate, db_url)
-    engine = make_engine(db_url)
-    sessionmaker = make_sessionmaker(engine)
+    db_url, engine, sessionmaker = await fresh_database(ADMIN_DB)
     queue = f"arq:bench:{uuid.uuid4().hex[:6]}"
-    run_ids: list[int] = []
-    async with sessionmaker() as db:
-        mapping = Mapping(name="bench customers", target_kind="profile")
-        db.add(mapping)
-        await db.flush()
-        db.add(MappingVersion(mapping_id=mapping.id or 0, version=1, spec=spec().model_dump(mode="json")))
-        for path in files:
-            upload = Upload(
-                filename=path.name,
-                stored_as=path.name,
-                size_bytes=path.stat().st_size,
-                sha256=hashlib.sha256(path.name.encode()).hexdigest(),
-                status=UploadStatus.READY,
-                encoding="utf-8",
-                delimiter=",",
-                headers=HEADERS,
-                row_count=part,
-            )
-            db.add(upload)
-            await db.flush()
-            run = await runs.create_run(
-                db,
-                upload_id=upload.id or 0,
-                mapping_id=mapping.id or 0,
-                dry_run=False,
-                backfill=True,
-                user=None,
-            )
-            run_ids.append(run.id or 0)
-        await db.commit()
+    run_ids = await queue_runs(sessionmaker, spec(), files, part, HEADERS)
 
     with SimulatorProcess(time_scale=args.time_scale) as sim:
         timing = await run_on_workers(
