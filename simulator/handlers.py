@@ -1059,22 +1059,19 @@ def _catalog_apply(kind: str, acct: AccountState, job: Job, items: list[dict[str
     def fail(i: int, status: int, code: str, detail: str) -> None:
         job.errors.append({**error(status, code, detail, f"{base}/{i}"), "_index": i})
 
+    def create(i: int, store: dict[str, Any], noun: str, attrs: dict[str, Any], **links: Any) -> None:
+        cid = _catalog_id(attrs)
+        if cid in store:
+            fail(i, 409, "duplicate", f"Catalog {noun} {cid!r} already exists")
+        else:
+            store[cid] = {"id": cid, **attrs, **links, "created": stamp, "updated": stamp}
+
     for i, item in enumerate(items):
         attrs = item.get("attributes") or {}
         rels = item.get("relationships") or {}
         if kind == "item_create":
-            cid = _catalog_id(attrs)
-            if cid in acct.catalog_items:
-                fail(i, 409, "duplicate", f"Catalog item {cid!r} already exists")
-                continue
             cats = [c["id"] for c in ((rels.get("categories") or {}).get("data") or [])]
-            acct.catalog_items[cid] = {
-                "id": cid,
-                **attrs,
-                "categories": cats,
-                "created": stamp,
-                "updated": stamp,
-            }
+            create(i, acct.catalog_items, "item", attrs, categories=cats)
         elif kind == "item_update":
             stored = acct.catalog_items.get(item["id"])
             if stored is None:
@@ -1092,30 +1089,10 @@ def _catalog_apply(kind: str, acct: AccountState, job: Job, items: list[dict[str
             if item_id not in acct.catalog_items:
                 fail(i, 404, "not_found", f"Catalog item {item_id!r} does not exist")
                 continue
-            vid = _catalog_id(attrs)
-            if vid in acct.catalog_variants:
-                fail(i, 409, "duplicate", f"Catalog variant {vid!r} already exists")
-                continue
-            acct.catalog_variants[vid] = {
-                "id": vid,
-                **attrs,
-                "item_id": item_id,
-                "created": stamp,
-                "updated": stamp,
-            }
+            create(i, acct.catalog_variants, "variant", attrs, item_id=item_id)
         elif kind == "category_create":
-            cid = _catalog_id(attrs)
-            if cid in acct.catalog_categories:
-                fail(i, 409, "duplicate", f"Catalog category {cid!r} already exists")
-                continue
             members = [x["id"] for x in ((rels.get("items") or {}).get("data") or [])]
-            acct.catalog_categories[cid] = {
-                "id": cid,
-                **attrs,
-                "items": members,
-                "created": stamp,
-                "updated": stamp,
-            }
+            create(i, acct.catalog_categories, "category", attrs, items=members)
 
 
 def catalog_job_creator(kind: str) -> Callable[[Request], Response]:
