@@ -6,6 +6,7 @@ The environment is set before anything imports the app, so no test reads a devel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -62,15 +63,24 @@ def wait_for_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes]
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
+@contextlib.contextmanager
+def migrated_postgres() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, dropped on exit."""
     url = create_postgres_database(TEST_DATABASE_URL, f"kc_test_{uuid.uuid4().hex[:10]}")
     from cli.migrate import migrate
 
     assert migrate(url) == 0
-    yield url
-    drop_postgres_database(TEST_DATABASE_URL, url)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(TEST_DATABASE_URL, url)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
+    with migrated_postgres() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

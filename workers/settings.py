@@ -10,6 +10,7 @@ import httpx
 import structlog
 from arq import cron
 from arq.connections import RedisSettings
+from arq.cron import CronJob
 from arq.worker import func
 
 from config.logging import configure_logging
@@ -58,6 +59,24 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx["engine"].dispose()
 
 
+def cron_jobs_for(queue_name: str) -> list[CronJob]:
+    """The periodic jobs of one deployment (one queue).
+
+    arq's unique cron job ids are global to the Redis server, so the name carries the queue: two
+    deployments (or a test stack) sharing one Redis must each run their own reconciler every tick.
+    """
+    # Every 5 s: a dead worker's run is picked up soon after its lease expires.
+    return [
+        cron(
+            reconcile_runs,
+            name=f"reconcile_runs:{queue_name}",
+            second=set(range(0, 60, 5)),
+            run_at_startup=True,
+            unique=True,
+        )
+    ]
+
+
 class WorkerSettings:
     functions = [
         check_connection,
@@ -66,8 +85,7 @@ class WorkerSettings:
         refresh_metrics,
         func(list_operation, timeout=3600, max_tries=3),
     ]
-    # Every 5 s: a dead worker's run is picked up soon after its lease expires.
-    cron_jobs = [cron(reconcile_runs, second=set(range(0, 60, 5)), run_at_startup=True, unique=True)]
+    cron_jobs = cron_jobs_for(get_settings().queue_name)
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = RedisSettings.from_dsn(get_settings().redis_url)

@@ -17,7 +17,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from models import Role
 from models.db import make_engine, make_sessionmaker
-from tests.conftest import ARTIFACTS, REDIS_URL, ROOT, free_port, wait_for_http
+from tests.conftest import ARTIFACTS, REDIS_URL, ROOT, free_port, migrated_postgres, wait_for_http
 from tests.support.web import make_user
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -32,11 +32,19 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="session")
-def live_env(pg_url: str, simulator_url: str, queue_name: str) -> dict[str, str]:
+def browser_pg_url() -> Iterator[str]:
+    """The browser stacks' own database: their long-lived workers reconcile stale runs, and must
+    never take over a run another test is driving on the shared session database."""
+    with migrated_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def live_env(browser_pg_url: str, simulator_url: str, queue_name: str) -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": pg_url,
+        "DATABASE_URL": browser_pg_url,
         "REDIS_URL": REDIS_URL,
         "SANDBOX_URL": simulator_url,
         "KLAVIYO_BASE_URL": simulator_url,
@@ -98,8 +106,8 @@ async def page(browser: Browser, live_server: str) -> AsyncIterator[Page]:
 
 
 @pytest.fixture(scope="session")
-async def live_sessionmaker(pg_url: str) -> AsyncIterator[Any]:
-    engine = make_engine(pg_url)
+async def live_sessionmaker(browser_pg_url: str) -> AsyncIterator[Any]:
+    engine = make_engine(browser_pg_url)
     yield make_sessionmaker(engine)
     await engine.dispose()
 

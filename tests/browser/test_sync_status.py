@@ -31,7 +31,7 @@ ROWS = 40_000
 
 
 @pytest.fixture(scope="module")
-def slow_stack(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def slow_stack(browser_pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """uvicorn + one worker sending to a slow, time-scaled simulator."""
     upload_dir = tmp_path_factory.mktemp("status-uploads")
     queue = f"arq:status:{uuid.uuid4().hex[:6]}"
@@ -40,7 +40,7 @@ def slow_stack(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": pg_url,
+            "DATABASE_URL": browser_pg_url,
             "REDIS_URL": REDIS_URL,
             "SANDBOX_URL": sim.base_url,
             "QUEUE_NAME": queue,
