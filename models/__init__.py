@@ -2,6 +2,7 @@
 
 from models.account import Account, ConnectionStatus
 from models.audit import AuditEvent
+from models.catalog_state import CatalogState
 from models.klaviyo_list import KlaviyoList, ListOperation, ListOpStatus
 from models.mapping import Mapping, MappingVersion
 from models.monitoring import NotificationSettings, RequestSample
@@ -13,6 +14,7 @@ __all__ = [
     "Account",
     "AuditEvent",
     "BatchStatus",
+    "CatalogState",
     "ConnectionStatus",
     "KlaviyoList",
     "ListOpStatus",
