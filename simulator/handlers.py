@@ -731,11 +731,31 @@ def delete_list(req: Request) -> Response:
     return Response(204)
 
 
+def _list_profiles(req: Request, klist: KList) -> list[Profile]:
+    """A list's member profiles, optionally filtered as Klaviyo allows there: email or phone_number,
+    ``equals`` or ``any`` (push_token, _kx and joined_group_at are not simulated)."""
+    acct = _acct(req)
+    expr = req.arg("filter")
+    if not expr:
+        return [acct.profiles[pid] for pid in klist.members if pid in acct.profiles]
+    found = FILTER_RE.match(expr)
+    if not found or found.group(2) not in ("email", "phone_number"):
+        raise Problem(
+            400, [invalid(f"Unsupported filter {expr!r}: a list's profiles filter on email or phone_number")]
+        )
+    return [p for p in _filter_profiles(acct, expr) if p.id in klist.members]
+
+
 def get_list_members(req: Request) -> Response:
-    """GET /api/lists/{id}/relationships/profiles."""
-    klist = _get_list(req)
-    page, links = paginate(req, list(klist.members), 20, 1000)
-    return Response(200, {"data": [{"type": "profile", "id": pid} for pid in page], "links": links})
+    """GET /api/lists/{id}/relationships/profiles: member ids, 20 per page (page[size] up to 100)."""
+    page, links = paginate(req, _list_profiles(req, _get_list(req)), 20, 100)
+    return Response(200, {"data": [{"type": "profile", "id": p.id} for p in page], "links": links})
+
+
+def get_list_profiles(req: Request) -> Response:
+    """GET /api/lists/{id}/profiles: member profiles, 20 per page (page[size] up to 100)."""
+    page, links = paginate(req, _list_profiles(req, _get_list(req)), 20, 100)
+    return Response(200, {"data": [profile_resource(req, p) for p in page], "links": links})
 
 
 def _member_ids(req: Request, kind: str) -> list[str]:

@@ -257,6 +257,30 @@ def test_list_membership(sim: SimulatorServer, client: httpx.Client) -> None:
     assert profile["subscriptions"] == {}  # adding to a list does not change consent
 
 
+def test_list_members_filtered_by_email_or_phone(sim: SimulatorServer, client: httpx.Client) -> None:
+    list_id = _new_list(client)
+    pids = [
+        client.post(
+            "/api/profile-import", json=profile_body(email=f"f{i}@shop.io", phone_number=f"+1202555{i:04d}")
+        ).json()["data"]["id"]
+        for i in range(3)
+    ]
+    url = f"/api/lists/{list_id}/relationships/profiles"
+    assert (
+        client.post(url, json={"data": [{"type": "profile", "id": p} for p in pids[:2]]}).status_code == 204
+    )
+    wanted = 'any(email,["F0@shop.io","f2@shop.io","nobody@shop.io"])'
+    ids = client.get(url, params={"filter": wanted, "page[size]": 100}).json()["data"]
+    assert [x["id"] for x in ids] == [pids[0]]  # f2 exists but is not a member
+    profiles = client.get(
+        f"/api/lists/{list_id}/profiles", params={"filter": 'equals(phone_number,"+12025550001")'}
+    )
+    assert [(p["id"], p["attributes"]["email"]) for p in profiles.json()["data"]] == [(pids[1], "f1@shop.io")]
+    # Klaviyo's rules: at most 100 per page, and only email / phone_number filters on a list.
+    assert client.get(url, params={"page[size]": 1000}).status_code == 400
+    assert client.get(url, params={"filter": f'equals(id,"{pids[0]}")'}).status_code == 400
+
+
 def _subscribe(
     emails: list[str], list_id: str | None, historical: bool = False, consented_at: str | None = None
 ) -> dict[str, Any]:
