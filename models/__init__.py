@@ -7,6 +7,15 @@ from models.klaviyo_list import KlaviyoList, ListOperation, ListOpStatus
 from models.mapping import Mapping, MappingVersion
 from models.monitoring import NotificationSettings, RequestSample
 from models.run import BatchStatus, RowError, RunSource, RunStatus, SyncBatch, SyncRun
+from models.schedule import (
+    CursorKind,
+    FeedFormat,
+    FeedRecordSeen,
+    FeedSource,
+    Schedule,
+    ScheduleTick,
+    TickOutcome,
+)
 from models.upload import Upload, UploadStatus
 from models.user import Role, User
 
@@ -16,6 +25,10 @@ __all__ = [
     "BatchStatus",
     "CatalogState",
     "ConnectionStatus",
+    "CursorKind",
+    "FeedFormat",
+    "FeedRecordSeen",
+    "FeedSource",
     "KlaviyoList",
     "ListOpStatus",
     "ListOperation",
@@ -27,8 +40,11 @@ __all__ = [
     "RowError",
     "RunSource",
     "RunStatus",
+    "Schedule",
+    "ScheduleTick",
     "SyncBatch",
     "SyncRun",
+    "TickOutcome",
     "Upload",
     "UploadStatus",
     "User",
