@@ -3,6 +3,7 @@
 from models.account import Account, ConnectionStatus
 from models.audit import AuditEvent
 from models.catalog_state import CatalogState
+from models.ingest import InboxStatus, IngestRecord, IngestSource
 from models.klaviyo_list import KlaviyoList, ListOperation, ListOpStatus
 from models.mapping import Mapping, MappingVersion
 from models.monitoring import NotificationSettings, RequestSample
@@ -29,6 +30,9 @@ __all__ = [
     "FeedFormat",
     "FeedRecordSeen",
     "FeedSource",
+    "InboxStatus",
+    "IngestRecord",
+    "IngestSource",
     "KlaviyoList",
     "ListOpStatus",
     "ListOperation",
