@@ -237,6 +237,38 @@ CATALOG_CATEGORIES_CREATE = _bulk(
     "catalog-category-bulk-create-job",
     "categories",
 )
+CATALOG_VARIANTS_UPDATE = _bulk(
+    "catalog_variants_update",
+    "/api/catalog-variant-bulk-update-jobs",
+    CATALOG_WRITE,
+    100,
+    "catalog-variant-bulk-update-job",
+    "variants",
+)
+CATALOG_VARIANTS_DELETE = _bulk(
+    "catalog_variants_delete",
+    "/api/catalog-variant-bulk-delete-jobs",
+    CATALOG_WRITE,
+    100,
+    "catalog-variant-bulk-delete-job",
+    "variants",
+)
+CATALOG_CATEGORIES_UPDATE = _bulk(
+    "catalog_categories_update",
+    "/api/catalog-category-bulk-update-jobs",
+    CATALOG_WRITE,
+    100,
+    "catalog-category-bulk-update-job",
+    "categories",
+)
+CATALOG_CATEGORIES_DELETE = _bulk(
+    "catalog_categories_delete",
+    "/api/catalog-category-bulk-delete-jobs",
+    CATALOG_WRITE,
+    100,
+    "catalog-category-bulk-delete-job",
+    "categories",
+)
 GET_CATALOG_JOB = Endpoint("get_catalog_job", "GET", "/api/{kind}/{id}", CATALOG_JOB_READ)
 GET_CATALOG_ITEMS = Endpoint("get_catalog_items", "GET", "/api/catalog-items", CATALOG_ITEMS_READ)
 
@@ -255,6 +287,10 @@ BULK_ENDPOINTS: dict[str, Endpoint] = {
         CATALOG_ITEMS_UPDATE,
         CATALOG_ITEMS_DELETE,
         CATALOG_VARIANTS_CREATE,
+        CATALOG_VARIANTS_UPDATE,
+        CATALOG_VARIANTS_DELETE,
         CATALOG_CATEGORIES_CREATE,
+        CATALOG_CATEGORIES_UPDATE,
+        CATALOG_CATEGORIES_DELETE,
     )
 }

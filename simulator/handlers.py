@@ -1032,7 +1032,11 @@ CATALOG_JOB_PATHS = {
     "item_update": "catalog-item-bulk-update-jobs",
     "item_delete": "catalog-item-bulk-delete-jobs",
     "variant_create": "catalog-variant-bulk-create-jobs",
+    "variant_update": "catalog-variant-bulk-update-jobs",
+    "variant_delete": "catalog-variant-bulk-delete-jobs",
     "category_create": "catalog-category-bulk-create-jobs",
+    "category_update": "catalog-category-bulk-update-jobs",
+    "category_delete": "catalog-category-bulk-delete-jobs",
 }
 CATALOG_JOB_TYPES = {kind: path.removesuffix("s") for kind, path in CATALOG_JOB_PATHS.items()}
 CATALOG_KEYS = {
@@ -1040,7 +1044,11 @@ CATALOG_KEYS = {
     "item_update": "items",
     "item_delete": "items",
     "variant_create": "variants",
+    "variant_update": "variants",
+    "variant_delete": "variants",
     "category_create": "categories",
+    "category_update": "categories",
+    "category_delete": "categories",
 }
 
 
@@ -1104,6 +1112,23 @@ def _catalog_apply(kind: str, acct: AccountState, job: Job, items: list[dict[str
         elif kind == "item_delete":
             if acct.catalog_items.pop(item["id"], None) is None:
                 fail(i, 404, "not_found", f"Catalog item {item['id']!r} does not exist")
+                continue
+            # Klaviyo deletes an item's variants with it.
+            for vid in [v for v, var in acct.catalog_variants.items() if var["item_id"] == item["id"]]:
+                del acct.catalog_variants[vid]
+        elif kind in ("variant_update", "category_update", "variant_delete", "category_delete"):
+            noun = kind.split("_")[0]
+            store = acct.catalog_variants if noun == "variant" else acct.catalog_categories
+            stored = store.get(item["id"])
+            if stored is None:
+                fail(i, 404, "not_found", f"Catalog {noun} {item['id']!r} does not exist")
+            elif kind.endswith("_delete"):
+                del store[item["id"]]
+            else:
+                stored.update(attrs)
+                if "items" in rels:
+                    stored["items"] = [x["id"] for x in ((rels.get("items") or {}).get("data") or [])]
+                stored["updated"] = stamp
         elif kind == "variant_create":
             item_id = ((rels.get("item") or {}).get("data") or {}).get("id")
             if item_id not in acct.catalog_items:

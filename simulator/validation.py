@@ -35,7 +35,11 @@ MODELS: dict[str, type[BaseModel]] = {
     "catalog_item_update": sdk.CatalogItemUpdateJobCreateQuery,
     "catalog_item_delete": sdk.CatalogItemDeleteJobCreateQuery,
     "catalog_variant_create": sdk.CatalogVariantCreateJobCreateQuery,
+    "catalog_variant_update": sdk.CatalogVariantUpdateJobCreateQuery,
+    "catalog_variant_delete": sdk.CatalogVariantDeleteJobCreateQuery,
     "catalog_category_create": sdk.CatalogCategoryCreateJobCreateQuery,
+    "catalog_category_update": sdk.CatalogCategoryUpdateJobCreateQuery,
+    "catalog_category_delete": sdk.CatalogCategoryDeleteJobCreateQuery,
 }
 
 
