@@ -304,16 +304,29 @@ class KlaviyoClient:
         return (await self._json(ep.RENAME_LIST, document, {"id": list_id})).doc
 
     async def list_member_ids(self, list_id: str) -> set[str]:
-        """Ids of every profile in a list (1,000 per page)."""
-        pages = self.paginate(ep.GET_LIST_MEMBER_IDS, {"page[size]": "1000"}, {"id": list_id})
+        """Ids of every profile in a list (100 per page, Klaviyo's maximum)."""
+        pages = self.paginate(ep.GET_LIST_MEMBER_IDS, {"page[size]": "100"}, {"id": list_id})
         return {str(ref["id"]) async for ref in pages}
 
     async def find_profile_ids(self, field: str, values: list[str]) -> dict[str, str]:
         """``{value: profile id}`` for the profiles whose ``field`` (email, phone_number) is one of
         ``values`` (at most 100 per call); values without a profile are left out."""
-        params = {"filter": f"any({field},{dumps(values).decode()})", "page[size]": "100"}
+        return await self._ids_by(ep.FIND_PROFILES, field, values)
+
+    async def find_list_members(self, list_id: str, field: str, values: list[str]) -> dict[str, str]:
+        """Like ``find_profile_ids`` but only the list's members: one call checks up to 100 contacts."""
+        return await self._ids_by(ep.GET_LIST_PROFILES, field, values, {"id": list_id})
+
+    async def _ids_by(
+        self, endpoint: Endpoint, field: str, values: list[str], path_params: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        params = {
+            "filter": f"any({field},{dumps(values).decode()})",
+            "page[size]": "100",
+            "fields[profile]": field,
+        }
         found: dict[str, str] = {}
-        async for profile in self.paginate(ep.FIND_PROFILES, params):
+        async for profile in self.paginate(endpoint, params, path_params):
             value = (profile.get("attributes") or {}).get(field)
             if value is not None:
                 found[str(value).lower() if field == "email" else str(value)] = str(profile["id"])

@@ -153,10 +153,12 @@ GET_PROFILE_IMPORT_ERRORS = Endpoint(
 GET_LISTS = Endpoint("get_lists", "GET", "/api/lists", LISTS_READ)
 GET_LIST = Endpoint("get_list", "GET", "/api/lists/{id}", LIST_PROFILE_COUNT)
 CREATE_LIST = Endpoint("create_list", "POST", "/api/lists", LISTS_WRITE)
-# Member ids of a list (page[size] up to 1,000): the membership check before an unsubscribe.
+# Member ids of a list (page[size] up to 100; filter on email or phone_number, any/equals).
 GET_LIST_MEMBER_IDS = Endpoint(
-    "get_list_member_ids", "GET", "/api/lists/{id}/relationships/profiles", LIST_MEMBERS
+    "get_list_member_ids", "GET", "/api/lists/{id}/relationships/profiles", LISTS_READ
 )
+# A list's member profiles, same filters and page size: which of some contacts are members.
+GET_LIST_PROFILES = Endpoint("get_list_profiles", "GET", "/api/lists/{id}/profiles", LISTS_READ)
 # Profiles by identifier: filter=any(email,[...]) (page[size] up to 100).
 FIND_PROFILES = Endpoint("find_profiles", "GET", "/api/profiles", PROFILES)
 RENAME_LIST = Endpoint("rename_list", "PATCH", "/api/lists/{id}", LISTS_WRITE)

@@ -44,7 +44,7 @@ class ListOpStatus(StrEnum):
 
 class ListOperation(SQLModel, table=True):
     """One operator action on lists done by a worker job: sync, count, create, rename, add/remove
-    members, unsubscribe, suppress. ``outcomes`` holds one entry per input row."""
+    members, unsubscribe, suppress. Its input rows and their outcomes are ListOperationRows."""
 
     __tablename__ = "list_operations"
     __table_args__ = (sa.Index("ix_list_operations_list_id_id", "list_id", "id"),)
@@ -54,7 +54,6 @@ class ListOperation(SQLModel, table=True):
     status: ListOpStatus = enum_field(ListOpStatus, ListOpStatus.QUEUED)
     list_id: str | None = Field(default=None, max_length=64)  # the Klaviyo list id
     params: dict[str, Any] = json_field()
-    outcomes: list[dict[str, Any]] = json_field(default_factory=list)
     summary: dict[str, Any] = json_field()
     total: int = 0
     done: int = 0
@@ -62,3 +61,23 @@ class ListOperation(SQLModel, table=True):
     created_by: int | None = Field(default=None, foreign_key="users.id")
     created_at: datetime = timestamp_field()
     finished_at: datetime | None = timestamp_field(nullable=True)
+
+
+class ListOperationRow(SQLModel, table=True):
+    """One contact of a list operation (a form line or an upload row) and what became of it.
+
+    A table rather than a JSON list on the operation, so an unsubscribe from an upload of any size
+    is checked, confirmed and sent a chunk at a time, and the page reads only the rows it shows.
+    """
+
+    __tablename__ = "list_operation_rows"
+
+    operation_id: int = Field(foreign_key="list_operations.id", primary_key=True)
+    row: int = Field(primary_key=True)  # the form line or the upload's row number
+    raw: str = Field(default="", max_length=320)
+    email: str | None = Field(default=None, max_length=320)
+    phone_number: str | None = Field(default=None, max_length=32)
+    profile_id: str | None = Field(default=None, max_length=64)
+    scope: str | None = Field(default=None, max_length=8)  # an unsubscribe check: list | global
+    status: str | None = Field(default=None, max_length=64)  # e.g. added, unsubscribed globally
+    error: str | None = None

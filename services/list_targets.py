@@ -1,13 +1,27 @@
-"""Envelope parts of the list membership and subscription targets (registered in services/targets.py)."""
+"""The list membership and subscription targets (registered in services/targets.py): envelope parts,
+and profile ids for membership rows given by email or phone number."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from klaviyo.batching import Batch, RowRejection
+from klaviyo.client import KlaviyoClient
+from klaviyo.errors import KlaviyoError
+from klaviyo.serialization import dumps, loads
 from models import SyncRun
 from sync.mapping import Mapping as MappingSpec
 
 CUSTOM_SOURCE_MAX = 200
+# Contacts per lookup: Klaviyo's largest page of profiles, so one `any(email,[...])` is one request.
+LOOKUP_PER_CALL = 100
+# Profiles created at once for an add (profile-import is one profile per call, 75/s shared).
+CREATE_AT_ONCE = 8
+NO_PROFILE = "no_profile"
+# (field, values) -> {value: profile id}: KlaviyoClient.find_profile_ids, or find_list_members for a list.
+Finder = Callable[[str, list[str]], Awaitable[dict[str, str]]]
 
 
 def list_id(run: SyncRun, spec: MappingSpec) -> str | None:
@@ -38,3 +52,91 @@ def subscribe_options(run: SyncRun, spec: MappingSpec) -> dict[str, Any] | None:
     if source:
         options["custom_source"] = source[:CUSTOM_SOURCE_MAX]
     return options or None
+
+
+# -- profile ids for membership rows given by email or phone number ----------------------------
+
+
+def _email_key(contact: dict[str, Any]) -> str:
+    return str(contact.get("email") or "").lower()
+
+
+async def _lookup(find: Finder, field: str, values: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    unique = list(dict.fromkeys(values))
+    for start in range(0, len(unique), LOOKUP_PER_CALL):
+        found.update(await find(field, unique[start : start + LOOKUP_PER_CALL]))
+    return found
+
+
+async def ids_for(find: Finder, contacts: Sequence[dict[str, Any]]) -> list[str | None]:
+    """The profile id of each contact (by email, else phone number) or None; 100 contacts per request."""
+    by_email = await _lookup(find, "email", [_email_key(c) for c in contacts if c.get("email")])
+    phones = [
+        str(c["phone_number"]) for c in contacts if c.get("phone_number") and _email_key(c) not in by_email
+    ]
+    by_phone = await _lookup(find, "phone_number", phones) if phones else {}
+    return [by_email.get(_email_key(c)) or by_phone.get(str(c.get("phone_number") or "")) for c in contacts]
+
+
+def no_profile_message(contact: dict[str, Any]) -> str:
+    return "no profile with this email" if contact.get("email") else "no profile with this phone number"
+
+
+async def resolve_contacts(
+    client: KlaviyoClient, contacts: Sequence[dict[str, Any]], *, create_missing: bool
+) -> None:
+    """Set ``profile_id`` on each contact dict, or ``error``: looked up 100 at a time; those without a
+    profile are created (identifier only, no consent) when adding, and refused when removing."""
+    pending = [c for c in contacts if not c.get("profile_id") and not c.get("error")]
+    for contact, found in zip(pending, await ids_for(client.find_profile_ids, pending), strict=True):
+        if found:
+            contact["profile_id"] = found
+    missing = [c for c in pending if not c.get("profile_id")]
+    if not create_missing:
+        for contact in missing:
+            contact["error"] = no_profile_message(contact)
+        return
+
+    async def create(contact: dict[str, Any]) -> None:
+        attributes = {k: contact[k] for k in ("email", "phone_number") if contact.get(k)}
+        try:
+            contact["profile_id"] = await client.import_profile(attributes)
+        except KlaviyoError as exc:
+            # Only a refusal of this profile is the row's problem; keys, limits and outages stop the job.
+            if exc.status not in (400, 409):
+                raise
+            contact["error"] = f"Klaviyo refused the profile: {exc}"
+
+    for start in range(0, len(missing), CREATE_AT_ONCE):
+        await asyncio.gather(*(create(c) for c in missing[start : start + CREATE_AT_ONCE]))
+
+
+async def resolve_batch(client: KlaviyoClient, batch: Batch, *, create_missing: bool) -> Batch:
+    """A membership batch whose email/phone items are replaced by profile ids; rows that have no
+    profile (or could not be created) move to the batch's rejections."""
+    decoded = [loads(item) for item in batch.items]
+    contacts = [
+        {"profile_id": d.get("id"), **{k: v for k, v in (d.get("attributes") or {}).items() if v}}
+        for d in decoded
+    ]
+    await resolve_contacts(client, contacts, create_missing=create_missing)
+    resolved = Batch(seq=batch.seq, rejected=list(batch.rejected))
+    for ref, contact in zip(batch.row_refs, contacts, strict=True):
+        if contact.get("error") or not contact.get("profile_id"):
+            column = "email" if contact.get("email") else "phone_number"
+            message = contact.get("error") or no_profile_message(contact)
+            resolved.rejected.append(RowRejection(ref, NO_PROFILE, message, f"/data/attributes/{column}"))
+            continue
+        resolved.row_refs.append(ref)
+        resolved.items.append(dumps({"type": "profile", "id": contact["profile_id"]}))
+    resolved.size = batch.size - sum(map(len, batch.items)) + sum(map(len, resolved.items))
+    return resolved
+
+
+async def add_by_contact(client: KlaviyoClient, batch: Batch) -> Batch:
+    return await resolve_batch(client, batch, create_missing=True)
+
+
+async def remove_by_contact(client: KlaviyoClient, batch: Batch) -> Batch:
+    return await resolve_batch(client, batch, create_missing=False)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
+from sqlalchemy import func, insert, literal
+from sqlalchemy import select as sa_select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,14 +27,18 @@ from models import (
     UploadStatus,
     User,
 )
+from models.klaviyo_list import ListOperationRow
 from services import runs
+from services.error_export import neutralise
 from sync.issues import RuleError
 from sync.mapping import Mapping as MappingSpec
 from sync.transforms import email, to_e164
 
 LIST_OPERATION = "list_operation"
 MAX_CONTACTS = 1000  # the small form; larger sets go through an upload and a run
-MAX_UPLOAD_CONTACTS = 10_000  # an unsubscribe from an upload (every row is shown for confirmation)
+ROWS_SHOWN = 200  # rows of an operation on the page; all of them are in the CSV download
+RAW_MAX = 320
+CSV_PAGE = 2000
 CREATE_PER_DAY = 150
 OPT_IN = {"single_opt_in": "Single opt-in", "double_opt_in": "Double opt-in"}
 # What each list operation is called on the page.
@@ -70,8 +79,15 @@ class Contact:
     def attributes(self) -> dict[str, str]:
         return {"email": self.email} if self.email else {"phone_number": self.phone_number or ""}
 
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+    def as_row(self, operation_id: int) -> ListOperationRow:
+        return ListOperationRow(
+            operation_id=operation_id,
+            row=self.row,
+            raw=self.raw[:RAW_MAX],
+            email=self.email,
+            phone_number=self.phone_number,
+            error=self.error,
+        )
 
 
 def parse_contacts(text: str, region: str = "US") -> list[Contact]:
@@ -119,17 +135,21 @@ async def start_operation(
     user: User | None,
     list_id: str | None = None,
     params: dict[str, Any] | None = None,
+    contacts: list[Contact] | None = None,
     total: int = 0,
 ) -> ListOperation:
-    """Record the operation (queued), commit, and enqueue the worker job for it."""
+    """Record the operation (queued) with its contacts, commit, and enqueue the worker job for it."""
     operation = ListOperation(
         kind=kind,
         list_id=list_id,
         params=params or {},
-        total=total,
+        total=len(contacts) if contacts else total,
         created_by=user.id if user else None,
     )
     db.add(operation)
+    await db.flush()
+    assert operation.id is not None
+    db.add_all(c.as_row(operation.id) for c in contacts or [])
     await db.commit()
     await enqueue(arq, queue_name, operation)
     return operation
@@ -166,8 +186,59 @@ async def operations(db: AsyncSession, list_id: str | None, limit: int = 20) -> 
     return list((await db.exec(query)).all())
 
 
-def contact_params(contacts: list[Contact], **extra: Any) -> dict[str, Any]:
-    return {"contacts": [c.as_dict() for c in contacts], **extra}
+async def operation_rows(db: AsyncSession, op_id: int, limit: int = ROWS_SHOWN) -> list[ListOperationRow]:
+    """The first rows of an operation, in row order (what the page shows)."""
+    query = select(ListOperationRow).where(ListOperationRow.operation_id == op_id)
+    return list((await db.exec(query.order_by(col(ListOperationRow.row)).limit(limit))).all())
+
+
+async def rows_of(db: AsyncSession, ops: Iterable[ListOperation]) -> dict[int, list[ListOperationRow]]:
+    return {op.id: await operation_rows(db, op.id) for op in ops if op.id is not None and op.total}
+
+
+def csv_line(cells: list[object]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow([neutralise(c) for c in cells])
+    return buffer.getvalue()
+
+
+ROWS_HEADER = ["row", "input", "email", "phone_number", "profile_id", "in_list", "outcome", "error"]
+
+
+async def rows_csv(sessionmaker: async_sessionmaker[AsyncSession], op_id: int) -> AsyncIterator[str]:
+    """Every row of an operation as CSV, a page at a time (keyset on the row number)."""
+    yield "\ufeff" + csv_line(ROWS_HEADER)
+    after = 0
+    while True:
+        query = select(ListOperationRow).where(
+            ListOperationRow.operation_id == op_id, col(ListOperationRow.row) > after
+        )
+        # A short session per page: the download may take longer than any one request should hold one.
+        async with sessionmaker() as db:
+            rows = (await db.exec(query.order_by(col(ListOperationRow.row)).limit(CSV_PAGE))).all()
+        if not rows:
+            return
+        yield "".join(
+            csv_line(
+                [
+                    r.row,
+                    r.raw,
+                    r.email,
+                    r.phone_number,
+                    r.profile_id,
+                    {"list": "yes", "global": "no"}.get(r.scope or "", ""),
+                    r.status,
+                    r.error,
+                ]
+            )
+            for r in rows
+        )
+        after = rows[-1].row
+
+
+async def count_rows(db: AsyncSession, op_id: int, *conditions: Any) -> int:
+    query = select(func.count()).select_from(ListOperationRow).where(ListOperationRow.operation_id == op_id)
+    return int((await db.exec(query.where(*conditions))).one())
 
 
 async def confirm_unsubscribe(
@@ -179,24 +250,35 @@ async def confirm_unsubscribe(
         raise ListError("This membership check is not waiting for a confirmation.")
     if scope not in ("members", "all"):
         raise ListError("Choose whether to unsubscribe only the list's members or everyone.")
+    assert check.id is not None
+    chosen = [col(ListOperationRow.error).is_(None)]
+    if scope == "members":
+        chosen.append(col(ListOperationRow.scope) == "list")
+    total = await count_rows(db, check.id, *chosen)
+    if not total:
+        raise ListError("Nobody left to unsubscribe.")
     check.status = ListOpStatus.COMPLETED
     db.add(check)
-    outcomes = [o for o in check.outcomes if not o.get("error")]
-    if scope == "members":
-        outcomes = [o for o in outcomes if o.get("scope") == "list"]
-    if not outcomes:
-        raise ListError("Nobody left to unsubscribe.")
-    params = {**check.params, "contacts": outcomes, "scope": scope, "check_id": check.id}
-    return await start_operation(
-        db,
-        arq,
-        queue_name,
-        "unsubscribe",
-        user=user,
+    operation = ListOperation(
+        kind="unsubscribe",
         list_id=check.list_id,
-        params=params,
-        total=len(outcomes),
+        params={**check.params, "scope": scope, "check_id": check.id},
+        total=total,
+        created_by=user.id if user else None,
     )
+    db.add(operation)
+    await db.flush()
+    # The checked rows are copied in one statement, whatever their number.
+    copied = ("row", "raw", "email", "phone_number", "profile_id", "scope")
+    source = sa_select(literal(operation.id), *(getattr(ListOperationRow, name) for name in copied)).where(
+        ListOperationRow.operation_id == check.id, *chosen
+    )
+    await db.exec(  # type: ignore[call-overload]
+        insert(ListOperationRow).from_select(["operation_id", *copied], source)
+    )
+    await db.commit()
+    await enqueue(arq, queue_name, operation)
+    return operation
 
 
 # -- runs of an upload into a list -----------------------------------------------------------------

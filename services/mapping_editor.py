@@ -341,7 +341,7 @@ def target_choices(kind: TargetKind, metric: str | None = None) -> list[str]:
     if kind is TargetKind.SUBSCRIPTION:
         return sorted(SUBSCRIPTION_TARGETS)
     if kind is TargetKind.LIST_MEMBERSHIP:
-        return ["id"]
+        return ["email", "id", "phone_number"]
     fields = {
         TargetKind.CATALOG_ITEM: ITEM_FIELDS,
         TargetKind.CATALOG_VARIANT: VARIANT_FIELDS,

@@ -285,7 +285,7 @@ OTHER_KINDS = {
     "catalog_variant": "Catalog variants",
     "catalog_category": "Catalog categories",
     "subscription": "Email / SMS subscriptions",
-    "list_membership": "List membership (by profile id)",
+    "list_membership": "List membership (by email, phone or profile id)",
 }
 SOURCE_PRESETS = {
     "auto": "Detect from the sample",
@@ -317,7 +317,7 @@ _STARTERS: dict[TargetKind, list[tuple[str, str]]] = {
     ],
     TargetKind.CATALOG_CATEGORY: [("Id", "external_id"), ("Name", "name")],
     TargetKind.SUBSCRIPTION: [("Email", "email"), ("Phone", "phone_number")],
-    TargetKind.LIST_MEMBERSHIP: [("Profile Id", "id")],
+    TargetKind.LIST_MEMBERSHIP: [("Email", "email")],
 }  # fmt: skip
 
 

@@ -5,12 +5,13 @@ The run loop (workers/send_run.py) is the same for every target; a new target ad
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from klaviyo import endpoints as ep
-from klaviyo.client import lists_relationship
+from klaviyo.batching import Batch
+from klaviyo.client import KlaviyoClient, lists_relationship
 from models import SyncRun
 from services import list_targets
 from sync.mapping import Mapping as MappingSpec
@@ -35,6 +36,8 @@ class SendTarget:
     path_params: Callable[[SyncRun, MappingSpec], dict[str, str] | None] = field(default=_none)
     # Where the endpoint depends on the mapping (catalog items: create or update), it is chosen per run.
     endpoint_for: Callable[[SyncRun, MappingSpec], ep.Endpoint] | None = None
+    # A step between a batch being cut and sent (list membership: emails and phones -> profile ids).
+    prepare: Callable[[KlaviyoClient, Batch], Awaitable[Batch]] | None = None
 
     def endpoint_of(self, run: SyncRun, spec: MappingSpec) -> ep.Endpoint:
         return self.endpoint_for(run, spec) if self.endpoint_for else self.endpoint
@@ -54,9 +57,14 @@ def _catalog_items(_run: SyncRun, spec: MappingSpec) -> ep.Endpoint:
 TARGETS: dict[str, SendTarget] = {
     "event": SendTarget(ep.BULK_EVENTS),
     "order": SendTarget(ep.BULK_EVENTS),
-    "list_membership": SendTarget(ep.ADD_LIST_MEMBERS, path_params=list_targets.list_path),
+    # Rows by email or phone are resolved to profile ids per batch; an add creates missing profiles.
+    "list_membership": SendTarget(
+        ep.ADD_LIST_MEMBERS, path_params=list_targets.list_path, prepare=list_targets.add_by_contact
+    ),
     # A list_membership mapping run started as "remove" from the Lists page has this kind.
-    "list_membership_remove": SendTarget(ep.REMOVE_LIST_MEMBERS, path_params=list_targets.list_path),
+    "list_membership_remove": SendTarget(
+        ep.REMOVE_LIST_MEMBERS, path_params=list_targets.list_path, prepare=list_targets.remove_by_contact
+    ),
     "subscription": SendTarget(
         ep.SUBSCRIBE, relationships=list_targets.subscribe_list, attributes=list_targets.subscribe_options
     ),

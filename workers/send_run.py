@@ -408,6 +408,8 @@ class RunExecutor:
         self, client: KlaviyoClient, endpoint: ep.Endpoint, batch: Batch, batch_id: int
     ) -> None:
         started = time.monotonic()
+        if self.target.prepare is not None:
+            batch = await self.target.prepare(client, batch)
         prefix, suffix = endpoint.envelope_parts(**self.envelope)
         outcome: BatchOutcome = await send_batch(
             client, endpoint, batch, prefix=prefix, suffix=suffix, path_params=self.path_params

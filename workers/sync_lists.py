@@ -8,13 +8,15 @@ Safe to run twice: a finished operation is skipped; membership and consent chang
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlmodel import select
+from sqlalchemy import delete, or_
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from klaviyo.client import KlaviyoClient
@@ -23,14 +25,15 @@ from klaviyo.limiter import RateLimiter
 from klaviyo.retry import RetryPolicy
 from models import KlaviyoList, ListOperation, ListOpStatus, Upload
 from models.base import utcnow
-from services import audit, lists
+from models.klaviyo_list import ListOperationRow
+from services import audit, list_targets, lists
 from services.accounts import get_account, klaviyo_target
 from sync.readers import CsvReader
 
 log = structlog.get_logger(__name__)
 MEMBERS_PER_CALL = 1000
 CONSENT_PER_CALL = 100
-LOOKUP_PER_CALL = 100
+CHECK_CHUNK = 500  # upload rows read, checked and committed together
 # Creating a list: one try, so the daily limit's 429 (Retry-After: hours) is reported, not waited out.
 ONE_TRY = RetryPolicy(max_attempts=1)
 
@@ -80,21 +83,48 @@ async def _row(db: AsyncSession, klaviyo_id: str) -> KlaviyoList | None:
 
 
 class Operation:
-    """Runs one ListOperation; ``progress`` commits what is done so the page can show it."""
+    """Runs one ListOperation; its contacts are ListOperationRows, worked through a chunk at a time
+    (each chunk's outcomes committed before the next), so any number of rows keeps memory flat."""
 
     def __init__(self, ctx: dict[str, Any], op: ListOperation, client: KlaviyoClient) -> None:
         self.ctx = ctx
         self.op = op
         self.client = client
-        self.outcomes: list[dict[str, Any]] = [dict(o) for o in op.params.get("contacts", [])]
 
-    async def progress(self, **summary: Any) -> None:
+    @property
+    def op_id(self) -> int:
+        assert self.op.id is not None
+        return self.op.id
+
+    async def _chunks(self, size: int, *, pending: bool = True) -> AsyncIterator[list[ListOperationRow]]:
+        """The rows in row order, ``size`` at a time (``pending``: only those without an outcome yet,
+        so a job run again after a worker died carries on where it was)."""
+        after = 0
+        while True:
+            query = select(ListOperationRow).where(
+                ListOperationRow.operation_id == self.op_id, col(ListOperationRow.row) > after
+            )
+            if pending:
+                query = query.where(
+                    col(ListOperationRow.status).is_(None), col(ListOperationRow.error).is_(None)
+                )
+            async with self.ctx["sessionmaker"]() as db:
+                rows = list((await db.exec(query.order_by(col(ListOperationRow.row)).limit(size))).all())
+            if not rows:
+                return
+            yield rows
+            after = rows[-1].row
+
+    async def _save(self, rows: list[ListOperationRow], *, new: bool = False) -> None:
+        """Commit these rows' outcomes and the operation's progress (the page polls it)."""
         async with self.ctx["sessionmaker"]() as db:
-            op = await db.get(ListOperation, self.op.id)
+            db.add_all(rows)
+            await db.flush()
+            op = await db.get(ListOperation, self.op_id)
             assert op is not None
-            op.outcomes = list(self.outcomes)
-            op.done = sum(1 for o in self.outcomes if o.get("status") or o.get("error"))
-            op.summary = {**op.summary, **summary}
+            op.done = await _finished_rows(db, self.op_id)
+            if new:
+                op.total = await lists.count_rows(db, self.op_id)
             db.add(op)
             await db.commit()
 
@@ -140,7 +170,7 @@ class Operation:
         resource = await self.client.get_list(list_id)
         async with self.ctx["sessionmaker"]() as db:
             _upsert(db, await _row(db, list_id), resource)
-            op = await db.get(ListOperation, self.op.id)
+            op = await db.get(ListOperation, self.op_id)
             assert op is not None
             op.list_id = list_id
             db.add(op)
@@ -156,129 +186,137 @@ class Operation:
 
     # -- membership (no consent change) -------------------------------------------------------
 
-    async def _resolve(self) -> list[dict[str, Any]]:
-        """Profile ids by upsert (profile-import), for every usable contact not resolved yet."""
-        usable = [o for o in self.outcomes if not o.get("error")]
-        for n, outcome in enumerate(usable, start=1):
-            if not outcome.get("profile_id"):
-                attrs = {k: outcome[k] for k in ("email", "phone_number") if outcome.get(k)}
-                try:
-                    outcome["profile_id"] = await self.client.import_profile(attrs)
-                except KlaviyoError as exc:
-                    if exc.status in (401, 403) or exc.status is None or exc.status >= 429:
-                        raise
-                    outcome["error"] = f"Klaviyo refused the profile: {exc}"
-            if n % 50 == 0:
-                await self.progress()
-        return [o for o in usable if o.get("profile_id") and not o.get("error")]
-
     async def members(self, add: bool) -> dict[str, Any]:
-        resolved = await self._resolve()
+        """Profile ids looked up 100 per request (an add creates the missing profiles, without
+        consent), then added or removed up to 1,000 per request."""
         change = self.client.add_list_members if add else self.client.remove_list_members
-        for start in range(0, len(resolved), MEMBERS_PER_CALL):
-            chunk = resolved[start : start + MEMBERS_PER_CALL]
-            await change(self._list_id(), [o["profile_id"] for o in chunk])
-            for outcome in chunk:
-                outcome["status"] = "added" if add else "removed"
-            await self.progress()
-        return self._tally()
+        async for rows in self._chunks(MEMBERS_PER_CALL):
+            contacts = [_contact(r) for r in rows]
+            await list_targets.resolve_contacts(self.client, contacts, create_missing=add)
+            ready = [c for c in contacts if c.get("profile_id") and not c.get("error")]
+            if ready:
+                await change(self._list_id(), list(dict.fromkeys(c["profile_id"] for c in ready)))
+            for row, contact in zip(rows, contacts, strict=True):
+                row.profile_id, row.error = contact.get("profile_id"), contact.get("error")
+                if not row.error:
+                    row.status = "added" if add else "removed"
+            await self._save(rows)
+        return await self._tally()
 
     # -- consent ------------------------------------------------------------------------------
 
-    async def _contacts_from_upload(self) -> None:
-        """The contacts of an upload's column (an unsubscribe from a CSV), read here, not in the request."""
+    async def _rows_from_upload(self) -> AsyncIterator[list[ListOperationRow]]:
+        """An upload's column (an unsubscribe from a CSV) as new rows, CHECK_CHUNK at a time; read
+        here, not in the request, and never whole in memory."""
         async with self.ctx["sessionmaker"]() as db:
             upload = await db.get(Upload, int(self.op.params["upload_id"]))
+            # A job run again after its worker died starts the (read-only) check over.
+            await db.exec(  # type: ignore[call-overload]
+                delete(ListOperationRow).where(col(ListOperationRow.operation_id) == self.op_id)
+            )
+            await db.commit()
         if upload is None:
             raise OperationFailed("The upload no longer exists.")
         column = str(self.op.params.get("column") or "")
         if column not in (upload.headers or []):
             raise OperationFailed(f"The upload has no column {column!r}.")
         path = Path(self.ctx["settings"].upload_dir) / upload.stored_as
+        region = str(self.op.params.get("region") or "US")
         values: list[tuple[int, str]] = []
         with CsvReader(path, encoding=upload.encoding, delimiter=upload.delimiter) as reader:
             for number, row in reader:
                 if (row.get(column) or "").strip():
                     values.append((number, row[column]))
-                if len(values) > lists.MAX_UPLOAD_CONTACTS:
-                    raise OperationFailed(
-                        f"More than {lists.MAX_UPLOAD_CONTACTS:,} rows: split the file "
-                        "so that each check stays readable."
-                    )
-        region = str(self.op.params.get("region") or "US")
-        self.outcomes = [c.as_dict() for c in lists.contacts_from(values, region)]
-        async with self.ctx["sessionmaker"]() as db:
-            op = await db.get(ListOperation, self.op.id)
-            assert op is not None
-            op.total = len(self.outcomes)
-            db.add(op)
-            await db.commit()
+                if len(values) >= CHECK_CHUNK:
+                    yield [c.as_row(self.op_id) for c in lists.contacts_from(values, region)]
+                    values = []
+        if values:
+            yield [c.as_row(self.op_id) for c in lists.contacts_from(values, region)]
+
+    async def _scope(self, rows: list[ListOperationRow]) -> None:
+        """Mark each usable row ``list`` (a member: unsubscribed from the list) or ``global``.
+
+        Only these rows are looked up, among the list's members (GET /api/lists/{id}/profiles with
+        ``any(email,[...])``, 100 per request, 75/s): the cost follows the rows checked, not the
+        list's size. Paging every member id instead is never cheaper: the rows would still need
+        their profile ids (one lookup per 100), and a big list takes one request per 100 members.
+        """
+        usable = [r for r in rows if not r.error]
+        if not self.op.list_id:
+            found: list[str | None] = [None] * len(usable)
+        else:
+            find = partial(self.client.find_list_members, self.op.list_id)
+            found = await list_targets.ids_for(find, [_contact(r) for r in usable])
+        for row, profile_id in zip(usable, found, strict=True):
+            row.profile_id = profile_id or row.profile_id
+            row.scope = "list" if profile_id else "global"
 
     async def unsubscribe_check(self) -> dict[str, Any]:
         """Which contacts are in the list (unsubscribed from it) and which are not (global)."""
         if self.op.params.get("upload_id"):
-            await self._contacts_from_upload()
-        list_id = self.op.list_id
-        members = await self.client.list_member_ids(list_id) if list_id else set()
-        for field in ("email", "phone_number"):
-            wanted = [o for o in self.outcomes if o.get(field) and not o.get("error")]
-            for start in range(0, len(wanted), LOOKUP_PER_CALL):
-                chunk = wanted[start : start + LOOKUP_PER_CALL]
-                found = await self.client.find_profile_ids(field, [o[field] for o in chunk])
-                for outcome in chunk:
-                    key = outcome[field].lower() if field == "email" else outcome[field]
-                    outcome["profile_id"] = outcome.get("profile_id") or found.get(key)
-        for outcome in self.outcomes:
-            if not outcome.get("error"):
-                in_list = bool(list_id) and outcome.get("profile_id") in members
-                outcome["scope"] = "list" if in_list else "global"
-        usable = [o for o in self.outcomes if not o.get("error")]
-        return {
-            "in_list": sum(o["scope"] == "list" for o in usable),
-            "global": sum(o["scope"] == "global" for o in usable),
-            "invalid": len(self.outcomes) - len(usable),
-        }
+            async for rows in self._rows_from_upload():
+                await self._scope(rows)
+                await self._save(rows, new=True)
+        else:
+            async for rows in self._chunks(CHECK_CHUNK, pending=False):
+                await self._scope(rows)
+                await self._save(rows)
+        async with self.ctx["sessionmaker"]() as db:
+            count = partial(lists.count_rows, db, self.op_id)
+            return {
+                "in_list": await count(col(ListOperationRow.scope) == "list"),
+                "global": await count(col(ListOperationRow.scope) == "global"),
+                "invalid": await count(col(ListOperationRow.error).is_not(None)),
+            }
 
     async def unsubscribe(self) -> dict[str, Any]:
+        """The rows the operator confirmed, 100 per request. "Members only" checks membership again
+        first: someone removed from the list since the check would now be unsubscribed globally."""
         channels = self.op.params.get("channels") or ["email"]
-        usable = [o for o in self.outcomes if not o.get("error")]
-        for start in range(0, len(usable), CONSENT_PER_CALL):
-            chunk = usable[start : start + CONSENT_PER_CALL]
+        members_only = self.op.params.get("scope") == "members"
+        async for rows in self._chunks(CONSENT_PER_CALL):
+            if members_only:
+                before = {r.row: r.scope for r in rows}
+                await self._scope(rows)
+                for row in rows:
+                    if before[row.row] == "list" and row.scope != "list":
+                        row.error = "no longer in the list: skipped (it would have been a global unsubscribe)"
             items = []
-            for o in chunk:
+            for row in rows:
+                if row.error:
+                    continue
                 subs: dict[str, Any] = {}
-                if "email" in channels and o.get("email"):
+                if "email" in channels and row.email:
                     subs["email"] = {"marketing": {"consent": "UNSUBSCRIBED"}}
-                if "sms" in channels and o.get("phone_number"):
+                if "sms" in channels and row.phone_number:
                     subs["sms"] = {"marketing": {"consent": "UNSUBSCRIBED"}}
                 if not subs:
-                    o["error"] = f"no {' or '.join(channels)} address to unsubscribe"
+                    row.error = f"no {' or '.join(channels)} address to unsubscribe"
                     continue
-                attrs = {k: o[k] for k in ("email", "phone_number") if o.get(k)}
+                attrs = {k: v for k, v in (("email", row.email), ("phone_number", row.phone_number)) if v}
                 items.append({"type": "profile", "attributes": {**attrs, "subscriptions": subs}})
             if items:
                 await self.client.unsubscribe_profiles(items, self.op.list_id)
-            for o in chunk:
-                if not o.get("error"):
-                    o["status"] = (
-                        "unsubscribed from the list" if o.get("scope") == "list" else "unsubscribed globally"
+            for row in rows:
+                if not row.error:
+                    row.status = (
+                        "unsubscribed from the list" if row.scope == "list" else "unsubscribed globally"
                     )
-            await self.progress()
-        return self._tally()
+            await self._save(rows)
+        return await self._tally()
 
     async def suppress(self) -> dict[str, Any]:
-        usable = [o for o in self.outcomes if not o.get("error")]
-        for o in usable:
-            if not o.get("email"):
-                o["error"] = "suppression needs an email address"
-        usable = [o for o in usable if not o.get("error")]
-        for start in range(0, len(usable), CONSENT_PER_CALL):
-            chunk = usable[start : start + CONSENT_PER_CALL]
-            await self.client.suppress_profiles([o["email"] for o in chunk])
-            for o in chunk:
-                o["status"] = "suppressed"
-            await self.progress()
-        return self._tally()
+        async for rows in self._chunks(CONSENT_PER_CALL):
+            for row in rows:
+                if not row.email:
+                    row.error = "suppression needs an email address"
+            ready = [r for r in rows if not r.error]
+            if ready:
+                await self.client.suppress_profiles([str(r.email) for r in ready])
+            for row in ready:
+                row.status = "suppressed"
+            await self._save(rows)
+        return await self._tally()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -287,11 +325,39 @@ class Operation:
             raise OperationFailed("This operation needs a list.")
         return self.op.list_id
 
-    def _tally(self) -> dict[str, Any]:
-        return {
-            "ok": sum(1 for o in self.outcomes if o.get("status") and not o.get("error")),
-            "failed": sum(1 for o in self.outcomes if o.get("error")),
-        }
+    async def _tally(self) -> dict[str, Any]:
+        async with self.ctx["sessionmaker"]() as db:
+            failed = await lists.count_rows(db, self.op_id, col(ListOperationRow.error).is_not(None))
+            ok = await lists.count_rows(
+                db,
+                self.op_id,
+                col(ListOperationRow.status).is_not(None),
+                col(ListOperationRow.error).is_(None),
+            )
+        return {"ok": ok, "failed": failed}
+
+
+async def _rows_from_params(db: AsyncSession, op: ListOperation) -> None:
+    """Operations queued before contacts had their own table carry them in ``params``."""
+    contacts = op.params.get("contacts")
+    if not contacts or not op.id or await lists.count_rows(db, op.id):
+        return
+    for n, c in enumerate(contacts, start=1):
+        fields = {k: c.get(k) for k in ("email", "phone_number", "profile_id", "scope", "error")}
+        db.add(
+            ListOperationRow(
+                operation_id=op.id, row=int(c.get("row") or n), raw=str(c.get("raw") or "")[:320], **fields
+            )
+        )
+
+
+def _contact(row: ListOperationRow) -> dict[str, Any]:
+    return {"email": row.email, "phone_number": row.phone_number, "error": row.error}
+
+
+async def _finished_rows(db: AsyncSession, op_id: int) -> int:
+    done = or_(col(ListOperationRow.status).is_not(None), col(ListOperationRow.error).is_not(None))
+    return await lists.count_rows(db, op_id, done)
 
 
 HANDLERS: dict[str, Callable[[Operation], Awaitable[dict[str, Any]]]] = {
@@ -325,17 +391,16 @@ async def list_operation(ctx: dict[str, Any], op_id: int, kind: str | None = Non
         # RUNNING: arq retries a job whose worker died; the other operations are safe to run again.
         op.status = ListOpStatus.RUNNING
         db.add(op)
+        await _rows_from_params(db, op)
         await db.commit()
         await db.refresh(op)
     handler = HANDLERS.get(op.kind)
     status, message, summary = ListOpStatus.COMPLETED, None, {}
-    operation: Operation | None = None
     try:
         if handler is None:
             raise OperationFailed(f"Unknown list operation {op.kind!r}.")
         client = await _client(ctx, op_id, op.kind)
-        operation = Operation(ctx, op, client)
-        summary = await handler(operation)
+        summary = await handler(Operation(ctx, op, client))
         if op.kind == "unsubscribe_check":
             status = ListOpStatus.NEEDS_CONFIRMATION
     except OperationFailed as exc:
@@ -348,9 +413,7 @@ async def list_operation(ctx: dict[str, Any], op_id: int, kind: str | None = Non
     async with ctx["sessionmaker"]() as db:
         row = await db.get(ListOperation, op_id)
         assert row is not None
-        if operation is not None:
-            row.outcomes = operation.outcomes
-            row.done = sum(1 for o in operation.outcomes if o.get("status") or o.get("error"))
+        row.done = await _finished_rows(db, op_id)
         row.status, row.message = status, message
         row.summary = {**row.summary, **summary}
         row.finished_at = utcnow()

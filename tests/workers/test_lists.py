@@ -11,6 +11,7 @@ from litestar.testing import AsyncTestClient
 from sqlmodel import select
 
 from models import Account, KlaviyoList, ListOperation, Role, RowError, RunStatus, SyncRun
+from models.klaviyo_list import ListOperationRow
 from sync.mapping import Email, MappingOptions, Phone, Target, TargetKind, column
 from sync.mapping import Mapping as Spec
 from tests.conftest import unique
@@ -70,6 +71,12 @@ async def _op(sessionmaker, op_id: int) -> ListOperation:
         op = await db.get(ListOperation, op_id)
         assert op is not None
         return op
+
+
+async def _rows(sessionmaker, op_id: int) -> list[ListOperationRow]:
+    async with sessionmaker() as db:
+        query = select(ListOperationRow).where(ListOperationRow.operation_id == op_id)
+        return list((await db.exec(query.order_by(ListOperationRow.row))).all())
 
 
 def _op_id(response: httpx.Response) -> int:
@@ -161,8 +168,9 @@ async def test_membership_form_adds_and_removes_without_consent(
     assert await run_worker_burst(client.test_settings) >= 1
     op = await _op(sessionmaker, op_id)
     assert op.status == "completed" and op.summary == {"ok": 3, "failed": 2}
-    assert [o.get("status") for o in op.outcomes[:3]] == ["added"] * 3
-    assert "not an email address" in op.outcomes[3]["error"] or "phone" in op.outcomes[3]["error"]
+    rows = await _rows(sessionmaker, op_id)
+    assert [r.status for r in rows[:3]] == ["added"] * 3
+    assert "not a phone number" in rows[3].error and "phone number" in rows[4].error
     members = set(sim_list(simulator_url, list_id)["members"])
     ids = {sim_profile(simulator_url, e)["id"] for e in emails}
     assert ids <= members
@@ -398,7 +406,7 @@ async def test_unsubscribe_from_an_upload_is_checked_row_by_row(
     check = await _op(sessionmaker, check_id)
     assert check.status == "needs_confirmation" and check.total == 3
     assert check.summary == {"in_list": 1, "global": 1, "invalid": 1}
-    assert [o.get("scope") for o in check.outcomes] == ["list", "global", None]
+    assert [r.scope for r in await _rows(sessionmaker, check_id)] == ["list", "global", None]
     dismissed = await post_form(client, f"/lists/ops/{check_id}/dismiss")
     assert dismissed.status_code == 200 and "nobody was unsubscribed" in dismissed.text
     assert (await _op(sessionmaker, check_id)).status == "cancelled"
@@ -423,7 +431,7 @@ async def test_confirmed_global_unsubscribe_and_suppression(
         await post_form(client, f"/lists/ops/{check_id}/confirm", {"scope": "all", "confirm_global": "1"})
     )
     assert await run_worker_burst(client.test_settings) >= 1
-    assert (await _op(sessionmaker, unsub_id)).outcomes[0]["status"] == "unsubscribed globally"
+    assert [r.status for r in await _rows(sessionmaker, unsub_id)] == ["unsubscribed globally"]
     assert [
         u["reason"] for u in sim_consent(simulator_url)["global_unsubscribes"] if u["email"] == outsider
     ] == ["not_in_list"]

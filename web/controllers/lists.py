@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
-from litestar.response import Template
+from litestar.response import Stream, Template
 from redis.exceptions import RedisError
 
 from models import KlaviyoList, ListOperation, ListOpStatus
@@ -26,6 +27,11 @@ CHANNELS = ("email", "sms")
 
 def _problem(request: Request[Any, Any, Any], message: str, status: int = 400) -> Template:
     return render(request, "errors/_message.html", status, title="Cannot do that", message=message)
+
+
+async def _op_partial(request: Request[Any, Any, Any], db: Db, op: ListOperation) -> Template:
+    """An operation's status card with its first rows (it polls itself while queued or running)."""
+    return render(request, "lists/_op.html", op=op, kinds=lists.KINDS, rows_of=await lists.rows_of(db, [op]))
 
 
 async def _list(db: Db, list_id: str) -> KlaviyoList:
@@ -79,7 +85,7 @@ class ListsController(Controller):
         op = await self._start(
             request, db, arq, settings, "create", params={"name": name, "opt_in_process": opt_in}
         )
-        return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+        return await _op_partial(request, db, op)
 
     @post("/suppress")
     async def suppress(
@@ -124,7 +130,18 @@ class ListsController(Controller):
         op = await db.get(ListOperation, op_id)
         if op is None:
             raise NotFoundException()
-        return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+        return await _op_partial(request, db, op)
+
+    @get("/ops/{op_id:int}/rows.csv")
+    async def rows_csv(self, db: Db, state: State, op_id: FromPath[int]) -> Stream:
+        """Every row of an operation with its outcome, streamed."""
+        if await db.get(ListOperation, op_id) is None:
+            raise NotFoundException()
+        return Stream(
+            lists.rows_csv(state.sessionmaker, op_id),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="list-operation-{op_id}.csv"'},
+        )
 
     @post("/ops/{op_id:int}/confirm")
     async def confirm(
@@ -161,7 +178,7 @@ class ListsController(Controller):
             operation=op.id,
             check=op_id,
         )
-        return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+        return await _op_partial(request, db, op)
 
     @post("/ops/{op_id:int}/dismiss")
     async def dismiss(self, request: Request[Any, Any, Any], db: Db, op_id: FromPath[int]) -> Template:
@@ -174,17 +191,19 @@ class ListsController(Controller):
         check.status, check.message = ListOpStatus.CANCELLED, "Dismissed: nobody was unsubscribed."
         db.add(check)
         audit.record(db, request, "list.unsubscribe_dismissed", target=f"list {check.list_id}", check=op_id)
-        return render(request, "lists/_op.html", op=check, kinds=lists.KINDS)
+        return await _op_partial(request, db, check)
 
     @get("/{list_id:str}")
     async def detail(self, request: Request[Any, Any, Any], db: Db, list_id: FromPath[str]) -> Template:
         klist = await _list(db, list_id)
         uploads, mappings = await lists.run_choices(db)
+        ops = await lists.operations(db, klist.klaviyo_id)
         return render(
             request,
             "lists/detail.html",
             klist=klist,
-            ops=await lists.operations(db, klist.klaviyo_id),
+            ops=ops,
+            rows_of=await lists.rows_of(db, ops),
             uploads=uploads,
             mappings=mappings,
             opt_in=lists.OPT_IN,
@@ -230,7 +249,7 @@ class ListsController(Controller):
             list_id=klist.klaviyo_id,
             params={"name": name, "was": klist.name},
         )
-        return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+        return await _op_partial(request, db, op)
 
     @post("/{list_id:str}/members")
     async def members(
@@ -270,7 +289,7 @@ class ListsController(Controller):
             op = await self._start(
                 request, db, arq, settings, "unsubscribe_check", list_id=klist.klaviyo_id, params=params
             )
-            return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+            return await _op_partial(request, db, op)
         return await self._contacts_op(
             request, db, arq, settings, "unsubscribe_check", klist.klaviyo_id, form, channels=channels
         )
@@ -296,11 +315,10 @@ class ListsController(Controller):
             return _problem(request, str(exc))
         if not contacts:
             return _problem(request, "Enter at least one email address or phone number.")
-        params = lists.contact_params(contacts, **extra)
         op = await self._start(
-            request, db, arq, settings, kind, list_id=list_id, params=params, total=len(contacts)
+            request, db, arq, settings, kind, list_id=list_id, params=extra, contacts=contacts
         )
-        return render(request, "lists/_op.html", op=op, kinds=lists.KINDS)
+        return await _op_partial(request, db, op)
 
     async def _start(
         self,
@@ -312,15 +330,15 @@ class ListsController(Controller):
         *,
         list_id: str | None = None,
         params: dict[str, Any] | None = None,
-        total: int = 0,
+        contacts: list[lists.Contact] | None = None,
     ) -> ListOperation:
         audit.record(
             db,
             request,
             f"list.{kind}",
             target=f"list {list_id}" if list_id else None,
-            **{k: v for k, v in (params or {}).items() if isinstance(v, str)},
-            rows=total,
+            **{k: v for k, v in (params or {}).items() if isinstance(v, str | int)},
+            rows=len(contacts or []),
         )
         return await lists.start_operation(
             db,
@@ -330,5 +348,5 @@ class ListsController(Controller):
             user=current_user(request),
             list_id=list_id,
             params=params,
-            total=total,
+            contacts=contacts,
         )
