@@ -90,7 +90,7 @@ class TickOutcome(StrEnum):
     QUEUED_RUN = "queued_run"
     NOTHING_NEW = "nothing_new"
     SKIPPED = "skipped"
-    FETCH_FAILED = "fetch_failed"
+    FAILED = "failed"  # the feed could not be fetched or read, or no run could be made
 
 
 class ScheduleTick(SQLModel, table=True):

@@ -54,10 +54,12 @@ async def create_run(
     backfill: bool,
     user: User | None,
     list_id: str | None = None,
+    source: RunSource = RunSource.UPLOAD,
 ) -> SyncRun:
     """A queued run of an upload through the mapping's current version.
 
-    ``list_id`` (profile runs) adds every imported profile to that Klaviyo list.
+    ``list_id`` (profile runs) adds every imported profile to that Klaviyo list; ``source`` says
+    where the file came from (a schedule's feed tick stores its records as an upload too).
     """
     upload = await db.get(Upload, upload_id)
     if upload is None:
@@ -84,7 +86,7 @@ async def create_run(
         raise RunError("A list membership run needs a list: choose one, or start it from the list's page.")
     run = SyncRun(
         kind=mapping.target_kind,
-        source=RunSource.UPLOAD,
+        source=source,
         status=RunStatus.QUEUED,
         dry_run=dry_run,
         upload_id=upload.id,

@@ -46,6 +46,7 @@ from models import (
 from models.base import utcnow
 from services.accounts import get_account, klaviyo_target
 from services.targets import SendTarget, target_for
+from sync.feeds import RecordFileReader, is_record_file
 from sync.issues import Issue
 from sync.mapping import Mapping as MappingSpec
 from sync.pipeline import Pipeline
@@ -233,10 +234,12 @@ class RunExecutor:
             "attributes": target.attributes(run, spec),
         }
         self.path_params = target.path_params(run, spec)
-        reader = CsvReader(
-            Path(self.settings.upload_dir) / upload.stored_as,
-            encoding=upload.encoding,
-            delimiter=upload.delimiter,
+        path = Path(self.settings.upload_dir) / upload.stored_as
+        # A schedule's feed tick stores its records as NDJSON; every other upload is a CSV.
+        reader: CsvReader | RecordFileReader = (
+            RecordFileReader(path)
+            if is_record_file(upload.stored_as)
+            else CsvReader(path, encoding=upload.encoding, delimiter=upload.delimiter)
         )
         only = set(run.only_rows) if run.only_rows is not None else None
 
@@ -300,7 +303,9 @@ class RunExecutor:
             await self._checkpoint(run, reader, last, state.ordinal - 1, tasks, client, endpoint)
         await self._drain(tasks, until=0)
 
-    def _rows(self, reader: CsvReader, only: set[int] | None) -> Iterator[tuple[int, dict[str, str]]]:
+    def _rows(
+        self, reader: CsvReader | RecordFileReader, only: set[int] | None
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
         """Source rows (only the chosen ones for a retry), remembered briefly for error reports."""
         cache = self.row_cache
         for number, row in reader:
@@ -313,7 +318,7 @@ class RunExecutor:
     async def _checkpoint(
         self,
         run: SyncRun,
-        reader: CsvReader,
+        reader: CsvReader | RecordFileReader,
         batch: Batch | None,
         last_ordinal: int,
         tasks: set[asyncio.Task[None]],

@@ -23,6 +23,7 @@ from workers.inspector import RequestInspector
 from workers.reconcile_runs import reconcile_runs
 from workers.refresh_metrics import refresh_metrics
 from workers.run_hooks import send_run
+from workers.schedules import run_schedule, schedule_ticks
 from workers.sync_lists import list_operation
 
 log = structlog.get_logger(__name__)
@@ -73,7 +74,16 @@ def cron_jobs_for(queue_name: str) -> list[CronJob]:
             second=set(range(0, 60, 5)),
             run_at_startup=True,
             unique=True,
-        )
+        ),
+        # Every 10 s: due schedules are claimed in the database (one worker wins each tick); at
+        # startup a tick missed while no worker ran is due, and runs once.
+        cron(
+            schedule_ticks,
+            name=f"schedule_ticks:{queue_name}",
+            second=set(range(0, 60, 10)),
+            run_at_startup=True,
+            unique=True,
+        ),
     ]
 
 
@@ -84,6 +94,7 @@ class WorkerSettings:
         analyse_upload,
         refresh_metrics,
         func(list_operation, timeout=3600, max_tries=3),
+        func(run_schedule, timeout=1800, max_tries=3),
     ]
     cron_jobs = cron_jobs_for(get_settings().queue_name)
     on_startup = startup

@@ -126,7 +126,7 @@ def upgrade() -> None:
                 "queued_run",
                 "nothing_new",
                 "skipped",
-                "fetch_failed",
+                "failed",
                 name="tickoutcome",
                 native_enum=False,
                 length=32,

@@ -1,0 +1,630 @@
+"""Schedules: feed sources synced through a mapping on a cron expression or an interval.
+
+A tick fetches the feed from where the last one stopped, keeps the records this schedule has not
+taken yet (the ledger in ``feed_records_seen``), stores them as an NDJSON upload and starts an
+ordinary run on it (source ``feed``), so the run page, row errors, the error CSV and "retry failed
+rows" all apply. The high-water mark, the page cursor and the ledger advance in the transaction
+that creates that run, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+from arq.connections import ArqRedis
+from croniter import croniter
+from sqlalchemy import delete, or_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from config.crypto import decrypt_secret, encrypt_secret, mask
+from config.settings import Settings
+from models import (
+    CursorKind,
+    FeedFormat,
+    FeedRecordSeen,
+    FeedSource,
+    Mapping,
+    RunSource,
+    RunStatus,
+    Schedule,
+    ScheduleTick,
+    SyncRun,
+    TickOutcome,
+    Upload,
+    UploadStatus,
+    User,
+)
+from models.base import aware, utcnow
+from services import runs
+from sync.feeds import (
+    FeedError,
+    FeedSpec,
+    FeedState,
+    check_url,
+    fetch_feed,
+    record_digest,
+    record_key,
+    write_ndjson,
+)
+
+log = structlog.get_logger(__name__)
+RUN_SCHEDULE = "run_schedule"
+# A tick holds its schedule this long at most; a worker that died mid-fetch frees it after.
+TICK_LEASE = timedelta(minutes=10)
+PREVIEW_RECORDS = 20
+LEDGER_CHUNK = 500
+MIN_INTERVAL_MINUTES = 1
+
+
+class ScheduleError(ValueError):
+    """A schedule that cannot be saved or changed, with the reason for the operator."""
+
+
+# ---------------------------------------------------------------- timing
+
+
+def next_after(schedule: Schedule, after: datetime) -> datetime:
+    """The first run time strictly after ``after`` (UTC)."""
+    if schedule.cron:
+        return croniter(schedule.cron, after).get_next(datetime)  # type: ignore[no-any-return]
+    return after + timedelta(minutes=schedule.interval_minutes or 60)
+
+
+def upcoming(schedule: Schedule, count: int = 5) -> list[datetime]:
+    """The next few run times, for the page to show what the expression means."""
+    start = aware(schedule.next_run_at) or utcnow()
+    times = [start]
+    while len(times) < count:
+        times.append(next_after(schedule, times[-1]))
+    return times
+
+
+def describe_timing(schedule: Schedule) -> str:
+    if schedule.cron:
+        return f"cron {schedule.cron} (UTC)"
+    minutes = schedule.interval_minutes or 0
+    return f"every {minutes} minute{'s' if minutes != 1 else ''}"
+
+
+# ---------------------------------------------------------------- creating and changing
+
+
+@dataclass
+class ScheduleForm:
+    """What the New schedule form sends, checked field by field."""
+
+    name: str
+    mapping_id: int
+    url: str
+    format: str = "json"
+    records_path: str = ""
+    auth_header_name: str = ""
+    auth_header_value: str = ""
+    cursor_kind: str = "none"
+    cursor_field: str = ""
+    cursor_param: str = ""
+    key_field: str = ""
+    next_page_path: str = ""
+    page_param: str = ""
+    timing: str = "interval"
+    cron: str = ""
+    interval_minutes: str = "60"
+    list_id: str = ""
+    backfill: bool = False
+    retry_limit: str = "5"
+
+    @classmethod
+    def from_form(cls, form: Any) -> ScheduleForm:
+        def text(name: str, default: str = "") -> str:
+            return str(form.get(name) or default).strip()
+
+        try:
+            mapping_id = int(text("mapping_id", "0") or 0)
+        except ValueError:
+            mapping_id = 0
+        return cls(
+            name=text("name"),
+            mapping_id=mapping_id,
+            url=text("url"),
+            format=text("format", "json"),
+            records_path=text("records_path"),
+            auth_header_name=text("auth_header_name"),
+            auth_header_value=str(form.get("auth_header_value") or ""),
+            cursor_kind=text("cursor_kind", "none"),
+            cursor_field=text("cursor_field"),
+            cursor_param=text("cursor_param"),
+            key_field=text("key_field"),
+            next_page_path=text("next_page_path"),
+            page_param=text("page_param"),
+            timing=text("timing", "interval"),
+            cron=text("cron"),
+            interval_minutes=text("interval_minutes", "60"),
+            list_id=text("list_id"),
+            backfill=form.get("backfill") == "1",
+            retry_limit=text("retry_limit", "5"),
+        )
+
+    def problems(self) -> dict[str, str]:
+        """Field name -> what is wrong with it; empty when the form can be saved."""
+        found: dict[str, str] = {}
+        if not self.name or len(self.name) > 120:
+            found["name"] = "Give the schedule a name of at most 120 characters."
+        if not self.mapping_id:
+            found["mapping_id"] = "Choose the mapping the feed's records go through."
+        url_problem = check_url(self.url) if self.url else "Enter the feed's URL."
+        if url_problem:
+            found["url"] = url_problem
+        if self.format not in {f.value for f in FeedFormat}:
+            found["format"] = "Choose JSON, CSV or XML."
+        if self.cursor_kind not in {k.value for k in CursorKind}:
+            found["cursor_kind"] = "Choose how the feed is read incrementally."
+        if self.cursor_kind == CursorKind.FIELD and not self.cursor_field:
+            found["cursor_field"] = "Name the record field that grows with each change (e.g. updated_at)."
+        if self.cursor_kind == CursorKind.PAGE and not (self.next_page_path and self.page_param):
+            found["page_param"] = (
+                "A page cursor needs where the next cursor is in the answer and its parameter name."
+            )
+        if self.format == FeedFormat.CSV and self.next_page_path:
+            found["next_page_path"] = "A CSV feed pages only through a Link header; leave this empty."
+        if bool(self.auth_header_name) != bool(self.auth_header_value):
+            found["auth_header_name"] = "Give both the auth header's name and its value, or neither."
+        elif self.auth_header_name and not _header_name_ok(self.auth_header_name):
+            found["auth_header_name"] = (
+                "A header name has letters, digits and dashes only (e.g. Authorization)."
+            )
+        if self.timing == "cron":
+            if not self.cron or not croniter.is_valid(self.cron):
+                found["cron"] = (
+                    "Not a cron expression: five fields, minute hour day month weekday (e.g. */15 * * * *)."
+                )
+        elif self.timing == "interval":
+            minutes = _int(self.interval_minutes)
+            if minutes is None or not MIN_INTERVAL_MINUTES <= minutes <= 7 * 24 * 60:
+                found["interval_minutes"] = (
+                    "The interval is a whole number of minutes, from 1 to 10080 (a week)."
+                )
+        else:
+            found["timing"] = "Choose a cron expression or an interval."
+        limit = _int(self.retry_limit)
+        if limit is None or not 0 <= limit <= 100:
+            found["retry_limit"] = "Retries are a whole number from 0 to 100."
+        return found
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _header_name_ok(name: str) -> bool:
+    return all(ch.isalnum() or ch == "-" for ch in name) and len(name) <= 120
+
+
+async def create_schedule(
+    db: AsyncSession, settings: Settings, form: ScheduleForm, user: User | None
+) -> Schedule:
+    """Store the feed source and its schedule; the first tick is due at the next run time."""
+    problems = form.problems()
+    if problems:
+        raise ScheduleError(" ".join(problems.values()))
+    mapping = await db.get(Mapping, form.mapping_id)
+    if mapping is None or mapping.deleted:
+        raise ScheduleError(f"Mapping #{form.mapping_id} does not exist.")
+    source = FeedSource(
+        name=form.name,
+        url=form.url,
+        format=FeedFormat(form.format),
+        records_path=form.records_path,
+        cursor_kind=CursorKind(form.cursor_kind),
+        cursor_field=form.cursor_field or None,
+        cursor_param=form.cursor_param or None,
+        key_field=form.key_field or None,
+        next_page_path=form.next_page_path or None,
+        page_param=form.page_param or None,
+        created_by=user.id if user else None,
+    )
+    if form.auth_header_name:
+        source.auth_header_name = form.auth_header_name
+        source.auth_header_encrypted = encrypt_secret(settings.secret, form.auth_header_value)
+        source.auth_header_hint = mask(form.auth_header_value)[-8:]
+    db.add(source)
+    await db.flush()
+    schedule = Schedule(
+        name=form.name,
+        source_id=source.id or 0,
+        mapping_id=mapping.id or 0,
+        list_id=form.list_id or None,
+        backfill=form.backfill,
+        cron=form.cron if form.timing == "cron" else None,
+        interval_minutes=int(form.interval_minutes) if form.timing == "interval" else None,
+        retry_limit=int(form.retry_limit),
+        created_by=user.id if user else None,
+    )
+    schedule.next_run_at = next_after(schedule, utcnow())
+    db.add(schedule)
+    await db.flush()
+    return schedule
+
+
+async def set_enabled(db: AsyncSession, schedule: Schedule, enabled: bool) -> None:
+    """Enable (next run counted from now, so a long pause does not fire at once) or disable."""
+    schedule.enabled = enabled
+    schedule.next_run_at = next_after(schedule, utcnow()) if enabled else schedule.next_run_at
+    schedule.updated_at = utcnow()
+    db.add(schedule)
+    await db.flush()
+
+
+async def enqueue_tick(arq: ArqRedis, queue_name: str, schedule_id: int, trigger: str, key: str) -> None:
+    """Queue one tick; the job id makes the same claim (or the same click) queue once."""
+    job_id = f"{queue_name}:schedule:{schedule_id}:{trigger}:{key}"
+    await arq.enqueue_job(RUN_SCHEDULE, schedule_id, trigger, _job_id=job_id, _queue_name=queue_name)
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class ScheduleRow:
+    schedule: Schedule
+    source: FeedSource
+    mapping: Mapping | None
+    last_run: SyncRun | None
+
+
+async def list_schedules(db: AsyncSession) -> list[ScheduleRow]:
+    schedules = list((await db.exec(select(Schedule).order_by(col(Schedule.id)))).all())
+    return [await _row(db, s) for s in schedules]
+
+
+async def get_schedule(db: AsyncSession, schedule_id: int) -> ScheduleRow | None:
+    schedule = await db.get(Schedule, schedule_id)
+    return await _row(db, schedule) if schedule else None
+
+
+async def _row(db: AsyncSession, schedule: Schedule) -> ScheduleRow:
+    source = await db.get(FeedSource, schedule.source_id)
+    assert source is not None
+    mapping = await db.get(Mapping, schedule.mapping_id)
+    last_run = await db.get(SyncRun, schedule.last_run_id) if schedule.last_run_id else None
+    return ScheduleRow(schedule, source, mapping, last_run)
+
+
+async def recent_ticks(db: AsyncSession, schedule_id: int, limit: int = 20) -> list[ScheduleTick]:
+    query = (
+        select(ScheduleTick)
+        .where(ScheduleTick.schedule_id == schedule_id)
+        .order_by(col(ScheduleTick.id).desc())
+        .limit(limit)
+    )
+    return list((await db.exec(query)).all())
+
+
+@dataclass
+class PendingRetry:
+    run: SyncRun
+    attempts: int
+    given_up: bool
+
+
+async def pending_retries(db: AsyncSession, schedule: Schedule) -> list[PendingRetry]:
+    """Tick runs that failed (Klaviyo kept failing, timeouts) and are resumed on the next ticks."""
+    found = []
+    for key, attempts in sorted(schedule.retrying.items(), key=lambda kv: int(kv[0])):
+        run = await db.get(SyncRun, int(key))
+        if run is not None and run.status == RunStatus.FAILED:
+            found.append(PendingRetry(run, int(attempts), int(attempts) >= schedule.retry_limit))
+    return found
+
+
+def feed_spec(source: FeedSource, settings: Settings) -> FeedSpec:
+    headers = {}
+    if source.auth_header_name and source.auth_header_encrypted:
+        headers[source.auth_header_name] = decrypt_secret(settings.secret, source.auth_header_encrypted)
+    return FeedSpec(
+        url=source.url,
+        format=source.format.value,  # type: ignore[arg-type]
+        records_path=source.records_path,
+        headers=headers,
+        cursor_kind=source.cursor_kind.value,  # type: ignore[arg-type]
+        cursor_field=source.cursor_field,
+        cursor_param=source.cursor_param,
+        key_field=source.key_field,
+        next_page_path=source.next_page_path,
+        page_param=source.page_param,
+    )
+
+
+# ---------------------------------------------------------------- the cron claim
+
+
+async def claim_due(db: AsyncSession, now: datetime | None = None) -> list[tuple[int, int]]:
+    """Advance every due schedule's next run time; return (id, claim) for the ones this caller won.
+
+    The compare-and-set on ``claim_seq`` means that of two workers seeing the same due schedule,
+    exactly one advances it, so a tick is queued once. A tick missed while no worker ran is due
+    once: the next run time is counted from now, not from the missed time.
+    """
+    now = now or utcnow()
+    due = (
+        await db.exec(
+            select(Schedule).where(
+                col(Schedule.enabled).is_(True),
+                col(Schedule.next_run_at).is_not(None),
+                col(Schedule.next_run_at) <= now,
+            )
+        )
+    ).all()
+    claimed = []
+    for schedule in due:
+        # Read before the UPDATE: an ORM update refreshes the loaded object's claim_seq.
+        seen, upcoming_at = schedule.claim_seq, next_after(schedule, now)
+        result = await db.exec(  # type: ignore[call-overload]
+            update(Schedule)
+            .where(col(Schedule.id) == schedule.id, col(Schedule.claim_seq) == seen)
+            .values(claim_seq=seen + 1, next_run_at=upcoming_at)
+        )
+        if result.rowcount == 1:
+            claimed.append((schedule.id or 0, seen + 1))
+    await db.commit()
+    return claimed
+
+
+# ---------------------------------------------------------------- one tick
+
+
+@dataclass
+class TickContext:
+    """What a tick needs from the worker that runs it."""
+
+    sessionmaker: Any
+    settings: Settings
+    http: httpx.AsyncClient
+    arq: ArqRedis
+    owner: str
+
+
+async def run_tick(ctx: TickContext, schedule_id: int, trigger: str = "cron") -> dict[str, Any]:
+    """One tick: retry failed tick runs, then fetch what is new and start a run on it."""
+    settings = ctx.settings
+    async with ctx.sessionmaker() as db:
+        schedule = await db.get(Schedule, schedule_id)
+        if schedule is None:
+            return {"schedule": schedule_id, "skipped": "no such schedule"}
+        tick = ScheduleTick(schedule_id=schedule_id, trigger=trigger)
+        if not await _take_lease(db, schedule_id, ctx.owner):
+            await _end(
+                db, schedule, tick, TickOutcome.SKIPPED, "Another tick of this schedule was still fetching."
+            )
+            return {"schedule": schedule_id, "outcome": "skipped"}
+        await db.refresh(schedule)
+        last = await db.get(SyncRun, schedule.last_run_id) if schedule.last_run_id else None
+        busy = last is not None and last.status.active  # judged before this tick resumes anything
+        resumed = await _resume_failed_runs(db, schedule)
+        tick.retried_runs = [run.id or 0 for run in resumed]
+        if busy and last is not None:
+            await _end(
+                db,
+                schedule,
+                tick,
+                TickOutcome.SKIPPED,
+                f"Run #{last.id} from an earlier tick was still {last.status.value}; this tick was skipped.",
+                release=ctx.owner,
+            )
+            await _enqueue_resumed(ctx, resumed)
+            return {"schedule": schedule_id, "outcome": "skipped"}
+        db.add(tick)
+        await db.commit()
+        source = await db.get(FeedSource, schedule.source_id)
+        assert source is not None
+        spec = feed_spec(source, settings)
+        state = FeedState(schedule.cursor_value, schedule.page_cursor)
+    await _enqueue_resumed(ctx, resumed)
+    try:
+        fetched = await fetch_feed(ctx.http, spec, state)
+    except FeedError as exc:
+        async with ctx.sessionmaker() as db:
+            schedule, tick = await _reload(db, schedule_id, tick.id or 0)
+            await _end(db, schedule, tick, TickOutcome.FAILED, str(exc), release=ctx.owner)
+        log.info("feed tick failed", schedule_id=schedule_id, error=str(exc))
+        return {"schedule": schedule_id, "outcome": "failed"}
+
+    async with ctx.sessionmaker() as db:
+        schedule, tick = await _reload(db, schedule_id, tick.id or 0)
+        tick.pages, tick.records_fetched = fetched.pages, fetched.fetched
+        fresh, ledger = await _unseen(db, schedule_id, fetched.records, source.key_field)
+        tick.records_new = len(fresh)
+        schedule.cursor_value, schedule.page_cursor = fetched.state.cursor_value, fetched.state.page_cursor
+        if not fresh:
+            note = f"{fetched.fetched} record{'s' if fetched.fetched != 1 else ''} fetched, none new."
+            await _end(db, schedule, tick, TickOutcome.NOTHING_NEW, note, release=ctx.owner)
+            return {"schedule": schedule_id, "outcome": "nothing_new"}
+        try:
+            upload = await _store_records(db, settings, schedule, tick, fresh)
+            run = await runs.create_run(
+                db,
+                upload_id=upload.id or 0,
+                mapping_id=schedule.mapping_id,
+                dry_run=False,
+                backfill=schedule.backfill,
+                user=None,
+                list_id=schedule.list_id,
+                source=RunSource.FEED,
+            )
+        except runs.RunError as exc:
+            await db.rollback()
+            schedule, tick = await _reload(db, schedule_id, tick.id or 0)
+            await _end(
+                db, schedule, tick, TickOutcome.FAILED, f"No run could be started: {exc}", release=ctx.owner
+            )
+            return {"schedule": schedule_id, "outcome": "failed"}
+        run.summary = {**run.summary, "schedule_id": schedule_id, "tick_id": tick.id}
+        await _record_ledger(db, schedule_id, ledger)
+        schedule.last_run_id = run.id
+        schedule.retrying = {**schedule.retrying, str(run.id): 0}
+        tick.run_id = run.id
+        pages = f"{fetched.pages} page{'s' if fetched.pages != 1 else ''}"
+        message = f"{len(fresh)} new of {fetched.fetched} fetched ({pages})."
+        await _end(db, schedule, tick, TickOutcome.QUEUED_RUN, message, release=ctx.owner)
+    await runs.enqueue(ctx.arq, settings.queue_name, run, "feed")
+    log.info("feed tick queued a run", schedule_id=schedule_id, run_id=run.id, records=len(fresh))
+    return {"schedule": schedule_id, "outcome": "queued_run", "run": run.id}
+
+
+async def _take_lease(db: AsyncSession, schedule_id: int, owner: str) -> bool:
+    now = utcnow()
+    result = await db.exec(  # type: ignore[call-overload]
+        update(Schedule)
+        .where(
+            col(Schedule.id) == schedule_id,
+            or_(col(Schedule.tick_until).is_(None), col(Schedule.tick_until) < now),
+        )
+        .values(tick_owner=owner, tick_until=now + TICK_LEASE)
+    )
+    await db.commit()
+    return bool(result.rowcount == 1)
+
+
+async def _reload(db: AsyncSession, schedule_id: int, tick_id: int) -> tuple[Schedule, ScheduleTick]:
+    schedule = await db.get(Schedule, schedule_id)
+    tick = await db.get(ScheduleTick, tick_id)
+    assert schedule is not None and tick is not None
+    return schedule, tick
+
+
+async def _end(
+    db: AsyncSession,
+    schedule: Schedule,
+    tick: ScheduleTick,
+    outcome: TickOutcome,
+    message: str,
+    release: str | None = None,
+) -> None:
+    """Record the tick's outcome on the tick and the schedule, and free the schedule for the next."""
+    now = utcnow()
+    tick.outcome, tick.message, tick.finished_at = outcome, message, now
+    schedule.last_tick_at, schedule.last_outcome, schedule.last_message = now, outcome.value, message
+    if release is not None and schedule.tick_owner == release:
+        schedule.tick_owner, schedule.tick_until = None, None
+    schedule.updated_at = now
+    db.add_all([tick, schedule])
+    await db.commit()
+
+
+async def _resume_failed_runs(db: AsyncSession, schedule: Schedule) -> list[SyncRun]:
+    """Resume this schedule's failed tick runs (Klaviyo kept failing) until they succeed or hit the limit."""
+    retrying = dict(schedule.retrying)
+    resumed = []
+    for key, attempts in list(retrying.items()):
+        run = await db.get(SyncRun, int(key))
+        if run is None or run.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+            del retrying[key]
+        elif run.status == RunStatus.FAILED and int(attempts) < schedule.retry_limit:
+            await runs.resume(db, run)
+            retrying[key] = int(attempts) + 1
+            resumed.append(run)
+    schedule.retrying = retrying
+    db.add(schedule)
+    await db.commit()
+    return resumed
+
+
+async def _enqueue_resumed(ctx: TickContext, resumed: list[SyncRun]) -> None:
+    for run in resumed:
+        await runs.enqueue(ctx.arq, ctx.settings.queue_name, run, f"feed-retry-{uuid.uuid4().hex[:8]}")
+
+
+async def _unseen(
+    db: AsyncSession, schedule_id: int, records: list[dict[str, Any]], key_field: str | None
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Records this schedule has not taken (or that changed since), and their ledger entries."""
+    latest: dict[str, tuple[dict[str, Any], str]] = {}
+    for record in records:  # a record repeated across pages counts once, in its last state
+        latest[record_key(record, key_field)] = (record, record_digest(record))
+    known: dict[str, str] = {}
+    keys = list(latest)
+    for start in range(0, len(keys), LEDGER_CHUNK):
+        chunk = keys[start : start + LEDGER_CHUNK]
+        query = select(FeedRecordSeen.record_key, FeedRecordSeen.digest).where(
+            FeedRecordSeen.schedule_id == schedule_id, col(FeedRecordSeen.record_key).in_(chunk)
+        )
+        known.update({key: digest for key, digest in (await db.exec(query)).all()})
+    fresh = [(key, record, digest) for key, (record, digest) in latest.items() if known.get(key) != digest]
+    return [record for _, record, _ in fresh], {key: digest for key, _, digest in fresh}
+
+
+async def _record_ledger(db: AsyncSession, schedule_id: int, ledger: dict[str, str]) -> None:
+    keys = list(ledger)
+    for start in range(0, len(keys), LEDGER_CHUNK):
+        chunk = keys[start : start + LEDGER_CHUNK]
+        await db.exec(  # type: ignore[call-overload]
+            delete(FeedRecordSeen).where(
+                col(FeedRecordSeen.schedule_id) == schedule_id, col(FeedRecordSeen.record_key).in_(chunk)
+            )
+        )
+    now = utcnow()
+    db.add_all(
+        FeedRecordSeen(schedule_id=schedule_id, record_key=k, digest=d, seen_at=now)
+        for k, d in ledger.items()
+    )
+
+
+async def _store_records(
+    db: AsyncSession,
+    settings: Settings,
+    schedule: Schedule,
+    tick: ScheduleTick,
+    records: list[dict[str, Any]],
+) -> Upload:
+    """Write the new records as an NDJSON file and register it as a ready upload."""
+    stored, size, digest = await asyncio.to_thread(_write_records, Path(settings.upload_dir), records)
+    headers: dict[str, None] = {}
+    for record in records:
+        headers.update(dict.fromkeys(record))
+    upload = Upload(
+        filename=f"{schedule.name[:180]} · tick {tick.id}.ndjson",
+        stored_as=stored,
+        size_bytes=size,
+        sha256=digest,
+        status=UploadStatus.READY,
+        encoding="utf-8",
+        headers=list(headers),
+        row_count=len(records),
+        preview=[{k: _preview(v) for k, v in r.items()} for r in records[:PREVIEW_RECORDS]],
+    )
+    db.add(upload)
+    await db.flush()
+    return upload
+
+
+def _write_records(folder: Path, records: list[dict[str, Any]]) -> tuple[str, int, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    stored = f"feed-{uuid.uuid4().hex}.ndjson"
+    size = write_ndjson(folder / stored, records)
+    digest = hashlib.sha256()
+    with open(folder / stored, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return stored, size, digest.hexdigest()
+
+
+def _preview(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text[:200]
+
+
+def tick_owner() -> str:
+    """Who holds a tick: host, process and a random part (one worker runs several jobs at once)."""
+    return f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
