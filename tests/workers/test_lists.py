@@ -449,3 +449,206 @@ async def test_viewer_cannot_change_lists(client, as_role):
     assert (await client.get("/lists/")).status_code == 200
     assert (await post_form(client, "/lists/sync")).status_code == 403
     assert (await post_form(client, "/lists/create", {"name": "x"})).status_code == 403
+
+
+# -- membership by email or phone, and what the checks cost ------------------------------------
+
+
+def sim_requests(simulator_url: str) -> dict[str, int]:
+    """Requests answered so far per endpoint (the simulator is shared: compare before and after)."""
+    stats = httpx.get(f"{simulator_url}/__sim/stats").json()["requests"]
+    return {name: sum(by_status.values()) for name, by_status in stats.items()}
+
+
+def _spent(before: dict[str, int], after: dict[str, int], name: str) -> int:
+    return after.get(name, 0) - before.get(name, 0)
+
+
+def seed_profiles(simulator_url: str, emails: list[str], list_id: str | None = None) -> None:
+    """Profiles (and list members) through a bulk import job, completed at once."""
+    with sim_api(simulator_url) as api:
+        for start in range(0, len(emails), 10_000):
+            profiles = [
+                {"type": "profile", "attributes": {"email": e}} for e in emails[start : start + 10_000]
+            ]
+            job = {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": profiles}}}
+            if list_id:
+                job["relationships"] = {"lists": {"data": [{"type": "list", "id": list_id}]}}
+            assert api.post("/api/profile-bulk-import-jobs", json={"data": job}).status_code == 202
+    httpx.post(f"{simulator_url}/__sim/jobs/complete").raise_for_status()
+
+
+def _membership_spec() -> Spec:
+    return Spec(
+        name=unique("members by email "),
+        target=Target(kind=TargetKind.LIST_MEMBERSHIP),
+        fields=[column("email", "email", Email()), column("phone", "phone_number", Phone())],
+    )
+
+
+async def test_membership_csv_by_email_or_phone_creates_on_add_and_reports_unknown_on_remove(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("By email "))
+    known_email, new_email = f"{unique('k')}@shop.test", f"{unique('n')}@shop.test"
+    known_phone = "+12025550177"
+    with sim_api(simulator_url) as api:
+        for attrs in ({"email": known_email}, {"phone_number": known_phone}):
+            doc = {"data": {"type": "profile", "attributes": attrs}}
+            assert api.post("/api/profile-import", json=doc).status_code in (200, 201)
+    rows = [
+        {"email": known_email.upper(), "phone": ""},
+        {"email": "", "phone": "(202) 555-0177"},
+        {"email": new_email, "phone": ""},
+        {"email": "", "phone": "555"},
+        {"email": "", "phone": ""},
+    ]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "members.csv")
+    mapping = await make_mapping(sessionmaker, _membership_spec())
+    run_id = await _list_run(client, list_id, upload, mapping, action="add")
+    assert await run_worker_burst(client.test_settings) >= 1
+    run, errors = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED, run.error_message
+    assert run.items_sent == 3 and run.rows_failed == 2
+    assert sorted((e.row_number, e.rule) for e in errors) == [(4, "invalid_phone"), (5, "missing_profile_id")]
+    # The unknown email got a profile (identifier only: no consent) and joined the list.
+    created = sim_profile(simulator_url, new_email)
+    assert created is not None and not created["subscriptions"].get("email")
+    members = set(sim_list(simulator_url, list_id)["members"])
+    assert {sim_profile(simulator_url, known_email)["id"], created["id"]} <= members and len(members) == 3
+
+    unknown = f"{unique('u')}@shop.test"
+    rows = [
+        {"email": known_email, "phone": ""},
+        {"email": unknown, "phone": ""},
+        {"email": "", "phone": "+12025550178"},
+    ]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "remove.csv")
+    run_id = await _list_run(client, list_id, upload, mapping, action="remove")
+    assert await run_worker_burst(client.test_settings) >= 1
+    run, errors = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 1 and run.rows_failed == 2
+    assert sorted((e.row_number, e.rule, e.message) for e in errors) == [
+        (2, "no_profile", "no profile with this email"),
+        (3, "no_profile", "no profile with this phone number"),
+    ]
+    assert sim_profile(simulator_url, unknown) is None  # a remove never creates anyone
+    assert len(sim_list(simulator_url, list_id)["members"]) == 2
+    download = await client.get(f"/runs/{run_id}/errors.csv")
+    assert download.status_code == 200 and "no profile with this email" in download.text
+    assert unknown in download.text
+    page = await client.get(f"/runs/{run_id}")
+    assert "no profile with this email" in page.text
+
+
+async def test_membership_run_sends_1000_per_request_and_looks_up_100_at_a_time(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Thousand "))
+    emails = [f"{unique('t')}@shop.test" for _ in range(1050)]
+    seed_profiles(simulator_url, emails)
+    upload = await make_upload(
+        sessionmaker, tmp_path, csv_text([{"email": e, "phone": ""} for e in emails]), "big.csv"
+    )
+    mapping = await make_mapping(sessionmaker, _membership_spec())
+    before = sim_requests(simulator_url)
+    run_id = await _list_run(client, list_id, upload, mapping, action="add")
+    assert await run_worker_burst(client.test_settings) >= 1
+    after = sim_requests(simulator_url)
+    run, errors = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 1050 and not errors
+    assert sim_list(simulator_url, list_id)["profile_count"] == 1050
+    assert _spent(before, after, "POST /api/lists/{id}/relationships/profiles") == 2
+    assert _spent(before, after, "GET /api/profiles") == 11
+    assert _spent(before, after, "POST /api/profile-import") == 0  # everyone already had a profile
+
+
+async def test_membership_check_costs_what_is_checked_not_the_list_size(
+    lists_env, run_worker_burst, sessionmaker, simulator_url
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Big list "))
+    members = [f"{unique('b')}@shop.test" for _ in range(1500)]
+    seed_profiles(simulator_url, members, list_id)
+    assert sim_list(simulator_url, list_id)["profile_count"] == 1500
+    outsider = f"{unique('o')}@shop.test"
+    before = sim_requests(simulator_url)
+    check_id = _op_id(
+        await post_form(
+            client,
+            f"/lists/{list_id}/unsubscribe",
+            {"contacts": f"{members[7]}\n{members[1400]}\n{outsider}", "channel_email": "1"},
+        )
+    )
+    assert await run_worker_burst(client.test_settings) >= 1
+    after = sim_requests(simulator_url)
+    assert (await _op(sessionmaker, check_id)).summary == {"in_list": 2, "global": 1, "invalid": 0}
+    # One filtered request for three contacts; a full member listing would take 15.
+    assert _spent(before, after, "GET /api/lists/{id}/profiles") == 1
+    assert _spent(before, after, "GET /api/lists/{id}/relationships/profiles") == 0
+
+
+async def test_unsubscribe_from_an_upload_past_10000_rows_keeps_the_guard(
+    lists_env, run_worker_burst, sessionmaker, simulator_url
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Large unsub "))
+    tag = unique("x")
+    members = [f"member{i}.{tag}@shop.test" for i in range(150)]
+    seed_profiles(simulator_url, members, list_id)
+    outsiders = [f"outsider{i}.{tag}@shop.test" for i in range(10_000)]
+    rows = [{"Email": e} for e in [*members, *outsiders, "not-an-email"]]
+    settings = client.test_settings
+    upload = await make_upload(sessionmaker, settings.upload_dir, csv_text(rows), "large-unsub.csv")
+    form = {"upload_id": str(upload.id), "column": "Email", "channel_email": "1"}
+    check_id = _op_id(await post_form(client, f"/lists/{list_id}/unsubscribe", form))
+    assert await run_worker_burst(settings) >= 1
+    check = await _op(sessionmaker, check_id)
+    assert check.status == "needs_confirmation", check.message
+    assert check.total == 10_151 and check.summary == {"in_list": 150, "global": 10_000, "invalid": 1}
+    shown = await client.get(f"/lists/ops/{check_id}")
+    assert 'data-testid="global-count">10,000<' in shown.text and "more in the CSV" in shown.text
+    download = await client.get(f"/lists/ops/{check_id}/rows.csv")
+    lines = download.text.splitlines()
+    assert len(lines) == 10_152 and lines[1].split(",")[5] == "yes" and lines[200].split(",")[5] == "no"
+
+    # Members only: the 10,000 outsiders are never sent, so nobody is unsubscribed globally.
+    unsub_id = _op_id(await post_form(client, f"/lists/ops/{check_id}/confirm", {"scope": "members"}))
+    assert await run_worker_burst(settings) >= 1
+    unsub = await _op(sessionmaker, unsub_id)
+    assert unsub.status == "completed" and unsub.total == 150 and unsub.summary == {"ok": 150, "failed": 0}
+    consent = sim_consent(simulator_url)
+    assert not [u for u in consent["global_unsubscribes"] if tag in u["email"]]
+    assert len([u for u in consent["list_unsubscribes"] if u["list_id"] == list_id]) == 150
+
+
+async def test_members_only_unsubscribe_skips_whoever_left_the_list_since_the_check(
+    lists_env, run_worker_burst, sessionmaker, simulator_url
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Left since "))
+    stays, leaves = f"{unique('s')}@shop.test", f"{unique('l')}@shop.test"
+    seed_profiles(simulator_url, [stays, leaves], list_id)
+    check_id = _op_id(
+        await post_form(
+            client, f"/lists/{list_id}/unsubscribe", {"contacts": f"{stays}\n{leaves}", "channel_email": "1"}
+        )
+    )
+    assert await run_worker_burst(client.test_settings) >= 1
+    assert (await _op(sessionmaker, check_id)).summary["in_list"] == 2
+    with sim_api(simulator_url) as api:
+        gone = {"data": [{"type": "profile", "id": sim_profile(simulator_url, leaves)["id"]}]}
+        assert (
+            api.request("DELETE", f"/api/lists/{list_id}/relationships/profiles", json=gone).status_code
+            == 204
+        )
+
+    unsub_id = _op_id(await post_form(client, f"/lists/ops/{check_id}/confirm", {"scope": "members"}))
+    assert await run_worker_burst(client.test_settings) >= 1
+    rows = await _rows(sessionmaker, unsub_id)
+    assert [(r.email, r.status) for r in rows] == [(stays, "unsubscribed from the list"), (leaves, None)]
+    assert "no longer in the list" in rows[1].error
+    consent = sim_consent(simulator_url)
+    assert not [u for u in consent["global_unsubscribes"] if u["email"] == leaves]
