@@ -20,7 +20,6 @@ from sqlalchemy import text
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from models.db import make_engine, make_sessionmaker
-from web.controllers.areas import UpcomingAreasController
 from web.controllers.audit import AuditController
 from web.controllers.auth import AuthController
 from web.controllers.connection import ConnectionController
@@ -31,6 +30,7 @@ from web.controllers.metrics import MetricsController
 from web.controllers.notifications import NotificationsController
 from web.controllers.overview import OverviewController
 from web.controllers.runs import RunsController
+from web.controllers.schedules import SchedulesController
 from web.controllers.uploads import UploadsController
 from web.controllers.users import UsersController
 from web.deps import DEPENDENCIES
@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ListsController,
             AuditController,
             NotificationsController,
-            UpcomingAreasController,
+            SchedulesController,
         ],
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
