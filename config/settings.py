@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     # Only for a time-scaled simulator (tests, benchmarks): the limiter's windows shrink alike.
     klaviyo_time_scale: float = Field(default=1.0, gt=0)
+    # Real-time ingest: the largest request body accepted (413 above it), how often a record that
+    # failed for a transient reason (5xx, timeout) is tried before it is marked failed, and how long
+    # sent records are kept (they are what catches a repeat of the same order).
+    ingest_max_body_bytes: int = Field(default=1_000_000, gt=0)
+    ingest_max_attempts: int = Field(default=10, ge=1)
+    ingest_retention_days: float = Field(default=7.0, gt=0)
 
     @model_validator(mode="after")
     def _require_secret_outside_dev(self) -> Settings:

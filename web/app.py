@@ -24,6 +24,7 @@ from web.controllers.audit import AuditController
 from web.controllers.auth import AuthController
 from web.controllers.connection import ConnectionController
 from web.controllers.health import HealthController
+from web.controllers.ingest import IngestController
 from web.controllers.lists import ListsController
 from web.controllers.mappings import MappingsController
 from web.controllers.metrics import MetricsController
@@ -89,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         httponly=True,
         samesite="lax",
         secure=settings.cookie_secure,
-        exclude=["^/static/", "^/healthz", "^/readyz", "^/metrics"],
+        exclude=["^/static/", "^/healthz", "^/readyz", "^/metrics", "^/api/ingest/"],
     )
     csrf_config = CSRFConfig(
         secret=_derive(settings.secret, "csrf").hex(),
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ListsController,
             AuditController,
             NotificationsController,
+            IngestController,
             SchedulesController,
         ],
         lifespan=[lifespan],

@@ -12,7 +12,8 @@ from models import User
 
 # A session idle longer than this is treated as expired, whatever the cookie's max-age says.
 IDLE_TIMEOUT_SECONDS = 12 * 3600
-PUBLIC_PREFIXES = ("/static/", "/healthz", "/readyz", "/metrics")
+# The ingest API authenticates with its own bearer tokens, never a session.
+PUBLIC_PREFIXES = ("/static/", "/healthz", "/readyz", "/metrics", "/api/ingest/")
 
 
 class AuthMiddleware(ASGIMiddleware):

@@ -18,6 +18,7 @@ from config.settings import get_settings
 from models.db import make_engine, make_sessionmaker
 from workers.analyse_upload import analyse_upload
 from workers.check_connection import check_connection
+from workers.forward_ingest import forward_ingest, sweep_ingest
 from workers.heartbeat import beat_forever
 from workers.inspector import RequestInspector
 from workers.reconcile_runs import reconcile_runs
@@ -84,6 +85,14 @@ def cron_jobs_for(queue_name: str) -> list[CronJob]:
             run_at_startup=True,
             unique=True,
         ),
+        # Every 5 s: ingest records whose retry pause is over (or whose wake-up was lost) move on.
+        cron(
+            sweep_ingest,
+            name=f"sweep_ingest:{queue_name}",
+            second=set(range(0, 60, 5)),
+            run_at_startup=True,
+            unique=True,
+        ),
     ]
 
 
@@ -94,6 +103,7 @@ class WorkerSettings:
         analyse_upload,
         refresh_metrics,
         func(list_operation, timeout=3600, max_tries=3),
+        func(forward_ingest, timeout=600, max_tries=5),
         func(run_schedule, timeout=1800, max_tries=3),
     ]
     cron_jobs = cron_jobs_for(get_settings().queue_name)

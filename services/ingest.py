@@ -1,0 +1,516 @@
+"""Real-time ingest: sources and their tokens, taking posted records into the durable inbox, and
+what the source pages show. workers/forward_ingest.py maps and sends the inbox on.
+
+A request is authenticated (bearer token, optional HMAC of the raw body), each record is mapped
+once to find its dedup key (the mapping's unique_id, so a repeated order is stored once) and any
+mapping error, the rows are inserted and committed, and only then is the forwarder woken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import structlog
+from arq.connections import ArqRedis
+from sqlalchemy import Integer, and_, func, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from config.crypto import decrypt_secret, encrypt_secret
+from config.settings import Settings
+from models import InboxStatus, IngestRecord, IngestSource, Mapping, MappingVersion, User
+from models.base import utcnow
+from sync.issues import Issue
+from sync.mapping import Mapping as MappingSpec
+from sync.mapping import TargetKind
+from sync.pipeline import Pipeline
+from sync.targets.events import event_attributes
+
+log = structlog.get_logger(__name__)
+
+FORWARD_JOB = "forward_ingest"
+TOKEN_PREFIX = "kci_"
+SIGNATURE_HEADER = "x-signature"
+KINDS = (TargetKind.EVENT.value, TargetKind.ORDER.value)
+MAX_KEY = 200
+SHOWN_ROWS = 50
+
+
+class SourceError(ValueError):
+    """A source form that cannot be saved, with the reason for the operator."""
+
+
+class IngestError(Exception):
+    """A request the API refuses: the HTTP status and a message for the store's developer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ---------------------------------------------------------------- keys and tokens
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256 random bits, so one SHA-256 is enough to store them safely."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The X-Signature value for ``body``: ``sha256=<hex HMAC-SHA256>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def wake_key(queue_name: str, source_id: int) -> str:
+    """Set before every wake-up; the forwarder holding the source's lock looks here before it stops."""
+    return f"{queue_name}:ingest:wake:{source_id}"
+
+
+def lock_key(queue_name: str, source_id: int) -> str:
+    return f"{queue_name}:ingest:lock:{source_id}"
+
+
+def job_id(queue_name: str, source_id: int) -> str:
+    return f"{queue_name}:ingest:{source_id}"
+
+
+async def wake(arq: ArqRedis, queue_name: str, source_id: int) -> None:
+    """Make sure a forwarder runs for the source: the flag covers one already running (arq refuses a
+    second job with the same id), the job covers none running."""
+    await arq.set(wake_key(queue_name, source_id), b"1", ex=24 * 3600)
+    await arq.enqueue_job(
+        FORWARD_JOB, source_id, _job_id=job_id(queue_name, source_id), _queue_name=queue_name
+    )
+
+
+# ---------------------------------------------------------------- sources (the pages)
+
+
+@dataclass
+class SourceStats:
+    """Where a source's records stand."""
+
+    pending: int = 0
+    retrying: int = 0
+    failed: int = 0
+    last_received_at: Any = None
+
+
+@dataclass
+class SourceRow:
+    source: IngestSource
+    mapping_name: str
+    stats: SourceStats
+
+
+async def mapping_choices(db: AsyncSession) -> list[Mapping]:
+    """Live event and order mappings: the ones a source can send through."""
+    query = (
+        select(Mapping)
+        .where(col(Mapping.deleted).is_(False), col(Mapping.target_kind).in_(KINDS))
+        .order_by(col(Mapping.name))
+    )
+    return list((await db.exec(query)).all())
+
+
+async def create_source(
+    db: AsyncSession, settings: Settings, name: str, mapping_id: int, signed: bool, user: User | None
+) -> tuple[IngestSource, str, str | None]:
+    """A new source; returns it with its token and signing secret, which are never shown again."""
+    name = name.strip()
+    if not name or len(name) > 120:
+        raise SourceError("A source needs a name of at most 120 characters.")
+    if (await db.exec(select(IngestSource.id).where(IngestSource.name == name))).first() is not None:
+        raise SourceError(f"A source named {name!r} exists already; choose another name.")
+    mapping = await db.get(Mapping, mapping_id) if mapping_id else None
+    if mapping is None or mapping.deleted:
+        raise SourceError("Choose the event or order mapping the records go through.")
+    if mapping.target_kind not in KINDS:
+        raise SourceError(
+            f"{mapping.name!r} is a {mapping.target_kind} mapping; ingest sends events and orders only."
+        )
+    token = new_token()
+    source = IngestSource(
+        name=name,
+        mapping_id=mapping_id,
+        token_hash=hash_token(token),
+        token_hint=token[-4:],
+        created_by=user.id if user else None,
+    )
+    secret = _set_secret(source, settings) if signed else None
+    db.add(source)
+    await db.flush()
+    return source, token, secret
+
+
+def _set_secret(source: IngestSource, settings: Settings) -> str:
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    source.signing_secret_encrypted = encrypt_secret(settings.secret, secret)
+    source.updated_at = utcnow()
+    return secret
+
+
+def rotate_token(db: AsyncSession, source: IngestSource) -> str:
+    """A new token; the old one stops working at once (a revoked source becomes active again)."""
+    token = new_token()
+    source.token_hash, source.token_hint = hash_token(token), token[-4:]
+    source.revoked_at = None
+    source.updated_at = utcnow()
+    db.add(source)
+    return token
+
+
+def revoke(db: AsyncSession, source: IngestSource) -> None:
+    """Forget the token: every request is refused until a new one is issued. Records already
+    received are still forwarded."""
+    source.token_hash, source.token_hint = None, None
+    source.revoked_at = source.updated_at = utcnow()
+    db.add(source)
+
+
+def new_signing_secret(db: AsyncSession, settings: Settings, source: IngestSource) -> str:
+    secret = _set_secret(source, settings)
+    db.add(source)
+    return secret
+
+
+def drop_signing_secret(db: AsyncSession, source: IngestSource) -> None:
+    source.signing_secret_encrypted = None
+    source.updated_at = utcnow()
+    db.add(source)
+
+
+async def retry_failed(db: AsyncSession, source: IngestSource) -> int:
+    """Put every failed record of the source back in the queue (through the mapping's current version)."""
+    result = await db.exec(  # type: ignore[call-overload]
+        update(IngestRecord)
+        .where(col(IngestRecord.source_id) == source.id, col(IngestRecord.status) == InboxStatus.FAILED)
+        .values(
+            status=InboxStatus.PENDING,
+            attempts=0,
+            next_attempt_at=None,
+            error_kind=None,
+            last_error=None,
+        )
+    )
+    count = int(result.rowcount or 0)
+    source.failed_count = max(source.failed_count - count, 0)
+    db.add(source)
+    return count
+
+
+async def stats_of(db: AsyncSession, source_ids: list[int]) -> dict[int, SourceStats]:
+    """Records waiting, waiting to be retried and failed, per source (from the status index)."""
+    stats = {sid: SourceStats() for sid in source_ids}
+    if not source_ids:
+        return stats
+    retrying = func.sum(func.cast(col(IngestRecord.attempts) > 0, Integer))
+    query = (
+        select(
+            col(IngestRecord.source_id),
+            col(IngestRecord.status),
+            func.count(),
+            retrying,
+        )
+        .where(
+            col(IngestRecord.source_id).in_(source_ids),
+            col(IngestRecord.status).in_([InboxStatus.PENDING, InboxStatus.SENDING, InboxStatus.FAILED]),
+        )
+        .group_by(col(IngestRecord.source_id), col(IngestRecord.status))
+    )
+    for sid, status, count, retries in (await db.exec(query)).all():
+        entry = stats[sid]
+        if status == InboxStatus.FAILED:
+            entry.failed += int(count)
+        else:
+            entry.pending += int(count)
+            entry.retrying += int(retries or 0) if status == InboxStatus.PENDING else 0
+    last = (
+        select(col(IngestRecord.source_id), func.max(col(IngestRecord.received_at)))
+        .where(col(IngestRecord.source_id).in_(source_ids))
+        .group_by(col(IngestRecord.source_id))
+    )
+    for sid, when in (await db.exec(last)).all():
+        stats[sid].last_received_at = when
+    return stats
+
+
+async def list_sources(db: AsyncSession) -> list[SourceRow]:
+    query = select(IngestSource, Mapping.name).join(Mapping).order_by(col(IngestSource.name))
+    rows = list((await db.exec(query)).all())
+    stats = await stats_of(db, [source.id for source, _ in rows if source.id is not None])
+    return [SourceRow(source, name, stats[source.id or 0]) for source, name in rows]
+
+
+async def get_source(db: AsyncSession, source_id: int) -> SourceRow | None:
+    row = (
+        await db.exec(select(IngestSource, Mapping.name).join(Mapping).where(IngestSource.id == source_id))
+    ).first()
+    if row is None:
+        return None
+    source, name = row
+    return SourceRow(source, name, (await stats_of(db, [source_id]))[source_id])
+
+
+async def problem_records(db: AsyncSession, source_id: int) -> tuple[list[IngestRecord], list[IngestRecord]]:
+    """Records waiting for another try after a transient failure, and failed ones (newest first)."""
+    base = select(IngestRecord).where(IngestRecord.source_id == source_id)
+    retrying = base.where(
+        IngestRecord.status == InboxStatus.PENDING, col(IngestRecord.attempts) > 0
+    ).order_by(col(IngestRecord.id))
+    failed = base.where(IngestRecord.status == InboxStatus.FAILED).order_by(col(IngestRecord.id).desc())
+    return (
+        list((await db.exec(retrying.limit(SHOWN_ROWS))).all()),
+        list((await db.exec(failed.limit(SHOWN_ROWS))).all()),
+    )
+
+
+# ---------------------------------------------------------------- the API path
+
+
+class PipelineCache:
+    """Compiled pipelines by mapping version id: versions never change, so they are kept for good."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.items: OrderedDict[int, Pipeline] = OrderedDict()
+
+    def get(self, version: MappingVersion) -> Pipeline:
+        vid = version.id or 0
+        pipeline = self.items.get(vid)
+        if pipeline is None:
+            pipeline = self.items[vid] = ingest_pipeline(MappingSpec.model_validate(version.spec))
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return pipeline
+
+    def cached(self, version_id: int) -> Pipeline | None:
+        return self.items.get(version_id)
+
+
+def ingest_pipeline(spec: MappingSpec) -> Pipeline:
+    """The mapping as ingest runs it: records arrive as they happen, so events are live (not backfill)
+    and flows fire."""
+    return Pipeline(spec.model_copy(update={"options": spec.options.model_copy(update={"backfill": False})}))
+
+
+PIPELINES = PipelineCache()
+
+
+@dataclass
+class Accepted:
+    """The 202 answer: how many records were stored, repeats dropped, and records the mapping refused."""
+
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "skipped": self.skipped,
+            "rejected": len(self.rejected),
+            "errors": self.rejected,
+        }
+
+
+def check_token(source: IngestSource | None, authorization: str) -> None:
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise IngestError(401, "Send the source's token as `Authorization: Bearer <token>`.")
+    expected = source.token_hash if source is not None else None
+    # Compare even for an unknown source, so timing does not tell which source ids exist.
+    given = hash_token(token.strip())
+    if not hmac.compare_digest(given, expected or "0" * 64) or expected is None:
+        raise IngestError(401, "This token is not valid for this source (wrong, rotated or revoked).")
+
+
+def check_signature(secret: str, body: bytes, header: str | None) -> None:
+    if not header:
+        raise IngestError(
+            401,
+            "This source requires signed requests: send `X-Signature: sha256=<hex HMAC-SHA256 of the body>`.",
+        )
+    if not hmac.compare_digest(header.strip().lower().encode(), sign(secret, body).encode()):
+        raise IngestError(
+            401,
+            "X-Signature does not match the body: it must be sha256=<hex HMAC-SHA256 of the exact raw "
+            "body, keyed with the source's signing secret>.",
+        )
+
+
+def parse_records(body: bytes) -> list[dict[str, Any]]:
+    """One JSON object, or an array of objects; anything else is a 400 that says what is wrong."""
+    if not body.strip():
+        raise IngestError(400, "The body is empty: send a JSON object, or an array of objects.")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise IngestError(400, f"The body is not valid JSON: {exc}.") from None
+    records = document if isinstance(document, list) else [document]
+    if not records:
+        raise IngestError(400, "The array is empty: send at least one record.")
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            where = f"Item {index} of the array" if isinstance(document, list) else "The body"
+            raise IngestError(
+                400, f"{where} is a JSON {_json_type(record)}; each record must be a JSON object."
+            )
+    return records
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _key(raw: str) -> str:
+    return raw if len(raw) <= MAX_KEY else "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def body_key(record: dict[str, Any]) -> str:
+    """A record the mapping refused has no unique_id: its content identifies it."""
+    return "body:" + hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def map_records(
+    pipeline: Pipeline, records: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Inbox rows for the records (each mapped alone, so an order never spans two records), the
+    errors of refused ones for the answer, and how many the mapping skips on purpose."""
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    skipped = 0
+    for index, record in enumerate(records):
+        errors: list[Issue] = []
+        key = None
+        skip = False
+        for result in pipeline.run([(index + 1, record)]):
+            errors.extend(result.errors)
+            skip = skip or result.skipped
+            if result.items and key is None:
+                unique_id = event_attributes(result.items[0]).get("unique_id")
+                key = _key(str(unique_id)) if unique_id is not None else None
+        if skip and not errors:
+            skipped += 1
+            continue
+        row: dict[str, Any] = {"dedup_key": key or body_key(record), "body": record, "received_at": now}
+        if errors:
+            message = "; ".join(f"{e.column or e.rule}: {e.message}" for e in errors)
+            row.update(status=InboxStatus.FAILED, error_kind="mapping", last_error=message[:2000])
+            details = [{"rule": e.rule, "field": e.column, "message": e.message} for e in errors]
+            rejected.append({"index": index, "errors": details})
+        else:
+            row["status"] = InboxStatus.PENDING
+        rows.append(row)
+    return rows, rejected, skipped
+
+
+async def load_source(db: AsyncSession, source_id: int) -> tuple[IngestSource, MappingVersion | None] | None:
+    """The source and its mapping's current version, in one query."""
+    query = (
+        select(IngestSource, MappingVersion)
+        .join(Mapping, col(Mapping.id) == col(IngestSource.mapping_id))
+        .outerjoin(
+            MappingVersion,
+            and_(
+                col(MappingVersion.mapping_id) == col(Mapping.id),
+                col(MappingVersion.version) == col(Mapping.current_version),
+                col(Mapping.deleted).is_(False),
+            ),
+        )
+        .where(IngestSource.id == source_id)
+    )
+    row = (await db.exec(query)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+INBOX = IngestRecord.__table__  # type: ignore[attr-defined]
+
+
+async def store(db: AsyncSession, source_id: int, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the rows, skipping keys the source has stored already; returns the keys stored now."""
+    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # One cached Core statement run over many parameter sets (SQLAlchemy batches them into
+    # multi-row INSERTs itself): compiling a fresh multi-row VALUES per request costs more than the
+    # database does.
+    statement = (
+        insert(INBOX)
+        .on_conflict_do_nothing(index_elements=["source_id", "dedup_key"])
+        .returning(INBOX.c.dedup_key)
+    )
+    # Repeats inside one request are duplicates too (and one INSERT must not name a key twice).
+    unique = {row["dedup_key"]: row for row in reversed(rows)}
+    params = [
+        {"error_kind": None, "last_error": None, **row, "source_id": source_id, "attempts": 0}
+        for row in reversed(unique.values())
+    ]
+    connection = await db.connection()
+    result = await connection.execute(statement, params)
+    return set(result.scalars())
+
+
+async def accept(
+    db: AsyncSession,
+    settings: Settings,
+    source_id: int,
+    authorization: str,
+    signature: str | None,
+    body: bytes,
+) -> Accepted:
+    """Authenticate, map and store one request's records, and commit: after this they are durable."""
+    loaded = await load_source(db, source_id)
+    source, version = loaded if loaded is not None else (None, None)
+    check_token(source, authorization)
+    assert source is not None
+    if source.signing_secret_encrypted:
+        check_signature(decrypt_secret(settings.secret, source.signing_secret_encrypted), body, signature)
+    records = parse_records(body)
+    if version is None:
+        raise IngestError(409, "The source's mapping was deleted; choose another mapping in the console.")
+    rows, rejected, skipped = map_records(PIPELINES.get(version), records)
+    stored = await store(db, source_id, rows) if rows else set()
+    answer = Accepted(received=len(records), skipped=skipped, rejected=rejected)
+    pending = {row["dedup_key"] for row in rows if row["status"] == InboxStatus.PENDING}
+    answer.accepted = len(pending & stored)
+    answer.duplicates = len(rows) - len(stored)
+    refused = len({row["dedup_key"] for row in rows if row["status"] == InboxStatus.FAILED} & stored)
+    if answer.duplicates or refused:
+        # Only then: the usual request never touches the source row, so requests do not queue on it.
+        await db.exec(  # type: ignore[call-overload]
+            update(IngestSource)
+            .where(col(IngestSource.id) == source_id)
+            .values(
+                duplicate_count=IngestSource.duplicate_count + answer.duplicates,
+                failed_count=IngestSource.failed_count + refused,
+            )
+        )
+    await db.commit()
+    return answer
+
+
+def retry_delay(attempts: int, time_scale: float) -> timedelta:
+    """How long a record waits after its ``attempts``-th transient failure: 2 s doubling to 5 min."""
+    return timedelta(seconds=min(300.0, 2.0 * 2 ** max(attempts - 1, 0)) / time_scale)

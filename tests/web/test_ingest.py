@@ -1,0 +1,267 @@
+"""The ingest API over HTTP (auth, signature, bad bodies, dedup) and the /ingest pages (tokens shown once)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from sqlmodel import col, select
+
+from models import AuditEvent, InboxStatus, IngestRecord, IngestSource, Role
+from services import ingest
+from tests.conftest import unique
+from tests.support.ingest import bearer, event_record, event_spec, make_source, order_record, order_spec
+from tests.support.web import csrf, post_form
+
+
+async def records_of(sessionmaker, source_id: int) -> list[IngestRecord]:
+    async with sessionmaker() as db:
+        query = select(IngestRecord).where(IngestRecord.source_id == source_id).order_by(col(IngestRecord.id))
+        return list((await db.exec(query)).all())
+
+
+@pytest.fixture
+async def source(sessionmaker, settings):
+    return await make_source(sessionmaker, settings, event_spec(unique("Ingest API ")))
+
+
+async def test_one_record_or_many_are_stored_and_answered_202(client, sessionmaker, source):
+    src, token, _, _ = source
+    one = await client.post(
+        f"/api/ingest/{src.id}", content=orjson.dumps(event_record(1)), headers=bearer(token)
+    )
+    assert one.status_code == 202, one.text
+    assert one.json() == {
+        "received": 1,
+        "accepted": 1,
+        "duplicates": 0,
+        "skipped": 0,
+        "rejected": 0,
+        "errors": [],
+    }
+    many = [event_record(n) for n in range(2, 12)]
+    answer = await client.post(f"/api/ingest/{src.id}", content=orjson.dumps(many), headers=bearer(token))
+    assert answer.status_code == 202 and answer.json()["accepted"] == 10
+    stored = await records_of(sessionmaker, src.id)
+    assert [r.dedup_key for r in stored] == [f"e-{n}" for n in range(1, 12)]
+    assert all(r.status == InboxStatus.PENDING for r in stored)
+    assert stored[3].body == event_record(4)
+
+
+async def test_the_same_record_posted_twice_is_stored_once(client, sessionmaker, settings):
+    src, token, _, _ = await make_source(sessionmaker, settings, order_spec(unique("orders ")))
+    order = orjson.dumps(order_record("A-1001"))
+    first = await client.post(f"/api/ingest/{src.id}", content=order, headers=bearer(token))
+    again = await client.post(f"/api/ingest/{src.id}", content=order, headers=bearer(token))
+    assert first.json()["accepted"] == 1
+    assert again.status_code == 202 and again.json()["accepted"] == 0 and again.json()["duplicates"] == 1
+    # A repeat inside one request is a duplicate too; the key is the order id, not the whole body.
+    changed = {**order_record("A-1002"), "email": "other@shop.test"}
+    both = await client.post(
+        f"/api/ingest/{src.id}",
+        content=orjson.dumps([order_record("A-1002"), changed]),
+        headers=bearer(token),
+    )
+    assert both.json()["accepted"] == 1 and both.json()["duplicates"] == 1
+    assert [r.dedup_key for r in await records_of(sessionmaker, src.id)] == ["A-1001", "A-1002"]
+    async with sessionmaker() as db:
+        assert (await db.get(IngestSource, src.id)).duplicate_count == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"authorization": "Bearer kci_wrong"}, {"authorization": "Basic abc"}],
+    ids=["missing", "wrong", "not-bearer"],
+)
+async def test_a_bad_token_is_401(client, sessionmaker, source, headers):
+    src, _, _, _ = source
+    answer = await client.post(f"/api/ingest/{src.id}", content=b"{}", headers=headers)
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == "Bearer"
+    assert "token" in answer.json()["detail"].lower()
+    assert await records_of(sessionmaker, src.id) == []
+
+
+async def test_another_sources_token_an_unknown_source_and_a_revoked_token_are_401(
+    client, sessionmaker, settings, source
+):
+    src, token, _, _ = source
+    other, other_token, _, _ = await make_source(sessionmaker, settings, event_spec(unique("Other ")))
+    body = orjson.dumps(event_record(1))
+    assert (
+        await client.post(f"/api/ingest/{src.id}", content=body, headers=bearer(other_token))
+    ).status_code == 401
+    assert (await client.post("/api/ingest/999999", content=body, headers=bearer(token))).status_code == 401
+    async with sessionmaker() as db:
+        row = await db.get(IngestSource, other.id)
+        ingest.revoke(db, row)
+        await db.commit()
+    answer = await client.post(f"/api/ingest/{other.id}", content=body, headers=bearer(other_token))
+    assert answer.status_code == 401 and "revoked" in answer.json()["detail"]
+
+
+async def test_signed_sources_need_a_matching_signature(client, sessionmaker, settings):
+    src, token, secret, _ = await make_source(
+        sessionmaker, settings, event_spec(unique("Signed ")), signed=True
+    )
+    assert secret
+    body = orjson.dumps(event_record(1))
+    unsigned = await client.post(f"/api/ingest/{src.id}", content=body, headers=bearer(token))
+    assert unsigned.status_code == 401 and "X-Signature" in unsigned.json()["detail"]
+    forged = await client.post(
+        f"/api/ingest/{src.id}",
+        content=body,
+        headers={**bearer(token), "x-signature": ingest.sign("not the secret", body)},
+    )
+    assert forged.status_code == 401 and "does not match" in forged.json()["detail"]
+    # The signature covers the exact bytes: re-serialised JSON with the same meaning does not match.
+    spaced = orjson.dumps(event_record(1), option=orjson.OPT_INDENT_2)
+    moved = await client.post(
+        f"/api/ingest/{src.id}",
+        content=spaced,
+        headers={**bearer(token), "x-signature": ingest.sign(secret, body)},
+    )
+    assert moved.status_code == 401
+    good = await client.post(
+        f"/api/ingest/{src.id}",
+        content=body,
+        headers={**bearer(token), "x-signature": ingest.sign(secret, body)},
+    )
+    assert good.status_code == 202, good.text
+    assert len(await records_of(sessionmaker, src.id)) == 1
+    async with sessionmaker() as db:
+        stored = await db.get(IngestSource, src.id)
+    assert secret not in (stored.signing_secret_encrypted or "")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"id": "1", "email": ', "The body is not valid JSON: "),
+        (b"", "The body is empty"),
+        (b"[]", "The array is empty"),
+        (b'[{"id": "1"}, "x"]', "Item 1 of the array is a JSON string; each record must be a JSON object."),
+        (b"42", "The body is a JSON number; each record must be a JSON object."),
+    ],
+    ids=["truncated", "empty", "empty-array", "string-item", "number"],
+)
+async def test_malformed_bodies_are_400_with_a_clear_message(client, sessionmaker, source, body, message):
+    src, token, _, _ = source
+    answer = await client.post(f"/api/ingest/{src.id}", content=body, headers=bearer(token))
+    assert answer.status_code == 400
+    assert answer.json()["detail"].startswith(message), answer.json()
+    assert await records_of(sessionmaker, src.id) == []
+
+
+async def test_a_truncated_body_names_where_it_broke(client, source):
+    src, token, _, _ = source
+    answer = await client.post(
+        f"/api/ingest/{src.id}", content=b'{"id": "1",\n "email": }', headers=bearer(token)
+    )
+    assert "line 2" in answer.json()["detail"]
+
+
+async def test_an_oversized_body_is_413(client, sessionmaker, source, settings):
+    src, token, _, _ = source
+    records = [event_record(n) for n in range(settings.ingest_max_body_bytes // 60)]
+    body = orjson.dumps(records)
+    assert len(body) > settings.ingest_max_body_bytes
+    answer = await client.post(f"/api/ingest/{src.id}", content=body, headers=bearer(token))
+    assert answer.status_code == 413
+    assert f"{settings.ingest_max_body_bytes:,} bytes" in answer.json()["detail"]
+
+    assert await records_of(sessionmaker, src.id) == []
+
+
+async def test_records_the_mapping_refuses_are_answered_and_kept_as_failed(client, sessionmaker, source):
+    src, token, _, _ = source
+    bad = {"id": "b-1", "email": "not-an-email"}
+    answer = await client.post(
+        f"/api/ingest/{src.id}", content=orjson.dumps([event_record(1), bad]), headers=bearer(token)
+    )
+    assert answer.status_code == 202
+    body = answer.json()
+    assert body["accepted"] == 1 and body["rejected"] == 1
+    assert body["errors"][0]["index"] == 1 and body["errors"][0]["errors"][0]["field"] == "email"
+    failed = [r for r in await records_of(sessionmaker, src.id) if r.status == InboxStatus.FAILED]
+    assert len(failed) == 1 and failed[0].error_kind == "mapping" and "email" in failed[0].last_error
+
+
+async def test_the_api_needs_no_session_or_csrf(app, sessionmaker, source):
+    # A fresh client: no cookies at all, as a store's server would post.
+    from litestar.testing import AsyncTestClient
+
+    src, token, _, _ = source
+    async with AsyncTestClient(app) as fresh:
+        answer = await fresh.post(
+            f"/api/ingest/{src.id}", content=orjson.dumps(event_record(1)), headers=bearer(token)
+        )
+        assert answer.status_code == 202
+        assert "set-cookie" not in answer.headers
+
+
+# ---------------------------------------------------------------- pages
+
+
+async def test_admin_creates_a_source_and_sees_the_token_once(client, sessionmaker, settings, as_role):
+    await as_role(Role.ADMIN)
+    spec = event_spec(unique("Page "))
+    from tests.support.runs import make_mapping
+
+    mapping = await make_mapping(sessionmaker, spec)
+    page = await client.get("/ingest")
+    assert page.status_code == 200 and "New source" in page.text and spec.name in page.text
+    name = unique("Storefront ")
+    created = await post_form(client, "/ingest", {"name": name, "mapping_id": str(mapping.id), "signed": "1"})
+    assert created.status_code == 201, created.text
+    token = created.text.split('data-testid="new-token"')[0].rsplit('value="', 1)[1].split('"')[0]
+    assert token.startswith("kci_")
+    assert 'data-testid="new-secret"' in created.text
+    async with sessionmaker() as db:
+        src = (await db.exec(select(IngestSource).where(IngestSource.name == name))).one()
+    assert src.token_hash == ingest.hash_token(token) and src.signing_secret_encrypted
+    detail = await client.get(f"/ingest/{src.id}")
+    assert token not in detail.text and f"…{token[-4:]}" in detail.text
+    assert f"/api/ingest/{src.id}" in detail.text
+    # The token works; a rotated one replaces it at once.
+    body = orjson.dumps(event_record(1))
+    signed = {**bearer(token), "x-signature": "sha256=" + "0" * 64}
+    assert (await client.post(f"/api/ingest/{src.id}", content=body, headers=signed)).status_code == 401
+    rotated = await post_form(client, f"/ingest/{src.id}/rotate")
+    new = rotated.text.split('data-testid="new-token"')[0].rsplit('value="', 1)[1].split('"')[0]
+    assert new != token
+    assert (
+        await client.post(f"/api/ingest/{src.id}", content=body, headers=bearer(token))
+    ).status_code == 401
+    revoked = await post_form(client, f"/ingest/{src.id}/revoke", follow_redirects=True)
+    assert 'data-testid="token-state">revoked' in revoked.text
+    async with sessionmaker() as db:
+        actions = (
+            await db.exec(select(AuditEvent.action).where(col(AuditEvent.target) == f"ingest source {name}"))
+        ).all()
+    assert set(actions) == {"ingest.create", "ingest.rotate_token", "ingest.revoke"}
+
+
+async def test_create_refuses_bad_input_with_a_message(client, sessionmaker, as_role):
+    await as_role(Role.ADMIN)
+    from tests.support.runs import make_mapping, ordered_product_spec
+
+    profile_like = await make_mapping(sessionmaker, ordered_product_spec(unique("ok ")))
+    answer = await post_form(client, "/ingest", {"name": "", "mapping_id": str(profile_like.id)})
+    assert answer.status_code == 400 and "needs a name" in answer.text
+    answer = await post_form(client, "/ingest", {"name": unique("x "), "mapping_id": "0"})
+    assert answer.status_code == 400 and "Choose the event or order mapping" in answer.text
+
+
+async def test_only_admins_manage_tokens_and_viewers_only_look(
+    client, sessionmaker, settings, source, as_role
+):
+    src, _, _, _ = source
+    await as_role(Role.OPERATOR)
+    assert (await client.get(f"/ingest/{src.id}")).status_code == 200
+    assert (await post_form(client, f"/ingest/{src.id}/rotate")).status_code == 403
+    assert (await post_form(client, "/ingest", {"name": "x", "mapping_id": "1"})).status_code == 403
+    await as_role(Role.VIEWER)
+    assert (await post_form(client, f"/ingest/{src.id}/retry")).status_code == 403
+    page = await client.get("/ingest")
+    assert page.status_code == 200 and "New source" not in page.text
+    assert csrf(client)
