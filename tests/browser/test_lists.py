@@ -1,4 +1,5 @@
-"""Lists in the browser: create a list, subscribe a CSV of profiles into it, watch the run, count."""
+"""Lists in the browser: create a list, subscribe a CSV of profiles into it, watch the run, count,
+add people by an email CSV, and meet the global-unsubscribe guard."""
 
 from __future__ import annotations
 
@@ -27,11 +28,17 @@ async def test_create_list_subscribe_csv_and_count(
         options=MappingOptions(channels=["email", "sms"]),
         fields=[column("email", "email", Email()), column("phone", "phone_number", Phone())],
     )
+    membership = Spec(
+        name=f"Members by email {tag}",
+        target=Target(kind=TargetKind.LIST_MEMBERSHIP),
+        fields=[column("email", "email", Email())],
+    )
     async with live_sessionmaker() as db:
-        mapping = Mapping(name=spec.name, target_kind="subscription")
-        db.add(mapping)
-        await db.flush()
-        db.add(MappingVersion(mapping_id=mapping.id, version=1, spec=spec.model_dump(mode="json")))
+        for made in (spec, membership):
+            mapping = Mapping(name=made.name, target_kind=made.target.kind.value)
+            db.add(mapping)
+            await db.flush()
+            db.add(MappingVersion(mapping_id=mapping.id, version=1, spec=made.model_dump(mode="json")))
         await db.commit()
     operator = await user_factory(Role.OPERATOR)
     await log_in(page, operator.username)
@@ -88,6 +95,34 @@ async def test_create_list_subscribe_csv_and_count(
     await expect(page.get_by_test_id(f"count-{list_id}")).to_have_text("6")
     await screenshot(page, "lists-index")
 
+    # Add people by email from a CSV (no consent change): one is new to Klaviyo and is created.
+    members = [{"email": f"member{i}.{tag}@shop.test"} for i in range(2)]
+    members.append({"email": "not-an-address"})
+    await page.goto("/uploads/")
+    await page.set_input_files(
+        "input[type=file]",
+        files=[{"name": f"members-{tag}.csv", "mimeType": "text/csv", "buffer": csv_text(members).encode()}],
+    )
+    await page.get_by_role("button", name="Upload").click()
+    await expect(page.get_by_test_id("upload-ready")).to_be_visible(timeout=20_000)
+    await page.goto(f"/lists/{list_id}")
+    await form.locator("select[name=action]").select_option("add")
+    upload_option = form.locator("select[name=upload_id] option", has_text=f"members-{tag}.csv")
+    await form.locator("select[name=upload_id]").select_option(await upload_option.get_attribute("value"))
+    mapping_option = form.locator("select[name=mapping_id] option", has_text=membership.name)
+    await form.locator("select[name=mapping_id]").select_option(await mapping_option.get_attribute("value"))
+    await expect(page.get_by_test_id("membership-help")).to_contain_text("creates a profile")
+    await page.get_by_test_id("run-send-list").click()
+    await page.wait_for_url("**/runs/*")
+    await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
+    await expect(page.get_by_test_id("run-summary")).to_contain_text("2 profiles accepted")
+    await expect(page.get_by_test_id("rows-failed")).to_have_text("1")
+    await expect(page.locator("table").first).to_contain_text("invalid_email")
+    await screenshot(page, "lists-add-by-email-run")
+    await page.goto(f"/lists/{list_id}")
+    await page.get_by_test_id(f"count-button-{list_id}").click()
+    await expect(page.get_by_test_id(f"count-{list_id}")).to_have_text("8", timeout=20_000)
+
     # Unsubscribing someone who is not in the list would be global: the page says so and asks first.
     await page.goto(f"/lists/{list_id}")
     outsider = f"outsider.{tag}@shop.test"
@@ -105,4 +140,4 @@ async def test_create_list_subscribe_csv_and_count(
     stored = next(
         kl for kl in httpx.get(f"{simulator_url}/__sim/lists").json()["data"] if kl["id"] == list_id
     )
-    assert stored["profile_count"] == 5
+    assert stored["profile_count"] == 7
