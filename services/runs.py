@@ -55,6 +55,8 @@ async def create_run(
     user: User | None,
     list_id: str | None = None,
     source: RunSource = RunSource.UPLOAD,
+    catalog_sync: bool = True,
+    delete_missing: bool = False,
 ) -> SyncRun:
     """A queued run of an upload through the mapping's current version.
 
@@ -81,6 +83,10 @@ async def create_run(
     options: dict[str, Any] = {"backfill": backfill}
     if list_id and list_id.strip():
         options["list_id"] = list_id.strip()
+    if mapping.target_kind.startswith("catalog_"):
+        # Incremental unless turned off (the mapping's mode then applies to every row); delete_missing
+        # also deletes entries the last sync sent that the source no longer has.
+        options.update(catalog_sync=catalog_sync, delete_missing=catalog_sync and delete_missing)
     spec_list = (version.spec.get("target") or {}).get("list_id")
     if mapping.target_kind == "list_membership" and not dry_run and not (options.get("list_id") or spec_list):
         raise RunError("A list membership run needs a list: choose one, or start it from the list's page.")

@@ -78,6 +78,26 @@ TARGETS: dict[str, SendTarget] = {
 }
 
 
+# Incremental catalog sync sends each entry to the job of what it needs: create, update or delete.
+CATALOG_ENDPOINTS: dict[str, dict[str, ep.Endpoint]] = {
+    "catalog_item": {
+        "create": ep.CATALOG_ITEMS_CREATE,
+        "update": ep.CATALOG_ITEMS_UPDATE,
+        "delete": ep.CATALOG_ITEMS_DELETE,
+    },
+    "catalog_variant": {
+        "create": ep.CATALOG_VARIANTS_CREATE,
+        "update": ep.CATALOG_VARIANTS_UPDATE,
+        "delete": ep.CATALOG_VARIANTS_DELETE,
+    },
+    "catalog_category": {
+        "create": ep.CATALOG_CATEGORIES_CREATE,
+        "update": ep.CATALOG_CATEGORIES_UPDATE,
+        "delete": ep.CATALOG_CATEGORIES_DELETE,
+    },
+}
+
+
 def target_for(kind: str) -> SendTarget | None:
     """The send target of a mapping kind, or None when the console cannot send it yet."""
     return TARGETS.get(kind)

@@ -44,13 +44,15 @@ from models import (
     Upload,
 )
 from models.base import utcnow
+from services import catalog
 from services.accounts import get_account, klaviyo_target
-from services.targets import SendTarget, target_for
+from services.targets import CATALOG_ENDPOINTS, SendTarget, target_for
 from sync.feeds import RecordFileReader, is_record_file
-from sync.issues import Issue
+from sync.issues import Issue, RuleError
 from sync.mapping import Mapping as MappingSpec
 from sync.pipeline import Pipeline
 from sync.readers import CsvReader, SourceError
+from workers.catalog_routes import CatalogRouter, Closed
 from workers.heartbeat import worker_name
 
 log = structlog.get_logger(__name__)
@@ -112,6 +114,9 @@ class RunExecutor:
         self.path_params: dict[str, str] | None = None
         self.warning_counts: dict[str, int] = {}
         self.summary_warnings: dict[str, dict[str, Any]] = {}
+        # Catalog runs in sync mode: entries routed to create, update or delete jobs.
+        self.router: CatalogRouter | None = None
+        self.catalog_delete_skipped: str | None = None
 
     # -- lease ------------------------------------------------------------------------------
 
@@ -249,6 +254,8 @@ class RunExecutor:
                 SyncBatch.run_id == self.run_id, SyncBatch.status == BatchStatus.IN_FLIGHT
             )
             inflight = list((await db.exec(query.order_by(col(SyncBatch.seq)))).all())
+            if catalog.syncs(run, spec):
+                inflight = await self._start_catalog_sync(db, run, inflight)
         resend: dict[int, list[tuple[int, Any]]] = {b.id or 0: [] for b in inflight}
         self.state = _StreamState(next_ordinal=run.next_ordinal, cursor_row=run.cursor_row)
         state = self.state
@@ -268,6 +275,9 @@ class RunExecutor:
                         state.errors.append(self._row_error(issue, issue.row or result.row_ref, "mapping"))
                     self._note_warnings(result.warnings, result.row_ref)
                 for item in result.items:
+                    if self.router is not None:
+                        await self._route(run, reader, result.row_ref, item, tasks, client)
+                        continue
                     if state.ordinal < state.next_ordinal:
                         for record in inflight:
                             if record.first_ordinal <= state.ordinal <= record.last_ordinal:
@@ -294,6 +304,10 @@ class RunExecutor:
                 if self.stop_status is not None:
                     await self._drain(tasks, until=0)
                     return
+            if self.router is not None:
+                await self._finish_catalog_sync(run, reader, tasks, client)
+                await self._drain(tasks, until=0)
+                return
             if resend:
                 await self._resend(tasks, client, endpoint, inflight, resend)
             last = batcher.flush()
@@ -302,6 +316,115 @@ class RunExecutor:
                 last = None
             await self._checkpoint(run, reader, last, state.ordinal - 1, tasks, client, endpoint)
         await self._drain(tasks, until=0)
+
+    # -- catalog sync -------------------------------------------------------------------------
+
+    async def _start_catalog_sync(
+        self, db: AsyncSession, run: SyncRun, inflight: list[SyncBatch]
+    ) -> list[SyncBatch]:
+        """Load what earlier syncs left in Klaviyo; a resumed sync decides every entry again."""
+        scope, plan = await catalog.load_sync(db, run)
+        self.router = CatalogRouter(
+            plan, scope, CATALOG_ENDPOINTS[run.kind], start_seq=run.next_seq, keep=not run.dry_run
+        )
+        # The state table is this mode's ledger: entries whose job settled are skipped, the rest
+        # (batches left in flight included) are decided and sent again, so no ordinal replay.
+        if inflight:
+            await db.exec(  # type: ignore[call-overload]
+                update(SyncBatch)
+                .where(col(SyncBatch.id).in_([b.id for b in inflight]))
+                .values(status=BatchStatus.FAILED)
+            )
+            await db.commit()
+        run.next_ordinal = 0
+        return []
+
+    async def _route(
+        self,
+        run: SyncRun,
+        reader: CsvReader | RecordFileReader,
+        row_ref: int,
+        item: Any,
+        tasks: set[asyncio.Task[None]],
+        client: KlaviyoClient | None,
+    ) -> None:
+        """Send one catalog entry to the job it needs (or nowhere when Klaviyo has it as it is)."""
+        assert self.router is not None
+        state = self.state
+        try:
+            sent, closed = self.router.add(row_ref, item)
+        except RuleError as error:
+            if row_ref > state.cursor_row:
+                state.errors.append(self._row_error(error.to_issue(), row_ref, "mapping"))
+            return
+        state.items += int(sent)
+        if closed is not None:
+            await self._checkpoint_closed(run, reader, closed, tasks, client)
+
+    async def _checkpoint_closed(
+        self,
+        run: SyncRun,
+        reader: CsvReader | RecordFileReader,
+        closed: Closed,
+        tasks: set[asyncio.Task[None]],
+        client: KlaviyoClient | None,
+    ) -> None:
+        if not closed.batch.items:
+            self.state.errors.extend(self._rejection_error(r, None) for r in closed.batch.rejected)
+            return
+        self.state.batch_first = closed.first
+        await self._checkpoint(run, reader, closed.batch, closed.last, tasks, client, closed.endpoint)
+
+    async def _finish_catalog_sync(
+        self,
+        run: SyncRun,
+        reader: CsvReader | RecordFileReader,
+        tasks: set[asyncio.Task[None]],
+        client: KlaviyoClient | None,
+    ) -> None:
+        """Send what is left of each job, then (when enabled and safe) delete entries gone from the source."""
+        assert self.router is not None
+        await self._checkpoint(run, reader, None, 0, tasks, client, self.router.endpoints["create"])
+        reason = catalog.deletes_missing(run)
+        if reason is None and not self.router.plan.seen:
+            reason = "the source has no entries: deleting the whole catalog needs an explicit reset"
+        if reason is None:
+            async with self.sessionmaker() as db:
+                if await catalog.has_source_errors(db, self.run_id):
+                    reason = "some rows failed to map, so the source is not known to be complete"
+        self.catalog_delete_skipped = reason
+        closed = [] if reason else self.router.add_deletes()
+        for batch in [*closed, *self.router.flush()]:
+            await self._checkpoint_closed(run, reader, batch, tasks, client)
+            if len(tasks) >= self.settings.send_concurrency:
+                await self._drain(tasks, until=self.settings.send_concurrency - 1)
+        await self._checkpoint(run, reader, None, 0, tasks, client, self.router.endpoints["create"])
+
+    async def _adopt_existing(
+        self, client: KlaviyoClient, seq: int, outcome: BatchOutcome
+    ) -> tuple[BatchOutcome, set[int]]:
+        """Creates refused because Klaviyo already has the entry (made by another tool, or a job
+        whose outcome a crash lost) are sent again as updates; returns the rows updated so."""
+        assert self.router is not None
+        updates = self.router.duplicates(seq, outcome.rejected)
+        if not updates:
+            return outcome, set()
+        endpoint = self.router.endpoints["update"]
+        batcher = Batcher(endpoint)
+        for row_ref, body in updates:
+            batcher.add(row_ref, body)
+        batch = batcher.flush()
+        assert batch is not None
+        prefix, suffix = endpoint.envelope_parts()
+        again = await send_batch(client, endpoint, batch, prefix=prefix, suffix=suffix)
+        scale = self.settings.klaviyo_time_scale
+        again = await settle(client, endpoint, again, first_delay=0.5 / scale, max_delay=15.0 / scale)
+        retried = {row_ref for row_ref, _ in updates}
+        outcome.rejected = [r for r in outcome.rejected if r.row_ref not in retried] + again.rejected
+        outcome.accepted.extend(again.accepted)
+        outcome.attempts += again.attempts
+        outcome.rate_limited += again.rate_limited
+        return outcome, set(again.accepted)
 
     def _rows(
         self, reader: CsvReader | RecordFileReader, only: set[int] | None
@@ -423,9 +546,18 @@ class RunExecutor:
             # Bulk jobs that report refused items only when they finish: wait, then record those too.
             scale = self.settings.klaviyo_time_scale
             outcome = await settle(client, endpoint, outcome, first_delay=0.5 / scale, max_delay=15.0 / scale)
+        settled: list[catalog.Settled] = []
+        if self.router is not None:
+            outcome, adopted = await self._adopt_existing(client, batch.seq, outcome)
         errors = [self._rejection_error(r, batch_id) for r in outcome.rejected]
         for error in errors:
+            if error.row_number < 0 and self.router is not None:
+                # A delete: it has no source row, so the error names the entry instead.
+                gone = self.router.external_id(batch.seq, error.row_number)
+                error.row_number, error.values = 0, {**error.values, "external_id": gone}
             error.values = {**self.row_cache.get(error.row_number, {}), **error.values}
+        if self.router is not None:
+            settled = self.router.settled(batch.seq, outcome.accepted, adopted)
         async with self.sessionmaker() as db:
             await db.exec(  # type: ignore[call-overload]
                 update(SyncBatch)
@@ -444,6 +576,10 @@ class RunExecutor:
             )
             for error in errors:
                 db.add(error)
+            if self.router is not None:
+                # Only entries Klaviyo accepted are remembered: a refused one is tried again next sync.
+                router = self.router
+                await catalog.record_settled(db, router.scope, router.entry_type, self.run_id, settled)
             await db.exec(  # type: ignore[call-overload]
                 update(SyncRun)
                 .where(col(SyncRun.id) == self.run_id)
@@ -451,7 +587,7 @@ class RunExecutor:
                     items_sent=SyncRun.items_sent + len(outcome.accepted),
                     requests=SyncRun.requests + outcome.attempts,
                     http_429=SyncRun.http_429 + outcome.rate_limited,
-                    rows_failed=SyncRun.rows_failed + len({e.row_number for e in errors}),
+                    rows_failed=SyncRun.rows_failed + len({e.row_number for e in errors if e.row_number}),
                     updated_at=utcnow(),
                 )
             )
@@ -495,6 +631,15 @@ class RunExecutor:
             if len(entry["examples"]) < 5:
                 entry["examples"].append(issue.row or row)
 
+    def _catalog_summary(self) -> dict[str, Any]:
+        assert self.router is not None
+        plan = self.router.plan
+        return {
+            "unchanged": plan.unchanged,
+            "planned": plan.planned,
+            "delete_skipped": self.catalog_delete_skipped,
+        }
+
     async def _finish(self, status: RunStatus, message: str | None) -> None:
         async with self.sessionmaker() as db:
             run = await db.get(SyncRun, self.run_id)
@@ -511,6 +656,8 @@ class RunExecutor:
                 run.rows_read = max(run.rows_read, run.cursor_row)
                 run.rows_ok = max(run.rows_read - run.rows_failed - run.rows_skipped, 0)
             warnings = [{**w, "count": self.warning_counts[r]} for r, w in self.summary_warnings.items()]
+            if self.router is not None:
+                run.summary = {**run.summary, "catalog": self._catalog_summary()}
             run.summary = {
                 **run.summary,
                 "warnings": sorted(warnings, key=lambda w: -w["count"]),

@@ -7,9 +7,11 @@ import uuid
 from typing import Any
 
 import httpx
+from arq.connections import ArqRedis
 from sqlmodel import col, select
 
-from models import Role, RowError, RunStatus, SyncBatch
+from models import Role, RowError, RunStatus, SyncBatch, SyncRun
+from services import runs
 from sync.mapping import Mapping as Spec
 from sync.mapping import MappingOptions, Target, TargetKind, column
 from tests.conftest import unique
@@ -46,6 +48,25 @@ def variant_spec(name: str) -> Spec:
     )
 
 
+async def run_to_end(
+    sessionmaker: Any, run_worker_burst: Any, settings: Any, upload: Any, mapping: Any, **options: Any
+) -> SyncRun:
+    """Start a run with these create_run options, and work the queue until it ends."""
+    async with sessionmaker() as db:
+        run = await runs.create_run(
+            db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None, **options
+        )
+        await db.commit()
+    arq = ArqRedis.from_url(settings.redis_url)
+    await runs.enqueue(arq, settings.queue_name, run, "start")
+    await arq.aclose()
+    await run_worker_burst(settings)
+    async with sessionmaker() as db:
+        done = await db.get(SyncRun, run.id)
+    assert done is not None
+    return done
+
+
 def _catalog(simulator_url: str, tag: str) -> dict[str, list[dict[str, Any]]]:
     everything = httpx.get(f"{simulator_url}/__sim/catalog").json()
     return {kind: [e for e in entries if tag in e["id"]] for kind, entries in everything.items()}
@@ -71,7 +92,8 @@ async def test_catalog_items_then_price_update_then_variants(
     upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "catalog.csv")
     mapping = await make_mapping(sessionmaker, item_spec(unique("items ")))
 
-    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping)
+    # Incremental sync off: the mapping's create mode sends every row.
+    run = await run_to_end(sessionmaker, run_worker_burst, run_settings, upload, mapping, catalog_sync=False)
 
     assert run.status == RunStatus.COMPLETED, run.error_message
     assert run.items_sent == 149 and run.rows_failed == 2
