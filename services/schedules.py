@@ -22,7 +22,7 @@ import httpx
 import structlog
 from arq.connections import ArqRedis
 from croniter import croniter
-from sqlalchemy import delete, or_, update
+from sqlalchemy import delete, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -64,6 +64,22 @@ TICK_LEASE = timedelta(minutes=10)
 PREVIEW_RECORDS = 20
 LEDGER_CHUNK = 500
 MIN_INTERVAL_MINUTES = 1
+# A ledger entry not seen in the feed for this long is pruned: the feed has dropped that record (or
+# the cursor has long passed it). Seen entries are re-stamped at most once a day, to spare writes.
+LEDGER_KEEP = timedelta(days=30)
+LEDGER_RESTAMP = timedelta(days=1)
+# Changing any of these changes what the next tick fetches; the edit form asks about the position.
+FEED_FIELDS = (
+    "url",
+    "format",
+    "records_path",
+    "cursor_kind",
+    "cursor_field",
+    "cursor_param",
+    "key_field",
+    "next_page_path",
+    "page_param",
+)
 
 
 class ScheduleError(ValueError):
@@ -101,7 +117,7 @@ def describe_timing(schedule: Schedule) -> str:
 
 @dataclass
 class ScheduleForm:
-    """What the New schedule form sends, checked field by field."""
+    """What the New and Edit schedule forms send, checked field by field."""
 
     name: str
     mapping_id: int
@@ -122,6 +138,9 @@ class ScheduleForm:
     list_id: str = ""
     backfill: bool = False
     retry_limit: str = "5"
+    # Edit only: drop the stored auth header; and keep the feed position or start over.
+    auth_header_remove: bool = False
+    position: str = "keep"
 
     @classmethod
     def from_form(cls, form: Any) -> ScheduleForm:
@@ -152,10 +171,15 @@ class ScheduleForm:
             list_id=text("list_id"),
             backfill=form.get("backfill") == "1",
             retry_limit=text("retry_limit", "5"),
+            auth_header_remove=form.get("auth_header_remove") == "1",
+            position=text("position", "keep"),
         )
 
-    def problems(self) -> dict[str, str]:
-        """Field name -> what is wrong with it; empty when the form can be saved."""
+    def problems(self, stored_auth: bool = False) -> dict[str, str]:
+        """Field name -> what is wrong with it; empty when the form can be saved.
+
+        ``stored_auth``: editing a schedule whose auth header is stored; an empty value keeps it.
+        """
         found: dict[str, str] = {}
         if not self.name or len(self.name) > 120:
             found["name"] = "Give the schedule a name of at most 120 characters."
@@ -176,7 +200,15 @@ class ScheduleForm:
             )
         if self.format == FeedFormat.CSV and self.next_page_path:
             found["next_page_path"] = "A CSV feed pages only through a Link header; leave this empty."
-        if bool(self.auth_header_name) != bool(self.auth_header_value):
+        keeps_stored = stored_auth and not self.auth_header_value
+        if self.auth_header_remove:
+            pass
+        elif stored_auth and not self.auth_header_name:
+            found["auth_header_name"] = (
+                "Give the auth header's name (its stored value is kept unless you type a new one), "
+                "or tick Remove the auth header."
+            )
+        elif not keeps_stored and bool(self.auth_header_name) != bool(self.auth_header_value):
             found["auth_header_name"] = "Give both the auth header's name and its value, or neither."
         elif self.auth_header_name and not _header_name_ok(self.auth_header_name):
             found["auth_header_name"] = (
@@ -198,6 +230,8 @@ class ScheduleForm:
         limit = _int(self.retry_limit)
         if limit is None or not 0 <= limit <= 100:
             found["retry_limit"] = "Retries are a whole number from 0 to 100."
+        if self.position not in ("keep", "restart"):
+            found["position"] = "Choose to keep the feed position or to start over."
         return found
 
 
@@ -219,43 +253,235 @@ async def create_schedule(
     problems = form.problems()
     if problems:
         raise ScheduleError(" ".join(problems.values()))
-    mapping = await db.get(Mapping, form.mapping_id)
-    if mapping is None or mapping.deleted:
-        raise ScheduleError(f"Mapping #{form.mapping_id} does not exist.")
-    source = FeedSource(
-        name=form.name,
-        url=form.url,
-        format=FeedFormat(form.format),
-        records_path=form.records_path,
-        cursor_kind=CursorKind(form.cursor_kind),
-        cursor_field=form.cursor_field or None,
-        cursor_param=form.cursor_param or None,
-        key_field=form.key_field or None,
-        next_page_path=form.next_page_path or None,
-        page_param=form.page_param or None,
-        created_by=user.id if user else None,
-    )
+    mapping = await _live_mapping(db, form.mapping_id)
+    source = FeedSource(name=form.name, url=form.url, created_by=user.id if user else None)
+    _apply_source(source, form)
     if form.auth_header_name:
-        source.auth_header_name = form.auth_header_name
-        source.auth_header_encrypted = encrypt_secret(settings.secret, form.auth_header_value)
-        source.auth_header_hint = mask(form.auth_header_value)[-8:]
+        _store_auth(source, settings, form.auth_header_name, form.auth_header_value)
     db.add(source)
     await db.flush()
     schedule = Schedule(
         name=form.name,
         source_id=source.id or 0,
         mapping_id=mapping.id or 0,
-        list_id=form.list_id or None,
-        backfill=form.backfill,
-        cron=form.cron if form.timing == "cron" else None,
-        interval_minutes=int(form.interval_minutes) if form.timing == "interval" else None,
-        retry_limit=int(form.retry_limit),
         created_by=user.id if user else None,
     )
+    _apply_schedule(schedule, form)
     schedule.next_run_at = next_after(schedule, utcnow())
     db.add(schedule)
     await db.flush()
     return schedule
+
+
+async def _live_mapping(db: AsyncSession, mapping_id: int) -> Mapping:
+    mapping = await db.get(Mapping, mapping_id)
+    if mapping is None or mapping.deleted:
+        raise ScheduleError(f"Mapping #{mapping_id} does not exist.")
+    return mapping
+
+
+def _apply_source(source: FeedSource, form: ScheduleForm) -> None:
+    source.name, source.url = form.name, form.url
+    source.format = FeedFormat(form.format)
+    source.records_path = form.records_path
+    source.cursor_kind = CursorKind(form.cursor_kind)
+    source.cursor_field = form.cursor_field or None
+    source.cursor_param = form.cursor_param or None
+    source.key_field = form.key_field or None
+    source.next_page_path = form.next_page_path or None
+    source.page_param = form.page_param or None
+
+
+def _apply_schedule(schedule: Schedule, form: ScheduleForm) -> None:
+    schedule.name, schedule.mapping_id = form.name, form.mapping_id
+    schedule.list_id = form.list_id or None
+    schedule.backfill = form.backfill
+    schedule.cron = form.cron if form.timing == "cron" else None
+    schedule.interval_minutes = int(form.interval_minutes) if form.timing == "interval" else None
+    schedule.retry_limit = int(form.retry_limit)
+
+
+def _store_auth(source: FeedSource, settings: Settings, name: str, value: str) -> None:
+    source.auth_header_name = name
+    source.auth_header_encrypted = encrypt_secret(settings.secret, value)
+    source.auth_header_hint = mask(value)[-8:]
+
+
+def form_values(schedule: Schedule, source: FeedSource) -> dict[str, str]:
+    """The Edit form filled from the stored schedule (the auth header's value is never included)."""
+    return {
+        "name": schedule.name,
+        "mapping_id": str(schedule.mapping_id),
+        "url": source.url,
+        "format": source.format.value,
+        "records_path": source.records_path,
+        "auth_header_name": source.auth_header_name or "",
+        "cursor_kind": source.cursor_kind.value,
+        "cursor_field": source.cursor_field or "",
+        "cursor_param": source.cursor_param or "",
+        "key_field": source.key_field or "",
+        "next_page_path": source.next_page_path or "",
+        "page_param": source.page_param or "",
+        "timing": "cron" if schedule.cron else "interval",
+        "cron": schedule.cron or "",
+        "interval_minutes": str(schedule.interval_minutes or 60),
+        "list_id": schedule.list_id or "",
+        "backfill": "1" if schedule.backfill else "",
+        "retry_limit": str(schedule.retry_limit),
+        "position": "keep",
+    }
+
+
+def _snapshot(schedule: Schedule, source: FeedSource) -> dict[str, Any]:
+    return {
+        **{name: getattr(source, name) for name in FEED_FIELDS},
+        "name": schedule.name,
+        "mapping_id": schedule.mapping_id,
+        "list_id": schedule.list_id,
+        "backfill": schedule.backfill,
+        "cron": schedule.cron,
+        "interval_minutes": schedule.interval_minutes,
+        "retry_limit": schedule.retry_limit,
+        "auth_header_name": source.auth_header_name,
+    }
+
+
+@dataclass
+class ScheduleEdit:
+    """What an edit changed (field names, never values) and what became of the feed position."""
+
+    changed: list[str]
+    position: str  # "kept", "restarted" or "" when nothing the position depends on changed
+    message: str
+
+
+async def update_schedule(
+    db: AsyncSession, settings: Settings, schedule: Schedule, source: FeedSource, form: ScheduleForm
+) -> ScheduleEdit:
+    """Apply the Edit form; keep the feed position (mark, page cursor, ledger) unless told to start over."""
+    problems = form.problems(stored_auth=bool(source.auth_header_encrypted))
+    if problems:
+        raise ScheduleError(" ".join(problems.values()))
+    await _live_mapping(db, form.mapping_id)
+    before = _snapshot(schedule, source)
+    _apply_source(source, form)
+    _apply_schedule(schedule, form)
+    changed = []
+    if form.auth_header_remove:
+        if source.auth_header_encrypted:
+            changed.append("auth_header (removed)")
+        source.auth_header_name = source.auth_header_encrypted = source.auth_header_hint = None
+    elif form.auth_header_value:
+        _store_auth(source, settings, form.auth_header_name, form.auth_header_value)
+        changed.append("auth_header (new value)")
+    else:  # keep the stored value, perhaps under a corrected header name
+        source.auth_header_name = form.auth_header_name or None
+    after = _snapshot(schedule, source)
+    changed = [name for name in after if before[name] != after[name]] + changed
+    now = utcnow()
+    if {"cron", "interval_minutes"} & set(changed):
+        schedule.next_run_at = next_after(schedule, now)
+    feed_changed = [name for name in FEED_FIELDS if name in changed]
+    ledger = await ledger_size(db, schedule.id or 0)
+    if form.position == "restart":
+        schedule.cursor_value = schedule.page_cursor = None
+        await db.exec(  # type: ignore[call-overload]
+            delete(FeedRecordSeen).where(col(FeedRecordSeen.schedule_id) == schedule.id)
+        )
+        position = "restarted"
+        message = (
+            f"Started over: the high-water mark and page cursor are cleared and {_records(ledger)} "
+            "already taken are forgotten, so the next tick reads the feed from the start and sends "
+            "every record again (Klaviyo drops events whose unique_id it already has)."
+        )
+    elif feed_changed:
+        position = "kept"
+        message = "Position kept: " + describe_position(schedule, source, ledger)
+        if "key_field" in feed_changed and ledger:
+            message += (
+                " The record key changed, so the records already taken are not recognised by it: "
+                "each is taken once more."
+            )
+    else:
+        position, message = "", ""
+    schedule.updated_at = source.updated_at = now
+    db.add_all([schedule, source])
+    await db.flush()
+    return ScheduleEdit(changed, position, message)
+
+
+def _records(count: int) -> str:
+    return f"{count:,} record{'s' if count != 1 else ''}"
+
+
+def describe_position(schedule: Schedule, source: FeedSource, ledger: int) -> str:
+    """Where the next tick starts, in words, for the edit form and its outcome."""
+    if source.cursor_kind == CursorKind.FIELD and schedule.cursor_value:
+        start = f"the next tick asks for records from {source.cursor_field} {schedule.cursor_value} on"
+    elif source.cursor_kind == CursorKind.PAGE and schedule.page_cursor:
+        start = f"the next tick starts at page cursor {schedule.page_cursor}"
+    else:
+        start = "the next tick reads the whole feed"
+    return f"{start}, and the {_records(ledger)} already taken are not sent again unless they changed."
+
+
+async def ledger_size(db: AsyncSession, schedule_id: int) -> int:
+    query = select(func.count()).select_from(FeedRecordSeen).where(FeedRecordSeen.schedule_id == schedule_id)
+    return int((await db.exec(query)).one())
+
+
+@dataclass
+class DeletionPreview:
+    """What deleting a schedule removes (ticks, ledger) and keeps (its runs)."""
+
+    ticks: int
+    ledger: int
+    run_ids: list[int]
+
+
+async def deletion_preview(db: AsyncSession, schedule: Schedule) -> DeletionPreview:
+    ticks = (await db.exec(select(func.count()).where(ScheduleTick.schedule_id == schedule.id))).one()
+    run_ids = (
+        await db.exec(
+            select(ScheduleTick.run_id)
+            .where(ScheduleTick.schedule_id == schedule.id, col(ScheduleTick.run_id).is_not(None))
+            .order_by(col(ScheduleTick.run_id))
+        )
+    ).all()
+    return DeletionPreview(int(ticks), await ledger_size(db, schedule.id or 0), [r for r in run_ids if r])
+
+
+async def delete_schedule(db: AsyncSession, schedule: Schedule) -> DeletionPreview:
+    """Remove the schedule, its feed source, ticks and ledger; its runs (and their uploads) stay.
+
+    Refused while a tick is fetching: taking the tick lease first means no worker is between
+    fetching and writing this schedule's run, and none can start (it finds the row gone).
+    """
+    schedule_id = schedule.id or 0
+    now = utcnow()
+    taken = await db.exec(  # type: ignore[call-overload]
+        update(Schedule)
+        .where(
+            col(Schedule.id) == schedule_id,
+            or_(col(Schedule.tick_until).is_(None), col(Schedule.tick_until) < now),
+        )
+        .values(tick_owner="deleting", tick_until=now + TICK_LEASE, enabled=False)
+    )
+    if taken.rowcount != 1:
+        raise ScheduleError(
+            "A tick of this schedule is fetching right now; delete the schedule once it has finished."
+        )
+    removed = await deletion_preview(db, schedule)
+    for table in (FeedRecordSeen, ScheduleTick):
+        await db.exec(delete(table).where(col(table.schedule_id) == schedule_id))  # type: ignore[call-overload]
+    source = await db.get(FeedSource, schedule.source_id)
+    await db.delete(schedule)
+    await db.flush()
+    others = (await db.exec(select(Schedule.id).where(Schedule.source_id == schedule.source_id))).first()
+    if source is not None and others is None:
+        await db.delete(source)
+        await db.flush()
+    return removed
 
 
 async def set_enabled(db: AsyncSession, schedule: Schedule, enabled: bool) -> None:
@@ -405,6 +631,8 @@ async def run_tick(ctx: TickContext, schedule_id: int, trigger: str = "cron") ->
             return {"schedule": schedule_id, "skipped": "no such schedule"}
         tick = ScheduleTick(schedule_id=schedule_id, trigger=trigger)
         if not await _take_lease(db, schedule_id, ctx.owner):
+            if (await db.exec(select(Schedule.id).where(Schedule.id == schedule_id))).first() is None:
+                return {"schedule": schedule_id, "skipped": "deleted"}
             await _end(
                 db, schedule, tick, TickOutcome.SKIPPED, "Another tick of this schedule was still fetching."
             )
@@ -444,11 +672,16 @@ async def run_tick(ctx: TickContext, schedule_id: int, trigger: str = "cron") ->
     async with ctx.sessionmaker() as db:
         schedule, tick = await _reload(db, schedule_id, tick.id or 0)
         tick.pages, tick.records_fetched = fetched.pages, fetched.fetched
-        fresh, ledger = await _unseen(db, schedule_id, fetched.records, source.key_field)
+        unseen = await _unseen(db, schedule_id, fetched.records, source.key_field)
+        fresh, ledger = unseen.records, unseen.ledger
+        pruned = await _keep_ledger_current(db, schedule_id, unseen.restamp)
+        forgot = (
+            f" {_records(pruned)} not in the feed for {LEDGER_KEEP.days} days forgotten." if pruned else ""
+        )
         tick.records_new = len(fresh)
         schedule.cursor_value, schedule.page_cursor = fetched.state.cursor_value, fetched.state.page_cursor
         if not fresh:
-            note = f"{fetched.fetched} record{'s' if fetched.fetched != 1 else ''} fetched, none new."
+            note = f"{fetched.fetched} record{'s' if fetched.fetched != 1 else ''} fetched, none new.{forgot}"
             await _end(db, schedule, tick, TickOutcome.NOTHING_NEW, note, release=ctx.owner)
             return {"schedule": schedule_id, "outcome": "nothing_new"}
         try:
@@ -476,7 +709,7 @@ async def run_tick(ctx: TickContext, schedule_id: int, trigger: str = "cron") ->
         schedule.retrying = {**schedule.retrying, str(run.id): 0}
         tick.run_id = run.id
         pages = f"{fetched.pages} page{'s' if fetched.pages != 1 else ''}"
-        message = f"{len(fresh)} new of {fetched.fetched} fetched ({pages})."
+        message = f"{len(fresh)} new of {fetched.fetched} fetched ({pages}).{forgot}"
         await _end(db, schedule, tick, TickOutcome.QUEUED_RUN, message, release=ctx.owner)
     await runs.enqueue(ctx.arq, settings.queue_name, run, "feed")
     log.info("feed tick queued a run", schedule_id=schedule_id, run_id=run.id, records=len(fresh))
@@ -546,23 +779,66 @@ async def _enqueue_resumed(ctx: TickContext, resumed: list[SyncRun]) -> None:
         await runs.enqueue(ctx.arq, ctx.settings.queue_name, run, f"feed-retry-{uuid.uuid4().hex[:8]}")
 
 
+@dataclass
+class _Unseen:
+    """A fetch sorted against the ledger: records to take, and known keys to re-stamp as seen."""
+
+    records: list[dict[str, Any]]
+    ledger: dict[str, str]
+    restamp: list[str]
+
+
 async def _unseen(
     db: AsyncSession, schedule_id: int, records: list[dict[str, Any]], key_field: str | None
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
+) -> _Unseen:
     """Records this schedule has not taken (or that changed since), and their ledger entries."""
     latest: dict[str, tuple[dict[str, Any], str]] = {}
     for record in records:  # a record repeated across pages counts once, in its last state
         latest[record_key(record, key_field)] = (record, record_digest(record))
-    known: dict[str, str] = {}
+    known: dict[str, tuple[str, datetime]] = {}
     keys = list(latest)
     for start in range(0, len(keys), LEDGER_CHUNK):
         chunk = keys[start : start + LEDGER_CHUNK]
-        query = select(FeedRecordSeen.record_key, FeedRecordSeen.digest).where(
+        query = select(FeedRecordSeen.record_key, FeedRecordSeen.digest, FeedRecordSeen.seen_at).where(
             FeedRecordSeen.schedule_id == schedule_id, col(FeedRecordSeen.record_key).in_(chunk)
         )
-        known.update({key: digest for key, digest in (await db.exec(query)).all()})
-    fresh = [(key, record, digest) for key, (record, digest) in latest.items() if known.get(key) != digest]
-    return [record for _, record, _ in fresh], {key: digest for key, _, digest in fresh}
+        known.update({key: (digest, seen) for key, digest, seen in (await db.exec(query)).all()})
+    fresh = [
+        (key, record, digest)
+        for key, (record, digest) in latest.items()
+        if known.get(key, ("",))[0] != digest
+    ]
+    stale = utcnow() - LEDGER_RESTAMP
+    restamp = [
+        key
+        for key, (_, digest) in latest.items()
+        if key in known and known[key][0] == digest and (aware(known[key][1]) or stale) < stale
+    ]
+    return _Unseen([record for _, record, _ in fresh], {key: digest for key, _, digest in fresh}, restamp)
+
+
+async def _keep_ledger_current(db: AsyncSession, schedule_id: int, restamp: list[str]) -> int:
+    """Stamp unchanged records this fetch saw again, then prune entries unseen for ``LEDGER_KEEP``.
+
+    Called only after a successful fetch, so a feed that is down for a while prunes nothing.
+    Returns how many entries were pruned.
+    """
+    now = utcnow()
+    for start in range(0, len(restamp), LEDGER_CHUNK):
+        await db.exec(  # type: ignore[call-overload]
+            update(FeedRecordSeen)
+            .where(
+                col(FeedRecordSeen.schedule_id) == schedule_id,
+                col(FeedRecordSeen.record_key).in_(restamp[start : start + LEDGER_CHUNK]),
+            )
+            .values(seen_at=now)
+        )
+    pruned = await db.exec(  # type: ignore[call-overload]
+        delete(FeedRecordSeen).where(
+            col(FeedRecordSeen.schedule_id) == schedule_id, col(FeedRecordSeen.seen_at) < now - LEDGER_KEEP
+        )
+    )
+    return int(pruned.rowcount or 0)
 
 
 async def _record_ledger(db: AsyncSession, schedule_id: int, ledger: dict[str, str]) -> None:

@@ -1,4 +1,5 @@
-"""Schedules page: feed sources synced on a cron expression or an interval; run now, enable, disable.
+"""Schedules page: feed sources synced on a cron expression or an interval; create, edit, delete,
+run now, enable, disable. Every action writes an audit entry.
 
 Ticks run in the worker (``run_schedule``); these handlers only store schedules and queue ticks.
 """
@@ -11,10 +12,11 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
+from litestar.plugins.flash import flash
 from litestar.response import Template
 from sqlmodel import col, select
 
-from models import Mapping
+from models import Mapping, Role
 from services import audit, schedules
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
@@ -125,3 +127,108 @@ class SchedulesController(Controller):
         )
         await db.commit()
         return Response(content="", status_code=303, headers={"Location": f"/schedules/{schedule_id}"})
+
+    @get("/{schedule_id:int}/edit", opt={"role": Role.OPERATOR})
+    async def edit(self, request: Request[Any, Any, Any], db: Db, schedule_id: FromPath[int]) -> Template:
+        row = await _found(db, schedule_id)
+        form = schedules.form_values(row.schedule, row.source)
+        return await _edit_page(request, db, row, form, {})
+
+    @post("/{schedule_id:int}/edit")
+    async def update(
+        self, request: Request[Any, Any, Any], db: Db, settings: SettingsDep, schedule_id: FromPath[int]
+    ) -> Any:
+        row = await _found(db, schedule_id)
+        raw = dict(await request.form())
+        form = schedules.ScheduleForm.from_form(raw)
+        try:
+            edit = await schedules.update_schedule(db, settings, row.schedule, row.source, form)
+        except schedules.ScheduleError as exc:  # raised before anything is changed
+            raw.pop("auth_header_value", None)  # a secret is never rendered back
+            stored = bool(row.source.auth_header_encrypted)
+            problems = form.problems(stored_auth=stored) or {"mapping_id": str(exc)}
+            return await _edit_page(request, db, row, raw, problems, 400)
+        audit.record(
+            db,
+            request,
+            "schedule.edit",
+            target=f"schedule #{schedule_id}",
+            changed=edit.changed,
+            position=edit.position,
+        )
+        await db.commit()
+        saved = f"Saved {row.schedule.name}." if edit.changed or edit.position else "Nothing was changed."
+        flash(request, f"{saved} {edit.message}".strip(), category="success")
+        return Response(content="", status_code=303, headers={"Location": f"/schedules/{schedule_id}"})
+
+    @get("/{schedule_id:int}/delete", opt={"role": Role.OPERATOR})
+    async def confirm_delete(
+        self, request: Request[Any, Any, Any], db: Db, schedule_id: FromPath[int]
+    ) -> Template:
+        return await _delete_page(request, db, await _found(db, schedule_id))
+
+    @post("/{schedule_id:int}/delete")
+    async def delete(self, request: Request[Any, Any, Any], db: Db, schedule_id: FromPath[int]) -> Any:
+        row = await _found(db, schedule_id)
+        name, url = row.schedule.name, row.source.url
+        if (await request.form()).get("confirm") != "1":
+            return await _delete_page(request, db, row, "Confirm with the Delete button on this page.", 400)
+        try:
+            removed = await schedules.delete_schedule(db, row.schedule)
+        except schedules.ScheduleError as exc:  # a tick holds the schedule; nothing was changed
+            return await _delete_page(request, db, row, str(exc), 409)
+        audit.record(
+            db,
+            request,
+            "schedule.delete",
+            target=f"schedule #{schedule_id}",
+            name=name,
+            url=url,
+            ticks=removed.ticks,
+            ledger=removed.ledger,
+            runs_kept=len(removed.run_ids),
+        )
+        await db.commit()
+        flash(
+            request,
+            f"Deleted the schedule {name}; its runs stay in run history.",
+            category="success",
+        )
+        return Response(content="", status_code=303, headers={"Location": "/schedules"})
+
+
+async def _edit_page(
+    request: Request[Any, Any, Any],
+    db: Db,
+    row: schedules.ScheduleRow,
+    form: dict[str, Any],
+    problems: dict[str, str],
+    status: int = 200,
+) -> Template:
+    ledger = await schedules.ledger_size(db, row.schedule.id or 0)
+    return render(
+        request,
+        "schedules/edit.html",
+        status,
+        row=row,
+        mappings=await _mappings(db),
+        form=form,
+        problems=problems,
+        stored_auth=row.source.auth_header_hint if row.source.auth_header_encrypted else None,
+        ledger=ledger,
+        position=schedules.describe_position(row.schedule, row.source, ledger),
+    )
+
+
+async def _delete_page(
+    request: Request[Any, Any, Any], db: Db, row: schedules.ScheduleRow, problem: str = "", status: int = 200
+) -> Template:
+    return render(
+        request,
+        "schedules/delete.html",
+        status,
+        row=row,
+        preview=await schedules.deletion_preview(db, row.schedule),
+        retries=[r for r in await schedules.pending_retries(db, row.schedule) if not r.given_up],
+        problem=problem,
+    )
