@@ -9,10 +9,11 @@ from datetime import timedelta
 
 import httpx
 from arq.connections import ArqRedis
+from sqlalchemy import update
 from sqlmodel import col, select
 
-from models import RunSource, RunStatus, Schedule, ScheduleTick, SyncRun, Upload
-from models.base import utcnow
+from models import FeedRecordSeen, FeedSource, RunSource, RunStatus, Schedule, ScheduleTick, SyncRun, Upload
+from models.base import aware, utcnow
 from services import schedules
 from simulator.config import SANDBOX_KEY
 from simulator.server import SimulatorProcess
@@ -353,3 +354,67 @@ async def test_an_xml_catalog_feed_creates_catalog_items(
     items = {i["external_id"]: i for i in _catalog(simulator_url, tag)["items"]}
     assert set(items) == {f"{tag}-A", f"{tag}-B"}
     assert items[f"{tag}-A"]["price"] == 9.5 and items[f"{tag}-A"]["title"] == "Mug"
+
+
+async def _backdate_ledger(sessionmaker, schedule_id: int, days: int) -> None:
+    async with sessionmaker() as db:
+        await db.exec(
+            update(FeedRecordSeen)
+            .where(col(FeedRecordSeen.schedule_id) == schedule_id)
+            .values(seen_at=utcnow() - timedelta(days=days))
+        )
+        await db.commit()
+
+
+async def _ledger(sessionmaker, schedule_id: int) -> list[FeedRecordSeen]:
+    async with sessionmaker() as db:
+        return list(
+            (await db.exec(select(FeedRecordSeen).where(FeedRecordSeen.schedule_id == schedule_id))).all()
+        )
+
+
+async def test_ledger_entries_not_seen_for_a_while_are_pruned_and_an_edit_can_start_over(
+    run_settings,  # noqa: F811
+    sessionmaker,
+    run_worker_burst,
+    simulator_url,
+):
+    tag, metric = uuid.uuid4().hex[:6], f"Feed Order {uuid.uuid4().hex[:6]}"
+    mapping = await make_mapping(sessionmaker, order_spec(metric))
+    with feed_server() as feed:
+        feed.state.orders = [order(n, f"2026-04-0{n}T10:00:00Z", tag) for n in range(1, 5)]
+        schedule = await _schedule(
+            sessionmaker, run_settings, mapping.id, f"{feed.url}/orders.json", cursor_kind="none"
+        )
+        first = await _tick(sessionmaker, run_settings, run_worker_burst, schedule.id)
+        assert first.records_new == 4 and len(await _ledger(sessionmaker, schedule.id)) == 4
+
+        # Orders 1 and 2 leave the feed; a month on, their entries go, 3 and 4 are stamped as seen.
+        feed.state.orders = feed.state.orders[2:]
+        await _backdate_ledger(sessionmaker, schedule.id, schedules.LEDGER_KEEP.days + 1)
+        second = await _tick(sessionmaker, run_settings, run_worker_burst, schedule.id)
+        assert second.outcome == "nothing_new", second.message
+        assert "2 records not in the feed for 30 days forgotten" in second.message
+        ledger = await _ledger(sessionmaker, schedule.id)
+        assert len(ledger) == 2 and all(utcnow() - aware(e.seen_at) < timedelta(minutes=5) for e in ledger)
+
+        # A feed that is down prunes nothing: absence from a failed fetch proves nothing.
+        await _backdate_ledger(sessionmaker, schedule.id, 90)
+        feed.state.fail_next = 1
+        failed = await _tick(sessionmaker, run_settings, run_worker_burst, schedule.id)
+        assert failed.outcome == "failed" and len(await _ledger(sessionmaker, schedule.id)) == 2
+
+        # Edit with "start over": the ledger is forgotten, the next tick takes every record again.
+        async with sessionmaker() as db:
+            saved = await db.get(Schedule, schedule.id)
+            source = await db.get(FeedSource, saved.source_id)
+            values = {**schedules.form_values(saved, source), "position": "restart"}
+            edit = await schedules.update_schedule(
+                db, run_settings, saved, source, schedules.ScheduleForm.from_form(values)
+            )
+            await db.commit()
+        assert edit.position == "restarted" and "2 records already taken are forgotten" in edit.message
+        again = await _tick(sessionmaker, run_settings, run_worker_burst, schedule.id)
+        assert again.outcome == "queued_run" and again.records_new == 2
+    # Klaviyo keeps one event per order all the same (unique_id).
+    assert _order_ids(_events(simulator_url, metric)) == [f"{tag}-{n}" for n in range(1, 5)]
