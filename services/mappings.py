@@ -341,6 +341,10 @@ def new_spec(
     """A first version for the new-mapping form: a source preset, header suggestions, or starters."""
     if source == "auto":
         source = presets.detect_source(headers) or ("suggest" if headers else "blank")
+    if source == "suggest" and kind.value.startswith("catalog_"):
+        # Header suggestions speak events and orders ("Price" -> item.ItemPrice); a catalog mapping
+        # starts from its own fields, matched to the sample's headers.
+        source = "blank"
     order_metric = metric if kind is TargetKind.ORDER else None
     if source in ("shopify_orders", "woocommerce_orders"):
         if kind is not TargetKind.ORDER:
@@ -371,6 +375,10 @@ def new_spec(
         spec = _starter(kind, metric)
     if headers and source not in ("shopify_orders", "woocommerce_orders", "suggest"):
         spec = adopt_headers(spec, headers)
+        if kind.value.startswith("catalog_"):
+            # Optional catalog fields the sample has no column for (an image, say) are left out.
+            fields = [r for r in spec.fields if r.source.kind != "column" or r.source.column in headers]
+            spec = spec.model_copy(update={"fields": fields})
     target = Target(kind=kind, metric=metric if kind is TargetKind.EVENT else None)
     options = spec.options
     if order_metric:

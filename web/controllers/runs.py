@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Mapping, MappingVersion, SyncRun, Upload, User
-from services import audit, inspector, runs
+from services import audit, catalog, inspector, runs
 from services.error_export import error_csv
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
@@ -110,6 +110,8 @@ class RunsController(Controller):
                 backfill=form.get("backfill") == "1",
                 user=current_user(request),
                 list_id=form.get("list_id") or None,
+                catalog_sync=form.get("catalog_mode", "sync") == "sync",
+                delete_missing=form.get("delete_missing") == "1",
             )
         except (runs.RunError, ValueError) as exc:
             return render(
@@ -143,6 +145,17 @@ class RunsController(Controller):
             batches=await runs.batch_page(db, run_id, limit=BATCH_PAGE),
             batch_page_size=BATCH_PAGE,
             samples=await inspector.samples(db, run_id),
+            catalog=await catalog.outcome(db, run),
+        )
+
+    @get("/{run_id:int}/catalog")
+    async def catalog_outcome(
+        self, request: Request[Any, Any, Any], db: Db, run_id: FromPath[int]
+    ) -> Template:
+        """A catalog sync's counts (created, updated, unchanged, deleted), polled while it runs."""
+        run = await _load(db, run_id)
+        return render(
+            request, "runs/_catalog.html", area="runs", run=run, catalog=await catalog.outcome(db, run)
         )
 
     @get("/{run_id:int}/batches")
