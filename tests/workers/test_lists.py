@@ -177,11 +177,21 @@ async def test_membership_form_adds_and_removes_without_consent(
     # Membership does not touch consent.
     assert not sim_profile(simulator_url, emails[0])["subscriptions"].get("email")
 
+    unknown = f"{unique('nobody')}@shop.test"
     op_id = _op_id(
-        await post_form(client, f"/lists/{list_id}/members", {"action": "remove", "contacts": emails[0]})
+        await post_form(
+            client, f"/lists/{list_id}/members", {"action": "remove", "contacts": f"{emails[0]}\n{unknown}"}
+        )
     )
     assert await run_worker_burst(client.test_settings) >= 1
     assert (await _op(sessionmaker, op_id)).status == "completed"
+    assert [(r.status, r.error) for r in await _rows(sessionmaker, op_id)] == [
+        ("removed", None),
+        (None, "no profile with this email"),
+    ]
+    assert sim_profile(simulator_url, unknown) is None
+    shown = await client.get(f"/lists/ops/{op_id}/rows.csv")
+    assert "no profile with this email" in shown.text and unknown in shown.text
     assert set(sim_list(simulator_url, list_id)["members"]) == ids - {
         sim_profile(simulator_url, emails[0])["id"]
     }
