@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # Workers: batches in flight per run, and how long a run's lease lasts without a renewal
     # (a worker that dies is replaced after this long).
     send_concurrency: int = Field(default=4, ge=1, le=32)
+    # Catalog jobs a run keeps open while they settle (Klaviyo allows 500 per account in flight).
+    catalog_jobs_in_flight: int = Field(default=50, ge=1, le=500)
     run_lease_seconds: float = Field(default=30.0, gt=0)
     # /metrics is public (like /healthz) unless this is set; then scrapers send
     # `Authorization: Bearer <METRICS_TOKEN>`.

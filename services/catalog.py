@@ -56,7 +56,10 @@ def deletes_missing(run: SyncRun) -> str | None:
 
 async def load_sync(db: AsyncSession, run: SyncRun) -> tuple[str, CatalogSync]:
     """The account scope and a CatalogSync loaded with every entry of the run's kind."""
-    scope = account_scope(await get_account(db))
+    account = await get_account(db)
+    # The sandbox account row is made on first use: keep it, or the next sync gets another scope.
+    await db.commit()
+    scope = account_scope(account)
     item_type = CATALOG_KINDS[run.kind]
     query = sa.select(
         CatalogState.external_id,

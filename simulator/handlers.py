@@ -1196,6 +1196,8 @@ def catalog_job_creator(kind: str) -> Callable[[Request], Response]:
         acct.catalog_jobs[job.id] = job
         acct.pending_jobs.append(job)
         req.state.stats.accepted[f"catalog_{kind}"] += len(items)
+        stats = req.state.stats
+        stats.peak_catalog_jobs_in_flight = max(stats.peak_catalog_jobs_in_flight, len(in_flight) + 1)
         return Response(202, {"data": catalog_job_resource(req, kind, job)})
 
     return handler

@@ -399,6 +399,7 @@ class Stats:
         self.dropped_example_com = 0
         self.accepted: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
+        self.peak_catalog_jobs_in_flight = 0  # most catalog bulk jobs unfinished at once, per account
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counters."""
@@ -410,4 +411,5 @@ class Stats:
             "dropped_example_com": self.dropped_example_com,
             "accepted": dict(self.accepted),
             "faults": dict(self.faults),
+            "peak_catalog_jobs_in_flight": self.peak_catalog_jobs_in_flight,
         }

@@ -117,6 +117,9 @@ class RunExecutor:
         # Catalog runs in sync mode: entries routed to create, update or delete jobs.
         self.router: CatalogRouter | None = None
         self.catalog_delete_skipped: str | None = None
+        # Batches open at once (sent or waiting for their job to settle), and requests at once.
+        self.in_flight = self.settings.send_concurrency
+        self.send_gate = asyncio.Semaphore(self.settings.send_concurrency)
 
     # -- lease ------------------------------------------------------------------------------
 
@@ -239,6 +242,10 @@ class RunExecutor:
             "attributes": target.attributes(run, spec),
         }
         self.path_params = target.path_params(run, spec)
+        if run.kind in CATALOG_ENDPOINTS:
+            # A catalog job takes seconds to settle: keep many open (Klaviyo allows 500 in flight)
+            # while still sending at most SEND_CONCURRENCY requests at a time.
+            self.in_flight = max(self.settings.catalog_jobs_in_flight, self.settings.send_concurrency)
         path = Path(self.settings.upload_dir) / upload.stored_as
         # A schedule's feed tick stores its records as NDJSON; every other upload is a CSV.
         reader: CsvReader | RecordFileReader = (
@@ -297,8 +304,8 @@ class RunExecutor:
                     resend = {}
                 if time.monotonic() - state.last_checkpoint > 1.0:
                     await self._checkpoint(run, reader, None, 0, tasks, client, endpoint)
-                if len(tasks) >= self.settings.send_concurrency:
-                    await self._drain(tasks, until=self.settings.send_concurrency - 1)
+                if len(tasks) >= self.in_flight:
+                    await self._drain(tasks, until=self.in_flight - 1)
                 if self.fatal is not None:
                     raise self.fatal
                 if self.stop_status is not None:
@@ -396,8 +403,8 @@ class RunExecutor:
         closed = [] if reason else self.router.add_deletes()
         for batch in [*closed, *self.router.flush()]:
             await self._checkpoint_closed(run, reader, batch, tasks, client)
-            if len(tasks) >= self.settings.send_concurrency:
-                await self._drain(tasks, until=self.settings.send_concurrency - 1)
+            if len(tasks) >= self.in_flight:
+                await self._drain(tasks, until=self.in_flight - 1)
         await self._checkpoint(run, reader, None, 0, tasks, client, self.router.endpoints["create"])
 
     async def _adopt_existing(
@@ -539,9 +546,10 @@ class RunExecutor:
         if self.target.prepare is not None:
             batch = await self.target.prepare(client, batch)
         prefix, suffix = endpoint.envelope_parts(**self.envelope)
-        outcome: BatchOutcome = await send_batch(
-            client, endpoint, batch, prefix=prefix, suffix=suffix, path_params=self.path_params
-        )
+        async with self.send_gate:
+            outcome: BatchOutcome = await send_batch(
+                client, endpoint, batch, prefix=prefix, suffix=suffix, path_params=self.path_params
+            )
         if self.target.settles:
             # Bulk jobs that report refused items only when they finish: wait, then record those too.
             scale = self.settings.klaviyo_time_scale
