@@ -11,29 +11,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import orjson
 import structlog
 from arq.connections import ArqRedis
 from sqlalchemy import Integer, and_, func, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from config.crypto import decrypt_secret, encrypt_secret
+from config.crypto import encrypt_secret
 from config.settings import Settings
 from models import InboxStatus, IngestRecord, IngestSource, Mapping, MappingVersion, User
 from models.base import utcnow
-from sync.issues import Issue
-from sync.mapping import Mapping as MappingSpec
 from sync.mapping import TargetKind
-from sync.pipeline import Pipeline
-from sync.targets.events import event_attributes
 
 log = structlog.get_logger(__name__)
 
@@ -279,155 +271,6 @@ async def problem_records(db: AsyncSession, source_id: int) -> tuple[list[Ingest
     )
 
 
-# ---------------------------------------------------------------- the API path
-
-
-class PipelineCache:
-    """Compiled pipelines by mapping version id: versions never change, so they are kept for good."""
-
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self.items: OrderedDict[int, Pipeline] = OrderedDict()
-
-    def get(self, version: MappingVersion) -> Pipeline:
-        vid = version.id or 0
-        pipeline = self.items.get(vid)
-        if pipeline is None:
-            pipeline = self.items[vid] = ingest_pipeline(MappingSpec.model_validate(version.spec))
-            if len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return pipeline
-
-    def cached(self, version_id: int) -> Pipeline | None:
-        return self.items.get(version_id)
-
-
-def ingest_pipeline(spec: MappingSpec) -> Pipeline:
-    """The mapping as ingest runs it: records arrive as they happen, so events are live (not backfill)
-    and flows fire."""
-    return Pipeline(spec.model_copy(update={"options": spec.options.model_copy(update={"backfill": False})}))
-
-
-PIPELINES = PipelineCache()
-
-
-@dataclass
-class Accepted:
-    """The 202 answer: how many records were stored, repeats dropped, and records the mapping refused."""
-
-    received: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    skipped: int = 0
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "accepted": self.accepted,
-            "duplicates": self.duplicates,
-            "skipped": self.skipped,
-            "rejected": len(self.rejected),
-            "errors": self.rejected,
-        }
-
-
-def check_token(source: IngestSource | None, authorization: str) -> None:
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise IngestError(401, "Send the source's token as `Authorization: Bearer <token>`.")
-    expected = source.token_hash if source is not None else None
-    # Compare even for an unknown source, so timing does not tell which source ids exist.
-    given = hash_token(token.strip())
-    if not hmac.compare_digest(given, expected or "0" * 64) or expected is None:
-        raise IngestError(401, "This token is not valid for this source (wrong, rotated or revoked).")
-
-
-def check_signature(secret: str, body: bytes, header: str | None) -> None:
-    if not header:
-        raise IngestError(
-            401,
-            "This source requires signed requests: send `X-Signature: sha256=<hex HMAC-SHA256 of the body>`.",
-        )
-    if not hmac.compare_digest(header.strip().lower().encode(), sign(secret, body).encode()):
-        raise IngestError(
-            401,
-            "X-Signature does not match the body: it must be sha256=<hex HMAC-SHA256 of the exact raw "
-            "body, keyed with the source's signing secret>.",
-        )
-
-
-def parse_records(body: bytes) -> list[dict[str, Any]]:
-    """One JSON object, or an array of objects; anything else is a 400 that says what is wrong."""
-    if not body.strip():
-        raise IngestError(400, "The body is empty: send a JSON object, or an array of objects.")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise IngestError(400, f"The body is not valid JSON: {exc}.") from None
-    records = document if isinstance(document, list) else [document]
-    if not records:
-        raise IngestError(400, "The array is empty: send at least one record.")
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            where = f"Item {index} of the array" if isinstance(document, list) else "The body"
-            raise IngestError(
-                400, f"{where} is a JSON {_json_type(record)}; each record must be a JSON object."
-            )
-    return records
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _key(raw: str) -> str:
-    return raw if len(raw) <= MAX_KEY else "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
-
-
-def body_key(record: dict[str, Any]) -> str:
-    """A record the mapping refused has no unique_id: its content identifies it."""
-    return "body:" + hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-def map_records(
-    pipeline: Pipeline, records: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-    """Inbox rows for the records (each mapped alone, so an order never spans two records), the
-    errors of refused ones for the answer, and how many the mapping skips on purpose."""
-    now = utcnow()
-    rows: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
-    skipped = 0
-    for index, record in enumerate(records):
-        errors: list[Issue] = []
-        key = None
-        skip = False
-        for result in pipeline.run([(index + 1, record)]):
-            errors.extend(result.errors)
-            skip = skip or result.skipped
-            if result.items and key is None:
-                unique_id = event_attributes(result.items[0]).get("unique_id")
-                key = _key(str(unique_id)) if unique_id is not None else None
-        if skip and not errors:
-            skipped += 1
-            continue
-        row: dict[str, Any] = {"dedup_key": key or body_key(record), "body": record, "received_at": now}
-        if errors:
-            message = "; ".join(f"{e.column or e.rule}: {e.message}" for e in errors)
-            row.update(status=InboxStatus.FAILED, error_kind="mapping", last_error=message[:2000])
-            details = [{"rule": e.rule, "field": e.column, "message": e.message} for e in errors]
-            rejected.append({"index": index, "errors": details})
-        else:
-            row["status"] = InboxStatus.PENDING
-        rows.append(row)
-    return rows, rejected, skipped
-
-
 async def load_source(db: AsyncSession, source_id: int) -> tuple[IngestSource, MappingVersion | None] | None:
     """The source and its mapping's current version, in one query."""
     query = (
@@ -445,70 +288,6 @@ async def load_source(db: AsyncSession, source_id: int) -> tuple[IngestSource, M
     )
     row = (await db.exec(query)).first()
     return (row[0], row[1]) if row is not None else None
-
-
-INBOX = IngestRecord.__table__  # type: ignore[attr-defined]
-
-
-async def store(db: AsyncSession, source_id: int, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert the rows, skipping keys the source has stored already; returns the keys stored now."""
-    insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    # One cached Core statement run over many parameter sets (SQLAlchemy batches them into
-    # multi-row INSERTs itself): compiling a fresh multi-row VALUES per request costs more than the
-    # database does.
-    statement = (
-        insert(INBOX)
-        .on_conflict_do_nothing(index_elements=["source_id", "dedup_key"])
-        .returning(INBOX.c.dedup_key)
-    )
-    # Repeats inside one request are duplicates too (and one INSERT must not name a key twice).
-    unique = {row["dedup_key"]: row for row in reversed(rows)}
-    params = [
-        {"error_kind": None, "last_error": None, **row, "source_id": source_id, "attempts": 0}
-        for row in reversed(unique.values())
-    ]
-    connection = await db.connection()
-    result = await connection.execute(statement, params)
-    return set(result.scalars())
-
-
-async def accept(
-    db: AsyncSession,
-    settings: Settings,
-    source_id: int,
-    authorization: str,
-    signature: str | None,
-    body: bytes,
-) -> Accepted:
-    """Authenticate, map and store one request's records, and commit: after this they are durable."""
-    loaded = await load_source(db, source_id)
-    source, version = loaded if loaded is not None else (None, None)
-    check_token(source, authorization)
-    assert source is not None
-    if source.signing_secret_encrypted:
-        check_signature(decrypt_secret(settings.secret, source.signing_secret_encrypted), body, signature)
-    records = parse_records(body)
-    if version is None:
-        raise IngestError(409, "The source's mapping was deleted; choose another mapping in the console.")
-    rows, rejected, skipped = map_records(PIPELINES.get(version), records)
-    stored = await store(db, source_id, rows) if rows else set()
-    answer = Accepted(received=len(records), skipped=skipped, rejected=rejected)
-    pending = {row["dedup_key"] for row in rows if row["status"] == InboxStatus.PENDING}
-    answer.accepted = len(pending & stored)
-    answer.duplicates = len(rows) - len(stored)
-    refused = len({row["dedup_key"] for row in rows if row["status"] == InboxStatus.FAILED} & stored)
-    if answer.duplicates or refused:
-        # Only then: the usual request never touches the source row, so requests do not queue on it.
-        await db.exec(  # type: ignore[call-overload]
-            update(IngestSource)
-            .where(col(IngestSource.id) == source_id)
-            .values(
-                duplicate_count=IngestSource.duplicate_count + answer.duplicates,
-                failed_count=IngestSource.failed_count + refused,
-            )
-        )
-    await db.commit()
-    return answer
 
 
 def retry_delay(attempts: int, time_scale: float) -> timedelta:

@@ -55,10 +55,11 @@ def current_user(connection: ASGIConnection[Any, Any, Any, Any]) -> User | None:
     return user if isinstance(user, User) else None
 
 
-def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Every route needs a login unless marked public; writes need operator unless a route says more.
 
-    The check lives on the server for every handler, so a crafted request cannot skip it.
+    The check lives on the server for every handler, so a crafted request cannot skip it. It is a
+    coroutine because Litestar runs a plain-function guard in a thread, on every request.
     """
     if handler.opt.get("public"):
         return

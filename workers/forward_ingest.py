@@ -38,6 +38,7 @@ from models import InboxStatus, IngestRecord, IngestSource
 from models.base import utcnow
 from services import ingest
 from services.accounts import get_account, klaviyo_target
+from services.ingest_inbox import PIPELINES
 from sync.targets.common import Item
 
 log = structlog.get_logger(__name__)
@@ -156,7 +157,7 @@ class Forwarder:
                 outcomes.retry(row.id or 0, "the source's mapping was deleted; choose another mapping")
             await self._record(rows, outcomes)
             return len(rows)
-        pipeline = ingest.PIPELINES.get(version)
+        pipeline = PIPELINES.get(version)
         items: list[tuple[int, Item]] = []
         for row in rows:
             row_id = row.id or 0

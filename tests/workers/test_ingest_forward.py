@@ -77,7 +77,7 @@ async def test_a_burst_of_10000_events_is_delivered_once_in_bulk(
     duplicates_before = sim_duplicates(simulator_url)
 
     started = time.monotonic()
-    await run_worker_burst(fwd_settings)
+    await forward(run_worker_burst, fwd_settings)
     events = sim_events(simulator_url, metric)
     assert len(events) == 10_000, f"{len(events)} of 10,000 events reached the simulator"
     assert {e["unique_id"] for e in events} == {r["id"] for r in records}
@@ -96,7 +96,7 @@ async def test_a_lone_event_goes_out_as_a_single_create_event(
     metric = unique("Lone ")
     src, token, _, _ = await make_source(sessionmaker, settings, event_spec(metric))
     await post(client, src.id, token, event_record(7, prefix=metric))
-    await run_worker_burst(fwd_settings)
+    await forward(run_worker_burst, fwd_settings)
     events = sim_events(simulator_url, metric)
     assert [(e["unique_id"], e["source"], e["value"]) for e in events] == [(f"{metric}-7", "single", 7.5)]
     assert events[0]["profile"]["email"] == "buyer7@shop.test"
@@ -116,11 +116,11 @@ async def test_the_same_order_posted_twice_reaches_klaviyo_once(
     src, token, _, _ = await make_source(sessionmaker, settings, spec)
     order = order_record("W-5001")
     assert (await post(client, src.id, token, order))["accepted"] == 1
-    await run_worker_burst(fwd_settings)
+    await forward(run_worker_burst, fwd_settings)
     # Posted again after it went out, and twice more in one request: still one order in Klaviyo.
     again = await post(client, src.id, token, [order, order])
     assert again == {"received": 2, "accepted": 0, "duplicates": 2, "skipped": 0, "rejected": 0, "errors": []}
-    await run_worker_burst(fwd_settings)
+    await forward(run_worker_burst, fwd_settings)
     placed = sim_events(simulator_url, name)
     lines = sim_events(simulator_url, f"{name} line")
     assert [(e["unique_id"], e["value"]) for e in placed] == [("W-5001", 16.5)]
@@ -136,7 +136,7 @@ async def test_server_errors_are_retried_listed_and_then_delivered(
     set_faults(simulator_url, error_share=1.0)
     try:
         await post(client, src.id, token, [event_record(n, prefix=metric) for n in range(3)])
-        await run_worker_burst(fwd_settings)
+        await forward(run_worker_burst, fwd_settings)
     finally:
         set_faults(simulator_url, error_share=0.0)
     assert sim_events(simulator_url, metric) == []
@@ -150,8 +150,7 @@ async def test_server_errors_are_retried_listed_and_then_delivered(
     assert 'data-testid="retrying-records"' in page.text and page.text.count(f"{metric}-") >= 3
     # Once their pause is over the sweep wakes the forwarder, and they go through.
     await asyncio.sleep(ingest.retry_delay(1, fwd_settings.klaviyo_time_scale).total_seconds() + 0.05)
-    await sweep(fwd_settings)
-    await run_worker_burst(fwd_settings)
+    await forward(run_worker_burst, fwd_settings)
     assert sorted(e["unique_id"] for e in sim_events(simulator_url, metric)) == [
         f"{metric}-{n}" for n in range(3)
     ]
@@ -169,10 +168,9 @@ async def test_retries_run_out_into_failed_records_that_can_be_retried(
     set_faults(simulator_url, error_share=1.0)
     try:
         await post(client, src.id, token, event_record(1, prefix=metric))
-        await run_worker_burst(limited)
+        await forward(run_worker_burst, limited)
         await asyncio.sleep(ingest.retry_delay(1, limited.klaviyo_time_scale).total_seconds() + 0.05)
-        await sweep(limited)
-        await run_worker_burst(limited)
+        await forward(run_worker_burst, limited)
     finally:
         set_faults(simulator_url, error_share=0.0)
     async with sessionmaker() as db:
@@ -185,9 +183,17 @@ async def test_retries_run_out_into_failed_records_that_can_be_retried(
     from tests.support.web import post_form
 
     assert (await post_form(client, f"/ingest/{src.id}/retry", follow_redirects=False)).status_code == 303
-    await run_worker_burst(limited)
+    await forward(run_worker_burst, limited)
     assert [e["unique_id"] for e in sim_events(simulator_url, metric)] == [f"{metric}-1"]
     assert await status_counts(sessionmaker, src.id) == {"sent": 1}
+
+
+async def forward(run_worker_burst, settings) -> None:
+    """Run a worker until the queue is empty. The API wakes the forwarder in the background after
+    answering, so the sweep (the worker's cron) first makes sure every source with due records
+    has its job queued."""
+    await sweep(settings)
+    await run_worker_burst(settings)
 
 
 async def sweep(settings) -> None:
@@ -201,4 +207,31 @@ async def sweep(settings) -> None:
         await sweep_ingest({"settings": settings, "redis": redis, "sessionmaker": make_sessionmaker(engine)})
     finally:
         await redis.aclose()
+        await engine.dispose()
+
+
+async def test_ingest_and_forwarding_on_sqlite(sqlite_url, fwd_settings, simulator_url, run_worker_burst):
+    """The embedded database takes the same path: one writer, so no row locks to skip."""
+    from litestar.testing import AsyncTestClient
+
+    from models.db import make_engine, make_sessionmaker
+    from web.app import create_app
+
+    lite = fwd_settings.model_copy(update={"database_url": sqlite_url})
+    engine = make_engine(sqlite_url)
+    sessionmaker = make_sessionmaker(engine)
+    metric = unique("Lite ")
+    try:
+        src, token, _, _ = await make_source(sessionmaker, lite, event_spec(metric))
+        async with AsyncTestClient(create_app(lite)) as client:
+            records = [event_record(n, prefix=metric) for n in range(30)]
+            first = await post(client, src.id, token, records[:20])
+            second = await post(client, src.id, token, records[10:])
+        assert (first["accepted"], second["accepted"], second["duplicates"]) == (20, 10, 10)
+        await forward(run_worker_burst, lite)
+        assert sorted(e["unique_id"] for e in sim_events(simulator_url, metric)) == sorted(
+            r["id"] for r in records
+        )
+        assert await status_counts(sessionmaker, src.id) == {"sent": 30}
+    finally:
         await engine.dispose()

@@ -14,7 +14,8 @@ from redis.exceptions import RedisError
 
 from models import IngestSource, Role
 from services import audit, ingest
-from services.ingest import IngestError
+from services.ingest import SIGNATURE_HEADER, IngestError
+from services.ingest_inbox import inbox_for
 from web.deps import Db, SettingsDep
 from web.security import current_user
 from web.templating import render
@@ -75,30 +76,20 @@ class IngestController(Controller):
     )
     async def receive(self, request: Request[Any, Any, Any], source_id: FromPath[int]) -> Response[Any]:
         """Store the posted records durably, wake the forwarder, answer 202 with counts."""
-        state = request.app.state
-        settings = state.settings
+        settings = request.app.state.settings
         try:
             body = await _read_body(request, settings.ingest_max_body_bytes)
-            async with state.sessionmaker() as db:
-                answer = await ingest.accept(
-                    db,
-                    settings,
-                    source_id,
-                    request.headers.get("authorization", ""),
-                    request.headers.get(ingest.SIGNATURE_HEADER),
-                    body,
-                )
+            answer = await inbox_for(request.app.state).accept(
+                source_id,
+                request.headers.get("authorization", ""),
+                request.headers.get(SIGNATURE_HEADER),
+                body,
+            )
         except IngestError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             return Response(
                 {"status": exc.status, "detail": exc.message}, status_code=exc.status, headers=headers
             )
-        if answer.accepted:
-            try:
-                await ingest.wake(state.arq, settings.queue_name, source_id)
-            except (RedisError, OSError) as exc:
-                # The records are stored; the worker's sweep forwards them once Redis is back.
-                log.warning("ingest could not wake the forwarder", source_id=source_id, error=str(exc))
         return Response(answer.as_dict(), status_code=202)
 
     @get("/ingest")
@@ -153,6 +144,7 @@ class IngestController(Controller):
     async def rotate(self, request: Request[Any, Any, Any], db: Db, source_id: FromPath[int]) -> Template:
         source = await self._source(db, source_id)
         token = ingest.rotate_token(db, source)
+        inbox_for(request.app.state).forget(source_id)
         audit.record(db, request, "ingest.rotate_token", target=f"ingest source {source.name}")
         await db.commit()
         return await _detail(request, db, source_id, token=token)
@@ -161,6 +153,7 @@ class IngestController(Controller):
     async def revoke(self, request: Request[Any, Any, Any], db: Db, source_id: FromPath[int]) -> Redirect:
         source = await self._source(db, source_id)
         ingest.revoke(db, source)
+        inbox_for(request.app.state).forget(source_id)
         audit.record(db, request, "ingest.revoke", target=f"ingest source {source.name}")
         return Redirect(f"/ingest/{source_id}", status_code=303)
 
@@ -171,6 +164,7 @@ class IngestController(Controller):
         """A new signing secret (shown once); requests must carry X-Signature from now on."""
         source = await self._source(db, source_id)
         secret = ingest.new_signing_secret(db, settings, source)
+        inbox_for(request.app.state).forget(source_id)
         audit.record(db, request, "ingest.signing_secret", target=f"ingest source {source.name}")
         await db.commit()
         return await _detail(request, db, source_id, secret=secret)
@@ -179,6 +173,7 @@ class IngestController(Controller):
     async def unsign(self, request: Request[Any, Any, Any], db: Db, source_id: FromPath[int]) -> Redirect:
         source = await self._source(db, source_id)
         ingest.drop_signing_secret(db, source)
+        inbox_for(request.app.state).forget(source_id)
         audit.record(db, request, "ingest.signing_removed", target=f"ingest source {source.name}")
         return Redirect(f"/ingest/{source_id}", status_code=303)
 
