@@ -294,7 +294,7 @@ async def test_delete_asks_first_removes_ticks_and_ledger_keeps_runs_and_every_a
     confirm = await client.get(f"/schedules/{schedule_id}/delete")
     assert confirm.status_code == 200
     assert "1 recorded tick" in confirm.text and "ledger of 1 record" in confirm.text
-    assert f'href="/runs/{run.id}"' in confirm.text and "stay in run history" in confirm.text
+    assert f'href="/runs/{run.id}"' in confirm.text and "Its run stays in run history" in confirm.text
     unconfirmed = await post_form(client, f"/schedules/{schedule_id}/delete", {})
     assert unconfirmed.status_code == 400
     async with sessionmaker() as db:
