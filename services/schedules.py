@@ -85,6 +85,10 @@ FEED_FIELDS = (
 class ScheduleError(ValueError):
     """A schedule that cannot be saved or changed, with the reason for the operator."""
 
+    def __init__(self, message: str, field: str = "mapping_id") -> None:
+        super().__init__(message)
+        self.field = field  # the form field the message belongs next to
+
 
 # ---------------------------------------------------------------- timing
 
@@ -363,6 +367,12 @@ async def update_schedule(
     if problems:
         raise ScheduleError(" ".join(problems.values()))
     await _live_mapping(db, form.mapping_id)
+    if form.position == "restart" and (aware(schedule.tick_until) or utcnow()) > utcnow():
+        # The tick would write its own mark over the reset when it finishes.
+        raise ScheduleError(
+            "A tick is fetching right now; start over once it has finished (the ticks below update).",
+            field="position",
+        )
     before = _snapshot(schedule, source)
     _apply_source(source, form)
     _apply_schedule(schedule, form)

@@ -253,6 +253,21 @@ async def test_changing_the_feed_keeps_the_position_unless_told_to_start_over(cl
     rekeyed = await post_form(client, f"/schedules/{schedule_id}/edit", {**form, "key_field": "id"})
     assert "The record key changed" in rekeyed.text
 
+    # Not while a tick is fetching: it would write its mark over the reset when it finished.
+    async with sessionmaker() as db:
+        schedule = await db.get(Schedule, schedule_id)
+        schedule.tick_until = utcnow() + timedelta(minutes=5)
+        db.add(schedule)
+        await db.commit()
+    busy = await post_form(client, f"/schedules/{schedule_id}/edit", {**form, "position": "restart"})
+    assert busy.status_code == 400 and 'data-testid="problem-position"' in busy.text
+    assert "A tick is fetching right now" in busy.text
+    async with sessionmaker() as db:
+        schedule = await db.get(Schedule, schedule_id)
+        schedule.tick_until = None
+        db.add(schedule)
+        await db.commit()
+
     restarted = await post_form(client, f"/schedules/{schedule_id}/edit", {**form, "position": "restart"})
     assert "Started over" in restarted.text and "3 records already taken are forgotten" in restarted.text
     async with sessionmaker() as db:

@@ -58,9 +58,9 @@ class SchedulesController(Controller):
         form = schedules.ScheduleForm.from_form(raw)
         try:
             schedule = await schedules.create_schedule(db, settings, form, current_user(request))
-        except schedules.ScheduleError:
+        except schedules.ScheduleError as exc:
             raw.pop("auth_header_value", None)  # a secret is never rendered back
-            problems = form.problems() or {"mapping_id": f"Mapping #{form.mapping_id} does not exist."}
+            problems = form.problems() or {exc.field: str(exc)}
             return render(
                 request, "schedules/new.html", 400, mappings=await _mappings(db), form=raw, problems=problems
             )
@@ -146,7 +146,7 @@ class SchedulesController(Controller):
         except schedules.ScheduleError as exc:  # raised before anything is changed
             raw.pop("auth_header_value", None)  # a secret is never rendered back
             stored = bool(row.source.auth_header_encrypted)
-            problems = form.problems(stored_auth=stored) or {"mapping_id": str(exc)}
+            problems = form.problems(stored_auth=stored) or {exc.field: str(exc)}
             return await _edit_page(request, db, row, raw, problems, 400)
         audit.record(
             db,
