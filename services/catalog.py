@@ -14,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from models import Account, CatalogState, RowError, SyncRun
 from models.base import utcnow
 from services.accounts import get_account
+from sync.issues import Issue, warning
 from sync.mapping import Mapping as MappingSpec
 from sync.targets.catalog import ENTRY_TYPES, CatalogSync, Known
 
@@ -162,3 +163,85 @@ async def has_source_errors(db: AsyncSession, run_id: int) -> bool:
         .limit(1)
     )
     return (await db.exec(query)).first() is not None
+
+
+# Recommendations join Ordered Product / Placed Order events to catalog items on this property.
+PRODUCT_ID = "productid"
+RECOMMENDATION_METRICS = ("Ordered Product", "Placed Order")
+
+
+def _product_ids(value: Any, found: list[Any], depth: int = 0) -> None:
+    """Every ProductID value inside an item's events (Items[] of a Placed Order included)."""
+    if depth > 12:
+        return
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key.lower() == PRODUCT_ID and not isinstance(inner, dict | list):
+                found.append(inner)
+            else:
+                _product_ids(inner, found, depth + 1)
+    elif isinstance(value, list):
+        for inner in value:
+            _product_ids(inner, found, depth + 1)
+
+
+def _sends_recommendation_metric(spec: MappingSpec) -> bool:
+    kind = spec.target.kind.value
+    if kind == "order":
+        return True  # Placed Order, and Ordered Product per line
+    return kind == "event" and spec.target.metric in RECOMMENDATION_METRICS
+
+
+async def product_id_issues(db: AsyncSession, spec: MappingSpec, items: Iterable[Any]) -> list[Issue]:
+    """Warnings when the mapped product id of Ordered Product / Placed Order events cannot match the
+    synced catalog: a number where external ids are strings, or values no synced item has."""
+    if not _sends_recommendation_metric(spec):
+        return []
+    values: list[Any] = []
+    for item in items:
+        _product_ids(item, values)
+    issues: list[Issue] = []
+    numeric = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    casts = [r.target for r in spec.fields if r.target.rsplit(".", 1)[-1].lower() == PRODUCT_ID and any(
+        getattr(t, "op", "") in ("number", "integer") for t in r.transforms)]  # fmt: skip
+    if numeric or casts:
+        example = numeric[0] if numeric else "a number"
+        issues.append(
+            warning(
+                "product_id_type",
+                f"ProductID is sent as a number ({example}) but catalog external ids are strings: "
+                "recommendations match on type and value, so send it as text",
+                casts[0] if casts else None,
+            )
+        )
+    scope = account_scope(await get_account(db))
+    base = select(CatalogState.external_id).where(
+        CatalogState.account == scope,
+        CatalogState.entry_type == "item",
+        CatalogState.last_action != "deleted",
+    )
+    synced = (await db.exec(base.limit(1))).first()
+    if synced is None:
+        return issues  # no catalog synced from here: nothing to compare values with
+    if not values:
+        issues.append(
+            warning(
+                "product_id_missing",
+                f"no ProductID property is mapped: recommendations cannot link these orders to the "
+                f"synced catalog (its item external ids look like {synced!r})",
+            )
+        )
+        return issues
+    wanted = sorted({str(v) for v in values})[:200]
+    known = set((await db.exec(base.where(col(CatalogState.external_id).in_(wanted)))).all())
+    unknown = [v for v in wanted if v not in known]
+    if unknown:
+        issues.append(
+            warning(
+                "product_id_not_in_catalog",
+                f"{len(unknown)} of {len(wanted)} ProductID values in the sample (e.g. {unknown[0]!r}) "
+                f"are not external ids of synced catalog items (e.g. {synced!r}): map the column the "
+                "catalog uses",
+            )
+        )
+    return issues

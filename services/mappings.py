@@ -723,6 +723,9 @@ HINTS = {
     "invalid_date": "Set the date format of the field (e.g. %d/%m/%Y %H:%M) or the day-first option.",
     "not_a_number": "Check the decimal separator of the number transform.",
     "missing_order_id": "Every line row needs the order id; order columns may be blank after the first line.",
+    "product_id_type": "Remove the number transform from the ProductID field.",
+    "product_id_not_in_catalog": "Map ProductID from the column the catalog sync uses as external_id.",
+    "product_id_missing": "Map the product's id (the catalog's external_id) to ProductID.",
 }
 
 

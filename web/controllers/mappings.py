@@ -13,7 +13,7 @@ from litestar.response import Redirect, Template
 from redis.exceptions import RedisError
 
 from models import Mapping, Role
-from services import accounts, audit, mappings, metric_cache
+from services import accounts, audit, catalog, mappings, metric_cache
 from services.mapping_editor import (
     FormErrors,
     base_options_json,
@@ -65,7 +65,12 @@ async def _studio(
     account = await accounts.get_account(db)
     cache = await metric_cache.read(redis, account.id or 0)
     sample = await mappings.load_sample(db, choice)
-    return mappings.build_studio(spec, sample, choice, cache, **extra)
+    studio = mappings.build_studio(spec, sample, choice, cache, **extra)
+    if spec is not None and not studio.preview.mapping_error:
+        # Recommendations need Ordered Product / Placed Order's ProductID to match the synced catalog.
+        items = [item for row in studio.preview.rows for item in row.result.items]
+        studio.preview.mapping_issues.extend(await catalog.product_id_issues(db, spec, items))
+    return studio
 
 
 class MappingsController(Controller):
