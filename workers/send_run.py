@@ -120,6 +120,8 @@ class RunExecutor:
         # Batches open at once (sent or waiting for their job to settle), and requests at once.
         self.in_flight = self.settings.send_concurrency
         self.send_gate = asyncio.Semaphore(self.settings.send_concurrency)
+        self.job_seconds: float | None = None  # how long this run's bulk jobs take to settle (moving average)
+        self.paced_polls = False  # first job read timed by job_seconds (catalog runs)
 
     # -- lease ------------------------------------------------------------------------------
 
@@ -246,6 +248,7 @@ class RunExecutor:
             # A catalog job takes seconds to settle: keep many open (Klaviyo allows 500 in flight)
             # while still sending at most SEND_CONCURRENCY requests at a time.
             self.in_flight = max(self.settings.catalog_jobs_in_flight, self.settings.send_concurrency)
+            self.paced_polls = True
         path = Path(self.settings.upload_dir) / upload.stored_as
         # A schedule's feed tick stores its records as NDJSON; every other upload is a CSV.
         reader: CsvReader | RecordFileReader = (
@@ -553,7 +556,16 @@ class RunExecutor:
         if self.target.settles:
             # Bulk jobs that report refused items only when they finish: wait, then record those too.
             scale = self.settings.klaviyo_time_scale
-            outcome = await settle(client, endpoint, outcome, first_delay=0.5 / scale, max_delay=15.0 / scale)
+            first_delay = 0.5 / scale
+            if self.job_seconds is not None and self.paced_polls:
+                # Job reads share a small budget (750/min for catalogs): first look when jobs of this
+                # run have been taking to finish, so most jobs are read once.
+                first_delay = min(max(first_delay, 0.8 * self.job_seconds), 15.0 / scale)
+            waited = time.monotonic()
+            outcome = await settle(client, endpoint, outcome, first_delay=first_delay, max_delay=15.0 / scale)
+            if outcome.job_ids and self.paced_polls:
+                took = time.monotonic() - waited
+                self.job_seconds = took if self.job_seconds is None else 0.8 * self.job_seconds + 0.2 * took
         settled: list[catalog.Settled] = []
         if self.router is not None:
             outcome, adopted = await self._adopt_existing(client, batch.seq, outcome)
