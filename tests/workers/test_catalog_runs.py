@@ -52,9 +52,10 @@ async def run_to_end(
     sessionmaker: Any, run_worker_burst: Any, settings: Any, upload: Any, mapping: Any, **options: Any
 ) -> SyncRun:
     """Start a run with these create_run options, and work the queue until it ends."""
+    options.setdefault("dry_run", False)
     async with sessionmaker() as db:
         run = await runs.create_run(
-            db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None, **options
+            db, upload_id=upload.id, mapping_id=mapping.id, backfill=True, user=None, **options
         )
         await db.commit()
     arq = ArqRedis.from_url(settings.redis_url)

@@ -68,8 +68,14 @@ async def test_second_sync_sends_only_what_changed_and_deletes_what_is_gone(
     assert second.status == RunStatus.COMPLETED and second.items_sent == 0 and second.requests == 0
     assert (await _counts(sessionmaker, second))["unchanged"] == 120
 
-    # One price changes: one update, the rest untouched.
+    # One price changes: a dry run says one update and sends nothing; the real run sends it alone.
     rows[7]["price"] = "99.00"
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "catalog.csv")
+    dry = await _sync(sessionmaker, run_worker_burst, run_settings, upload, mapping, dry_run=True)
+    assert dry.status == RunStatus.COMPLETED and dry.requests == 0 and dry.summary["items"] == 1
+    counts = await _counts(sessionmaker, dry)
+    assert (counts["updated"], counts["created"], counts["unchanged"]) == (1, 0, 119)
+    assert _items(simulator_url, tag)[f"{tag}-7"]["price"] == 17.5
     third = await sync(rows)
     assert third.items_sent == 1
     counts = await _counts(sessionmaker, third)
