@@ -32,6 +32,8 @@ class CatalogState(SQLModel, table=True):
     external_id: str = Field(max_length=255)
     content_hash: str = Field(max_length=64)
     klaviyo_id: str = Field(max_length=400)
+    # A variant's item: deleting the item deletes its variants in Klaviyo, so their state follows.
+    parent_external_id: str | None = Field(default=None, max_length=255)
     last_action: str = Field(max_length=16)  # created | updated | deleted
     last_run_id: int | None = Field(default=None, foreign_key="sync_runs.id")
     updated_at: datetime = timestamp_field()

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import Account, CatalogState, RowError, SyncRun
+from models import Account, CatalogState, MappingVersion, RowError, SyncRun
 from models.base import utcnow
 from services.accounts import get_account
 from sync.issues import Issue, warning
@@ -77,7 +77,19 @@ async def load_sync(db: AsyncSession, run: SyncRun) -> tuple[str, CatalogSync]:
         external_id: Known(digest, klaviyo_id, action == "deleted", run_id)
         for external_id, digest, klaviyo_id, action, run_id in (await db.exec(query)).all()  # type: ignore[call-overload]
     }
-    return scope, CatalogSync(item_type, known, run.id or 0)
+    # Only entries sent through this run's mapping count as gone from its source.
+    same_mapping = (
+        select(SyncRun.id)
+        .join(MappingVersion, col(SyncRun.mapping_version_id) == col(MappingVersion.id))
+        .where(
+            MappingVersion.mapping_id
+            == select(MappingVersion.mapping_id)
+            .where(MappingVersion.id == run.mapping_version_id)
+            .scalar_subquery()
+        )
+    )
+    sources = {run_id for run_id in (await db.exec(same_mapping)).all() if run_id is not None}
+    return scope, CatalogSync(item_type, known, run.id or 0, sources)
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,7 @@ class Settled:
     content_hash: str
     klaviyo_id: str
     action: str  # created | updated | deleted
+    parent: str | None = None  # a variant's item external id
 
 
 async def record_settled(
@@ -112,12 +125,26 @@ async def record_settled(
             external_id=e.external_id,
             content_hash=e.content_hash,
             klaviyo_id=e.klaviyo_id,
+            parent_external_id=e.parent,
             last_action=e.action,
             last_run_id=run_id,
             updated_at=now,
         )
         for e in rows.values()
     )
+    deleted = [e.external_id for e in rows.values() if e.action == "deleted"]
+    if entry_type == "item" and deleted:
+        # Klaviyo deleted these items' variants with them: the next variant sync creates them again.
+        await db.exec(  # type: ignore[call-overload]
+            update(CatalogState)
+            .where(
+                col(CatalogState.account) == scope,
+                col(CatalogState.catalog) == DEFAULT_CATALOG,
+                col(CatalogState.entry_type) == "variant",
+                col(CatalogState.parent_external_id).in_(deleted),
+            )
+            .values(last_action="deleted", content_hash="", updated_at=now)
+        )
 
 
 async def run_counts(db: AsyncSession, run_id: int) -> dict[str, int]:

@@ -127,7 +127,9 @@ class CatalogRouter:
                 continue
             action = "updated" if ref in adopted else ACTIONS[op]
             klaviyo_id = str(decision.body.get("id") or "") or catalog_id(decision.external_id)
-            entries.append(Settled(decision.external_id, decision.content_hash, klaviyo_id, action))
+            entries.append(
+                Settled(decision.external_id, decision.content_hash, klaviyo_id, action, decision.parent)
+            )
         return entries
 
     def external_id(self, seq: int, row_ref: int) -> str | None:

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("external_id", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("content_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("klaviyo_id", sqlmodel.sql.sqltypes.AutoString(length=400), nullable=False),
+        sa.Column("parent_external_id", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
         sa.Column("last_action", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("last_run_id", sa.Integer(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

@@ -110,6 +110,13 @@ def entry_id(item: Item) -> str:
     return catalog_id(str(item["attributes"]["external_id"]))
 
 
+def _parent_of(item: Item) -> str | None:
+    """The external id of a variant's item (None for items and categories)."""
+    parent = ((item.get("relationships") or {}).get("item") or {}).get("data") or {}
+    compound = str(parent.get("id") or "")
+    return compound.rsplit(":::", 1)[-1] if compound else None
+
+
 # The entry type stored in the sync state, by JSON:API type.
 ENTRY_TYPES = {"catalog-item": "item", "catalog-variant": "variant", "catalog-category": "category"}
 
@@ -148,6 +155,7 @@ class Decision:
     body: Item
     external_id: str
     content_hash: str
+    parent: str | None = None  # a variant's item external id
 
 
 class CatalogSync:
@@ -157,10 +165,14 @@ class CatalogSync:
     counted as unchanged.
     """
 
-    def __init__(self, item_type: str, known: dict[str, Known], run_id: int) -> None:
+    def __init__(
+        self, item_type: str, known: dict[str, Known], run_id: int, sources: set[int] | None = None
+    ) -> None:
         self.item_type = item_type
         self.known = known
         self.run_id = run_id
+        # Runs whose entries this source may delete (the same mapping's); None: any run's.
+        self.sources = sources
         self.seen: set[str] = set()
         self.unchanged = 0
         self.planned: dict[str, int] = {"create": 0, "update": 0, "delete": 0}
@@ -177,14 +189,15 @@ class CatalogSync:
         self.seen.add(external_id)
         digest = content_hash(item)
         known = self.known.get(external_id)
+        parent = _parent_of(item)
         if known is None or known.deleted:
-            decision = Decision("create", item, external_id, digest)
+            decision = Decision("create", item, external_id, digest, parent)
         elif known.content_hash == digest:
             if known.run_id != self.run_id:
                 self.unchanged += 1
             return None
         else:
-            decision = Decision("update", update_form(item), external_id, digest)
+            decision = Decision("update", update_form(item), external_id, digest, parent)
         self.planned[decision.op] += 1
         return decision
 
@@ -193,5 +206,7 @@ class CatalogSync:
         for external_id, known in self.known.items():
             if known.deleted or external_id in self.seen:
                 continue
+            if self.sources is not None and known.run_id not in self.sources:
+                continue  # another source (mapping) sent it: not this one's to delete
             self.planned["delete"] += 1
             yield Decision("delete", delete_form(self.item_type, known.klaviyo_id), external_id, "")

@@ -146,6 +146,16 @@ async def test_variant_errors_on_their_rows_and_retried_next_sync(
     stored = httpx.get(f"{simulator_url}/__sim/catalog").json()["variants"]
     assert sorted(v["sku"] for v in stored if tag in v["id"]) == [f"{tag}-{n}-blue" for n in range(4)]
 
+    # Item 1 is deleted (Klaviyo takes its variant with it), then comes back: the next variant sync
+    # knows the variant is gone and creates it again, alone.
+    gone = await sync(item_mapping, [items[0], *items[2:]], delete_missing=True)
+    assert gone.items_sent == 1 and (await _counts(sessionmaker, gone))["deleted"] == 1
+    assert (await sync(item_mapping, items)).items_sent == 1
+    back = await sync(variant_mapping, variants[:4])
+    assert back.items_sent == 1 and (await _counts(sessionmaker, back))["created"] == 1
+    stored = httpx.get(f"{simulator_url}/__sim/catalog").json()["variants"]
+    assert sorted(v["sku"] for v in stored if tag in v["id"]) == [f"{tag}-{n}-blue" for n in range(4)]
+
 
 async def test_entries_already_in_klaviyo_are_adopted_by_update(
     run_settings,  # noqa: F811
