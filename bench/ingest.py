@@ -1,13 +1,14 @@
 """Real-time ingest under sustained load: POSTs to the ingest API from a load generator on loopback.
 
-    python -m bench.ingest [--quick] [--rps R] [--seconds S] [--time-scale T]
+    python -m bench.ingest [--quick] [--rps R] [--seconds S] [--time-scale T] [--web-workers W]
 
-Starts the web app (uvicorn, one process), one worker and the simulator (Klaviyo's real limits unless
---time-scale), creates an event mapping and an ingest source on a fresh PostgreSQL database, then
-posts one event per request at R requests/s for S seconds, open loop: request i is due at i/R, and
-its latency counts from then, so a server that falls behind is charged for the queue it causes.
-Every 50th request repeats an earlier event, as a store retrying would. Then it waits until the
-simulator holds every distinct event. The last line is a key=value summary.
+Starts the web app (uvicorn, one process per core as deployed), one worker and the simulator
+(Klaviyo's real limits unless --time-scale), creates an event mapping and an ingest source on a
+fresh PostgreSQL database, then posts one event per request at R requests/s for S seconds, open
+loop: request i is due at i/R and its latency counts from then, so a server that falls behind is
+charged for the queue it causes. Every 50th request repeats an earlier event, as a store retrying
+would. Then it waits until the simulator holds every distinct event. The last line is a key=value
+summary.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--web-workers", type=int, default=2, help="uvicorn worker processes (one per core, as deployed)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds = 15.0
@@ -159,14 +163,24 @@ async def main() -> None:
         settings = Settings(database_url=db_url, secret_key=env["SECRET_KEY"])  # type: ignore[arg-type]
         source, token, _, _ = await make_source(sessionmaker, settings, event_spec(metric))
         web = [sys.executable, "-m", "uvicorn", "web.app:create_app", "--factory", "--port", str(port)]
-        web += ["--no-access-log", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
+        web += [
+            "--workers",
+            str(args.web_workers),
+            "--no-access-log",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+        ]
+        web += ["--log-level", "warning"]
         try:
             procs.append(subprocess.Popen(web, cwd=ROOT, env=env))
             procs.append(subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env))
             await _ready(f"http://127.0.0.1:{port}/healthz", queue)
             print(
                 f"posting one event per request at {args.rps:.0f}/s for {args.seconds:.0f} s "
-                f"({args.connections} connections; simulator at 1/{args.time_scale:g} of real time)"
+                f"({args.connections} connections, {args.web_workers} web processes; "
+                f"simulator at 1/{args.time_scale:g} of real time)"
             )
             latencies, accepted, refused, ids, sent_for = await load(
                 "127.0.0.1", port, f"/api/ingest/{source.id}", token, args.rps, args.seconds, args.connections

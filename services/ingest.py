@@ -80,13 +80,16 @@ def job_id(queue_name: str, source_id: int) -> str:
     return f"{queue_name}:ingest:{source_id}"
 
 
-async def wake(arq: ArqRedis, queue_name: str, source_id: int) -> None:
-    """Make sure a forwarder runs for the source: the flag covers one already running (arq refuses a
-    second job with the same id), the job covers none running."""
-    await arq.set(wake_key(queue_name, source_id), b"1", ex=24 * 3600)
-    await arq.enqueue_job(
-        FORWARD_JOB, source_id, _job_id=job_id(queue_name, source_id), _queue_name=queue_name
-    )
+async def wake(arq: ArqRedis, queue_name: str, source_id: int, *, force: bool = False) -> None:
+    """Make sure a forwarder runs for the source. The flag covers one already running (arq refuses a
+    second job with the same id); the job covers none running. A flag that was already set means a
+    forwarder has yet to take it, so the request path skips the job (one round trip, not four);
+    the sweep (``force``) always queues it, so a flag left behind by a lost job is picked up."""
+    before = await arq.set(wake_key(queue_name, source_id), b"1", ex=24 * 3600, get=True)
+    if before is None or force:
+        await arq.enqueue_job(
+            FORWARD_JOB, source_id, _job_id=job_id(queue_name, source_id), _queue_name=queue_name
+        )
 
 
 # ---------------------------------------------------------------- sources (the pages)

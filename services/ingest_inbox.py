@@ -23,7 +23,7 @@ from arq.connections import ArqRedis
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from config.crypto import decrypt_secret
@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 CREDENTIALS_TTL = 1.0  # seconds a process trusts what it read about a source
 MAX_KEY = 200
+COMMITS_IN_FLIGHT = 4  # per web process
 INBOX = IngestRecord.__table__  # type: ignore[attr-defined]
 SOURCES = IngestSource.__table__  # type: ignore[attr-defined]
 
@@ -190,7 +191,11 @@ class _Waiting:
 
 
 class GroupCommitter:
-    """Stores the rows of concurrent requests in one transaction; returns each request's new keys."""
+    """Stores the rows of concurrent requests in one transaction; returns each request's new keys.
+
+    Up to ``max_drainers`` tasks commit at once, each taking every request waiting when it starts a
+    transaction; a task ends when nobody waits, so none outlives the requests (or the loop) it serves.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -201,35 +206,54 @@ class GroupCommitter:
             .returning(INBOX.c.source_id, INBOX.c.dedup_key)
         )
         self.waiting: list[_Waiting] = []
-        self.task: asyncio.Task[None] | None = None
+        self.drainers: set[asyncio.Task[None]] = set()
+        # A commit mostly waits for the disk: a few on their own connections overlap those waits.
+        # SQLite has one writer, so one is all it can use.
+        self.max_drainers = COMMITS_IN_FLIGHT if engine.dialect.name == "postgresql" else 1
 
     async def store(self, source_id: int, rows: list[dict[str, Any]]) -> set[str]:
         done: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
         self.waiting.append(_Waiting(source_id, rows, done))
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._drain())
+        if len(self.drainers) < self.max_drainers:
+            task = asyncio.create_task(self._drain())
+            self.drainers.add(task)
+            task.add_done_callback(self.drainers.discard)
         return await done
 
     async def _drain(self) -> None:
-        # Ends when nobody waits, so no task outlives the requests (or the event loop) it serves.
-        while self.waiting:
-            group, self.waiting = self.waiting, []
-            try:
-                stored = await self._commit(group)
-            except BaseException as exc:
-                for entry in group:
-                    if not entry.done.done():
-                        entry.done.set_exception(
-                            exc if isinstance(exc, Exception) else RuntimeError(str(exc))
-                        )
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for entry, keys in zip(group, stored, strict=True):
+        # Under load a task keeps its connection for group after group: no pool checkout between.
+        try:
+            # Returning the connection awaits, and requests may queue meanwhile: look again after.
+            while self.waiting:
+                await self._drain_on_connection()
+        except BaseException as exc:
+            # No connection (or it broke, or we were cancelled): nobody still waiting may hang.
+            failed = exc if isinstance(exc, Exception) else RuntimeError("the ingest commit was cancelled")
+            waiting, self.waiting = self.waiting, []
+            for entry in waiting:
                 if not entry.done.done():
-                    entry.done.set_result(keys)
+                    entry.done.set_exception(failed)
+            if not isinstance(exc, Exception):
+                raise
 
-    async def _commit(self, group: list[_Waiting]) -> list[set[str]]:
+    async def _drain_on_connection(self) -> None:
+        async with self.engine.connect() as conn:
+            while self.waiting:
+                group, self.waiting = self.waiting, []
+                try:
+                    stored = await self._commit(conn, group)
+                except Exception as exc:
+                    for entry in group:
+                        if not entry.done.done():
+                            entry.done.set_exception(exc)
+                    if conn.invalidated:
+                        raise
+                    continue
+                for entry, keys in zip(group, stored, strict=True):
+                    if not entry.done.done():
+                        entry.done.set_result(keys)
+
+    async def _commit(self, conn: AsyncConnection, group: list[_Waiting]) -> list[set[str]]:
         owner: dict[tuple[int, str], int] = {}
         params: list[dict[str, Any]] = []
         for index, entry in enumerate(group):
@@ -239,7 +263,7 @@ class GroupCommitter:
                     owner[key] = index
                     params.append({**row, "source_id": entry.source_id})
         stored: list[set[str]] = [set() for _ in group]
-        async with self.engine.begin() as conn:
+        async with conn.begin():
             if params:
                 for source_id, dedup_key in (await conn.execute(self.statement, params)).all():
                     stored[owner[(source_id, dedup_key)]].add(dedup_key)

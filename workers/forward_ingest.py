@@ -63,6 +63,15 @@ def single_event(item: Item) -> dict[str, Any]:
     return {"type": "event", "attributes": event}
 
 
+@dataclass(slots=True)
+class Claimed:
+    """A row this pass owns (plain values: building table models per row costs more than mapping)."""
+
+    id: int
+    body: dict[str, Any]
+    attempts: int
+
+
 @dataclass
 class Outcomes:
     """What happened to each claimed row in one pass."""
@@ -109,7 +118,7 @@ class Forwarder:
         )
         return client.for_run(f"ingest:{self.source_id}")
 
-    async def _claim(self) -> list[IngestRecord]:
+    async def _claim(self) -> list[Claimed]:
         now = utcnow()
         async with self.sessionmaker() as db:
             due = (
@@ -137,11 +146,8 @@ class Forwarder:
             )
             rows = (await db.exec(claim)).all()  # type: ignore[call-overload]
             await db.commit()
-        claimed = [
-            IngestRecord(id=r[0], source_id=self.source_id, dedup_key="", body=r[1], attempts=r[2])
-            for r in rows
-        ]
-        return sorted(claimed, key=lambda record: record.id or 0)
+        claimed = [Claimed(int(r[0]), r[1], int(r[2])) for r in rows]
+        return sorted(claimed, key=lambda record: record.id)
 
     async def pass_once(self) -> int:
         """Claim, map, send and record one batch of due rows; returns how many rows it handled."""
@@ -154,13 +160,13 @@ class Forwarder:
         version = loaded[1] if loaded is not None else None
         if version is None:
             for row in rows:
-                outcomes.retry(row.id or 0, "the source's mapping was deleted; choose another mapping")
+                outcomes.retry(row.id, "the source's mapping was deleted; choose another mapping")
             await self._record(rows, outcomes)
             return len(rows)
         pipeline = PIPELINES.get(version)
         items: list[tuple[int, Item]] = []
         for row in rows:
-            row_id = row.id or 0
+            row_id = row.id
             errors = []
             produced: list[Item] = []
             for result in pipeline.run([(row_id, row.body)]):
@@ -222,7 +228,7 @@ class Forwarder:
             else:
                 outcomes.fail(row_id, "klaviyo", message)
 
-    async def _record(self, rows: list[IngestRecord], outcomes: Outcomes) -> None:
+    async def _record(self, rows: list[Claimed], outcomes: Outcomes) -> None:
         now = utcnow()
         limit = self.settings.ingest_max_attempts
         attempts = {row.id: row.attempts for row in rows}
@@ -344,5 +350,5 @@ async def sweep_ingest(ctx: dict[str, Any]) -> dict[str, Any]:
             pruned = int(result.rowcount or 0)
         await db.commit()
     for source_id in sources:
-        await ingest.wake(redis, settings.queue_name, source_id)
+        await ingest.wake(redis, settings.queue_name, source_id, force=True)
     return {"woken": sources, "pruned": pruned}

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import structlog
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
@@ -90,7 +91,7 @@ class IngestController(Controller):
             return Response(
                 {"status": exc.status, "detail": exc.message}, status_code=exc.status, headers=headers
             )
-        return Response(answer.as_dict(), status_code=202)
+        return Response(orjson.dumps(answer.as_dict()), status_code=202, media_type=MediaType.JSON)
 
     @get("/ingest")
     async def index(self, request: Request[Any, Any, Any], db: Db) -> Template:
@@ -186,7 +187,7 @@ class IngestController(Controller):
         audit.record(db, request, "ingest.retry_failed", target=f"ingest source {source.name}", records=count)
         await db.commit()
         try:
-            await ingest.wake(request.app.state.arq, settings.queue_name, source_id)
+            await ingest.wake(request.app.state.arq, settings.queue_name, source_id, force=True)
         except (RedisError, OSError) as exc:
             log.warning("ingest retry could not wake the forwarder", source_id=source_id, error=str(exc))
         return Redirect(f"/ingest/{source_id}", status_code=303)
