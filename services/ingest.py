@@ -234,13 +234,24 @@ async def stats_of(db: AsyncSession, source_ids: list[int]) -> dict[int, SourceS
         else:
             entry.pending += int(count)
             entry.retrying += int(retries or 0) if status == InboxStatus.PENDING else 0
-    last = (
-        select(col(IngestRecord.source_id), func.max(col(IngestRecord.received_at)))
-        .where(col(IngestRecord.source_id).in_(source_ids))
-        .group_by(col(IngestRecord.source_id))
-    )
-    for sid, when in (await db.exec(last)).all():
-        stats[sid].last_received_at = when
+    for sid in source_ids:
+        # The newest record is the one with the highest id: per status, the tail of the
+        # (source, status, id) index, where a max over received_at would read every record.
+        newest = [
+            (
+                await db.exec(
+                    select(func.max(col(IngestRecord.id))).where(
+                        IngestRecord.source_id == sid, IngestRecord.status == status
+                    )
+                )
+            ).one()
+            for status in InboxStatus
+        ]
+        last_id = max((found for found in newest if found is not None), default=None)
+        if last_id is not None:
+            stats[sid].last_received_at = (
+                await db.exec(select(IngestRecord.received_at).where(IngestRecord.id == last_id))
+            ).one()
     return stats
 
 

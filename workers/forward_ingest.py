@@ -321,34 +321,48 @@ async def forward_ingest(ctx: dict[str, Any], source_id: int) -> dict[str, Any]:
 
 async def sweep_ingest(ctx: dict[str, Any]) -> dict[str, Any]:
     """Cron: free rows claimed by a worker that died, wake every source with due rows (retries whose
-    pause is over, or a wake-up lost while Redis was away), and drop sent rows past retention."""
+    pause is over, or a wake-up lost while Redis was away), and drop sent rows past retention.
+
+    Source by source, so every query is a range of the (source, status, id) index: the inbox holds
+    every sent record of the retention period, the unsent ones are few."""
     settings, redis = ctx["settings"], ctx["redis"]
     now = utcnow()
+    prune = bool(
+        await redis.set(f"{settings.queue_name}:ingest:pruned", b"1", nx=True, ex=PRUNE_EVERY_SECONDS)
+    )
+    cutoff = now - timedelta(days=settings.ingest_retention_days)
+    woken: list[int] = []
+    pruned = 0
     async with ctx["sessionmaker"]() as db:
-        await db.exec(  # type: ignore[call-overload]
-            update(IngestRecord)
-            .where(col(IngestRecord.status) == InboxStatus.SENDING, col(IngestRecord.lease_until) < now)
-            .values(status=InboxStatus.PENDING, lease_until=None)
-        )
-        due = (
-            select(IngestRecord.source_id)
-            .distinct()
-            .where(
+        source_ids = list((await db.exec(select(IngestSource.id))).all())
+        for source_id in source_ids:
+            mine = col(IngestRecord.source_id) == source_id
+            await db.exec(  # type: ignore[call-overload]
+                update(IngestRecord)
+                .where(
+                    mine, col(IngestRecord.status) == InboxStatus.SENDING, col(IngestRecord.lease_until) < now
+                )
+                .values(status=InboxStatus.PENDING, lease_until=None)
+            )
+            due = select(IngestRecord.id).where(
+                mine,
                 IngestRecord.status == InboxStatus.PENDING,
                 or_(col(IngestRecord.next_attempt_at).is_(None), col(IngestRecord.next_attempt_at) <= now),
             )
-        )
-        sources = list((await db.exec(due)).all())
-        pruned = 0
-        if await redis.set(f"{settings.queue_name}:ingest:pruned", b"1", nx=True, ex=PRUNE_EVERY_SECONDS):
-            cutoff = now - timedelta(days=settings.ingest_retention_days)
-            result = await db.exec(  # type: ignore[call-overload]
-                delete(IngestRecord).where(
-                    and_(col(IngestRecord.status) == InboxStatus.SENT, col(IngestRecord.sent_at) < cutoff)
+            if (await db.exec(due.limit(1))).first() is not None:
+                woken.append(source_id or 0)
+            if prune:
+                result = await db.exec(  # type: ignore[call-overload]
+                    delete(IngestRecord).where(
+                        and_(
+                            mine,
+                            col(IngestRecord.status) == InboxStatus.SENT,
+                            col(IngestRecord.sent_at) < cutoff,
+                        )
+                    )
                 )
-            )
-            pruned = int(result.rowcount or 0)
-        await db.commit()
-    for source_id in sources:
+                pruned += int(result.rowcount or 0)
+            await db.commit()
+    for source_id in woken:
         await ingest.wake(redis, settings.queue_name, source_id, force=True)
-    return {"woken": sources, "pruned": pruned}
+    return {"woken": woken, "pruned": pruned}
