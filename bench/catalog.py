@@ -75,7 +75,7 @@ async def main() -> None:
     parser.add_argument("--changed", type=float, default=0.01, help="share of items changed for sync 2")
     args = parser.parse_args()
     if args.quick:
-        args.items, args.time_scale = 10_000, 10.0
+        args.items, args.time_scale = 6_000, 10.0
     tag = uuid.uuid4().hex[:6]
     work = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
     first_csv, second_csv = work / "catalog1.csv", work / "catalog2.csv"

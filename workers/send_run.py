@@ -397,11 +397,11 @@ class RunExecutor:
         await self._checkpoint(run, reader, None, 0, tasks, client, self.router.endpoints["create"])
         reason = catalog.deletes_missing(run)
         if reason is None and not self.router.plan.seen:
-            reason = "the source has no entries: deleting the whole catalog needs an explicit reset"
+            reason = "the source has no entries, and an empty file must not empty the catalog"
         if reason is None:
             async with self.sessionmaker() as db:
                 if await catalog.has_source_errors(db, self.run_id):
-                    reason = "some rows failed to map, so the source is not known to be complete"
+                    reason = "some rows failed to read or map, so the source is not known to be complete"
         self.catalog_delete_skipped = reason
         closed = [] if reason else self.router.add_deletes()
         for batch in [*closed, *self.router.flush()]:
