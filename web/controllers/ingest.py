@@ -12,6 +12,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from models import IngestSource, Role
 from services import audit, ingest
@@ -91,6 +92,13 @@ class IngestController(Controller):
             return Response(
                 {"status": exc.status, "detail": exc.message}, status_code=exc.status, headers=headers
             )
+        except (SQLAlchemyError, OSError) as exc:
+            # The store must retry: answer in JSON (never the HTML error page), saying nothing was kept.
+            log.error("ingest could not store records", source_id=source_id, error=type(exc).__name__)
+            detail = (
+                "The console could not store the records (database unavailable); nothing was kept. Retry."
+            )
+            return Response({"status": 503, "detail": detail}, status_code=503, headers={"Retry-After": "5"})
         return Response(orjson.dumps(answer.as_dict()), status_code=202, media_type=MediaType.JSON)
 
     @get("/ingest")
