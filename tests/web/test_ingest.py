@@ -19,6 +19,21 @@ async def records_of(sessionmaker, source_id: int) -> list[IngestRecord]:
         return list((await db.exec(query)).all())
 
 
+@pytest.fixture(autouse=True)
+async def _no_forwarder_jobs_left(settings, redis_client):
+    """Accepted records wake a forwarder; no worker runs here, so take its jobs (and wake flags) off
+    the session's queue, or later tests would find them there."""
+    yield
+    queue = settings.queue_name
+    for job in await redis_client.zrange(queue, 0, -1):
+        if job.decode().startswith(f"{queue}:ingest:"):
+            await redis_client.zrem(queue, job)
+            await redis_client.delete(f"arq:job:{job.decode()}")
+    flags = [key async for key in redis_client.scan_iter(match=f"{queue}:ingest:wake:*")]
+    if flags:
+        await redis_client.delete(*flags)
+
+
 @pytest.fixture
 async def source(sessionmaker, settings):
     return await make_source(sessionmaker, settings, event_spec(unique("Ingest API ")))
