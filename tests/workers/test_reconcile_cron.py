@@ -28,7 +28,9 @@ async def test_two_deployments_on_one_redis_each_queue_their_own_reconciler():
                 handle_signals=False,
             )
             await worker.run_cron(tick, delay=0.5)
-        assert [await pool.zcard(queue) for queue in queues] == [1, 1]
+        # Every periodic job (reconciler, schedule ticks, ...) was queued on both queues.
+        expected = len(cron_jobs_for(queues[0]))
+        assert [await pool.zcard(queue) for queue in queues] == [expected, expected]
     finally:
         for queue in queues:
             for job_id in await pool.zrange(queue, 0, -1):
