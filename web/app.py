@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -77,6 +78,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.update(
             settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine), redis=redis, arq=redis
         )
+        # Everything loaded so far lives as long as the process: keep it out of the collector's full
+        # passes, which otherwise stall every request in flight for a few hundred ms under load.
+        gc.freeze()
         try:
             yield
         finally:
