@@ -14,6 +14,7 @@ from sqlmodel import col, func, select
 
 from models import InboxStatus, IngestRecord, IngestSource, Role
 from services import ingest
+from services.accounts import get_account
 from tests.conftest import unique
 from tests.support.ingest import bearer, event_record, event_spec, make_source, order_record, order_spec
 from tests.support.runs import sim_settings
@@ -22,6 +23,15 @@ from tests.support.runs import sim_settings
 @pytest.fixture
 def fwd_settings(settings, simulator_url, tmp_path):
     return sim_settings(settings, simulator_url, tmp_path)
+
+
+@pytest.fixture(autouse=True)
+async def sandbox_account(sessionmaker):
+    """Forward to the session's simulator, whatever Klaviyo key an earlier test saved on the account
+    (in the full suite, connection tests leave one that points elsewhere)."""
+    async with sessionmaker() as db:
+        (await get_account(db)).sandbox = True
+        await db.commit()
 
 
 def sim_events(simulator_url: str, metric: str) -> list[dict]:
