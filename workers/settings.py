@@ -64,35 +64,27 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 def cron_jobs_for(queue_name: str) -> list[CronJob]:
     """The periodic jobs of one deployment (one queue).
 
-    arq's unique cron job ids are global to the Redis server, so the name carries the queue: two
-    deployments (or a test stack) sharing one Redis must each run their own reconciler every tick.
+    arq's unique cron job ids are global to the Redis server, so each name carries the queue: two
+    deployments (or a test stack) sharing one Redis must each run their own jobs every tick.
     """
-    # Every 5 s: a dead worker's run is picked up soon after its lease expires.
+
+    def every(seconds: int, job: Any) -> CronJob:
+        return cron(
+            job,
+            name=f"{job.__name__}:{queue_name}",
+            second=set(range(0, 60, seconds)),
+            run_at_startup=True,
+            unique=True,
+        )
+
     return [
-        cron(
-            reconcile_runs,
-            name=f"reconcile_runs:{queue_name}",
-            second=set(range(0, 60, 5)),
-            run_at_startup=True,
-            unique=True,
-        ),
-        # Every 10 s: due schedules are claimed in the database (one worker wins each tick); at
-        # startup a tick missed while no worker ran is due, and runs once.
-        cron(
-            schedule_ticks,
-            name=f"schedule_ticks:{queue_name}",
-            second=set(range(0, 60, 10)),
-            run_at_startup=True,
-            unique=True,
-        ),
-        # Every 5 s: ingest records whose retry pause is over (or whose wake-up was lost) move on.
-        cron(
-            sweep_ingest,
-            name=f"sweep_ingest:{queue_name}",
-            second=set(range(0, 60, 5)),
-            run_at_startup=True,
-            unique=True,
-        ),
+        # A dead worker's run is picked up soon after its lease expires.
+        every(5, reconcile_runs),
+        # Due schedules are claimed in the database (one worker wins each tick); at startup a tick
+        # missed while no worker ran is due, and runs once.
+        every(10, schedule_ticks),
+        # Ingest records whose retry pause is over (or whose wake-up was lost) move on.
+        every(5, sweep_ingest),
     ]
 
 
