@@ -175,8 +175,7 @@ class IngestController(Controller):
     async def rotate(self, request: Request[Any, Any, Any], db: Db, source_id: FromPath[int]) -> Template:
         source = await self._source(db, source_id)
         token = ingest.rotate_token(db, source)
-        inbox_for(request.app.state).forget(source_id)
-        audit.record(db, request, "ingest.rotate_token", target=f"ingest source {source.name}")
+        _credentials_changed(request, db, source, "ingest.rotate_token")
         await db.commit()
         return await _detail(request, db, source_id, token=token)
 
@@ -184,8 +183,7 @@ class IngestController(Controller):
     async def revoke(self, request: Request[Any, Any, Any], db: Db, source_id: FromPath[int]) -> Redirect:
         source = await self._source(db, source_id)
         ingest.revoke(db, source)
-        inbox_for(request.app.state).forget(source_id)
-        audit.record(db, request, "ingest.revoke", target=f"ingest source {source.name}")
+        _credentials_changed(request, db, source, "ingest.revoke")
         return Redirect(f"/ingest/{source_id}", status_code=303)
 
     @post("/ingest/{source_id:int}/signing", opt=ADMIN)
@@ -195,8 +193,7 @@ class IngestController(Controller):
         """A new signing secret (shown once); requests must carry X-Signature from now on."""
         source = await self._source(db, source_id)
         secret = ingest.new_signing_secret(db, settings, source)
-        inbox_for(request.app.state).forget(source_id)
-        audit.record(db, request, "ingest.signing_secret", target=f"ingest source {source.name}")
+        _credentials_changed(request, db, source, "ingest.signing_secret")
         await db.commit()
         return await _detail(request, db, source_id, secret=secret)
 
@@ -204,8 +201,7 @@ class IngestController(Controller):
     async def unsign(self, request: Request[Any, Any, Any], db: Db, source_id: FromPath[int]) -> Redirect:
         source = await self._source(db, source_id)
         ingest.drop_signing_secret(db, source)
-        inbox_for(request.app.state).forget(source_id)
-        audit.record(db, request, "ingest.signing_removed", target=f"ingest source {source.name}")
+        _credentials_changed(request, db, source, "ingest.signing_removed")
         return Redirect(f"/ingest/{source_id}", status_code=303)
 
     @post("/ingest/{source_id:int}/retry")
@@ -228,3 +224,9 @@ class IngestController(Controller):
         if source is None:
             raise NotFoundException()
         return source
+
+
+def _credentials_changed(request: Request[Any, Any, Any], db: Any, source: Any, action: str) -> None:
+    """A token or secret changed: this process stops trusting its cached copy, and the audit log says so."""
+    inbox_for(request.app.state).forget(source.id)
+    audit.record(db, request, action, target=f"ingest source {source.name}")
