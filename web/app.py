@@ -84,6 +84,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             yield
         finally:
+            inbox = getattr(app.state, "ingest_inbox", None)
+            if inbox is not None:
+                await inbox.close()
             await redis.aclose()
             await engine.dispose()
 

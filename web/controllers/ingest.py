@@ -13,12 +13,11 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
 from models import IngestSource, Role
 from services import audit, ingest
 from services.ingest import SIGNATURE_HEADER, IngestError
-from services.ingest_inbox import inbox_for
+from services.ingest_inbox import STORE_ERRORS, inbox_for
 from web.deps import Db, SettingsDep
 from web.security import current_user
 from web.templating import render
@@ -113,7 +112,7 @@ class IngestController(Controller):
             extra = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else []
             await _answer(send, exc.status, {"status": exc.status, "detail": exc.message}, *extra)
             return
-        except (SQLAlchemyError, OSError) as exc:
+        except STORE_ERRORS as exc:
             # The store must retry: answer in JSON (never the HTML error page), saying nothing was kept.
             log.error("ingest could not store records", source_id=source_id, error=type(exc).__name__)
             detail = (
