@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 from sqlmodel import col, select
@@ -186,6 +188,79 @@ async def test_an_oversized_body_is_413(client, sessionmaker, source, settings):
     assert f"{settings.ingest_max_body_bytes:,} bytes" in answer.json()["detail"]
 
     assert await records_of(sessionmaker, src.id) == []
+
+
+async def test_a_streamed_body_without_a_length_is_cut_off_at_the_limit(
+    client, sessionmaker, source, settings
+):
+    # httpx's test transport always knows the length, so speak ASGI to the app: chunks far past the
+    # limit, no Content-Length to refuse them by up front.
+    src, token, _, _ = source
+    chunk = orjson.dumps([event_record(n) for n in range(100)])
+    chunks = settings.ingest_max_body_bytes // len(chunk) + 2
+    sent: list[dict] = []
+    pulled = 0
+
+    async def receive():
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": chunk, "more_body": pulled < chunks}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": f"/api/ingest/{src.id}",
+        "raw_path": f"/api/ingest/{src.id}".encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {token}".encode()), (b"transfer-encoding", b"chunked")],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    await client.app(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert f"{settings.ingest_max_body_bytes:,} bytes".encode() in sent[1]["body"]
+    assert pulled < chunks  # it stopped reading at the limit
+    assert await records_of(sessionmaker, src.id) == []
+
+
+async def test_a_database_gone_mid_traffic_is_a_503_in_json_and_keeps_nothing(settings):
+    """The store's integration must know to retry: JSON (never the HTML error page) and Retry-After."""
+    from litestar.testing import AsyncTestClient
+
+    from cli.migrate import migrate
+    from models.db import make_engine, make_sessionmaker
+    from tests.conftest import TEST_DATABASE_URL
+    from tests.support.databases import acreate_postgres_database, adrop_postgres_database
+    from web.app import create_app
+
+    url = await acreate_postgres_database(TEST_DATABASE_URL, unique("kc_gone_"))
+    assert await asyncio.to_thread(migrate, url) == 0
+    own = settings.model_copy(update={"database_url": url})
+    engine = make_engine(url)
+    try:
+        src, token, _, _ = await make_source(make_sessionmaker(engine), own, event_spec(unique("Gone ")))
+        await engine.dispose()
+        async with AsyncTestClient(create_app(own)) as client:
+            path = f"/api/ingest/{src.id}"
+            first = await client.post(path, content=orjson.dumps(event_record(1)), headers=bearer(token))
+            assert first.status_code == 202
+            await adrop_postgres_database(TEST_DATABASE_URL, url)
+            gone = await client.post(path, content=orjson.dumps(event_record(2)), headers=bearer(token))
+            assert gone.status_code == 503
+            assert gone.headers["content-type"] == "application/json"
+            assert gone.headers["retry-after"] == "5"
+            assert "nothing was kept" in gone.json()["detail"]
+    finally:
+        await engine.dispose()
+        await adrop_postgres_database(TEST_DATABASE_URL, url)
 
 
 async def test_records_the_mapping_refuses_are_answered_and_kept_as_failed(client, sessionmaker, source):
