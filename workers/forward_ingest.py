@@ -45,12 +45,18 @@ log = structlog.get_logger(__name__)
 
 CLAIM = 1000  # rows per pass: one bulk request's worth of events
 LOCK_SECONDS = 30
-CLAIM_LEASE = timedelta(minutes=5)  # a claimed row whose worker died is claimable again after this
+# The lock holder renews its rows' lease with the lock; the sweep frees rows whose lease ran out
+# (a worker that died, and no forwarder has run for the source since).
+CLAIM_LEASE = timedelta(seconds=2 * LOCK_SECONDS)
 JOB_BUDGET_SECONDS = 240  # then the job ends; the sweep starts the next one within seconds
 PRUNE_EVERY_SECONDS = 3600
 
 RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+EXTEND = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -148,6 +154,37 @@ class Forwarder:
             await db.commit()
         claimed = [Claimed(int(r[0]), r[1], int(r[2])) for r in rows]
         return sorted(claimed, key=lambda record: record.id)
+
+    async def take_over(self) -> None:
+        """Just after taking the source's lock: rows still claimed were claimed by a forwarder that
+        lost the lock (its worker died), so they are due again now, not when their lease runs out."""
+        async with self.sessionmaker() as db:
+            result = await db.exec(  # type: ignore[call-overload]
+                update(IngestRecord)
+                .where(
+                    col(IngestRecord.source_id) == self.source_id,
+                    col(IngestRecord.status) == InboxStatus.SENDING,
+                )
+                .values(status=InboxStatus.PENDING, lease_until=None)
+            )
+            await db.commit()
+        if result.rowcount:
+            log.warning(
+                "ingest rows of a lost forwarder taken over", source_id=self.source_id, rows=result.rowcount
+            )
+
+    async def renew_leases(self) -> None:
+        """Keep this forwarder's claimed rows from being freed by the sweep while it sends them."""
+        async with self.sessionmaker() as db:
+            await db.exec(  # type: ignore[call-overload]
+                update(IngestRecord)
+                .where(
+                    col(IngestRecord.source_id) == self.source_id,
+                    col(IngestRecord.status) == InboxStatus.SENDING,
+                )
+                .values(lease_until=utcnow() + CLAIM_LEASE)
+            )
+            await db.commit()
 
     async def pass_once(self) -> int:
         """Claim, map, send and record one batch of due rows; returns how many rows it handled."""
@@ -281,10 +318,16 @@ class Forwarder:
         self.failed += len(outcomes.final)
 
 
-async def _keep_lock(redis: Any, key: str) -> None:
+async def _keep_lock(redis: Any, key: str, owner: str, forwarder: Forwarder) -> None:
+    """While the forwarder holds the lock: extend it, and the lease of the rows it has claimed."""
     while True:
         await asyncio.sleep(LOCK_SECONDS / 3)
-        await redis.expire(key, LOCK_SECONDS)
+        if not await redis.eval(EXTEND, 1, key, owner, LOCK_SECONDS):
+            return  # lost (we stalled past its expiry): another forwarder owns the rows now
+        try:
+            await forwarder.renew_leases()
+        except Exception as exc:  # the database away: the lease is long enough to try again
+            log.warning("ingest lease not renewed", source_id=forwarder.source_id, error=str(exc)[:200])
 
 
 async def forward_ingest(ctx: dict[str, Any], source_id: int) -> dict[str, Any]:
@@ -298,8 +341,9 @@ async def forward_ingest(ctx: dict[str, Any], source_id: int) -> dict[str, Any]:
     owner = uuid.uuid4().hex
     deadline = time.monotonic() + JOB_BUDGET_SECONDS
     while await redis.set(lock, owner, nx=True, ex=LOCK_SECONDS):
-        keeper = asyncio.create_task(_keep_lock(redis, lock))
+        keeper = asyncio.create_task(_keep_lock(redis, lock, owner, forwarder))
         try:
+            await forwarder.take_over()
             while time.monotonic() < deadline and await redis.getdel(wake):
                 while time.monotonic() < deadline and await forwarder.pass_once():
                     pass

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import httpx
 import orjson
 import pytest
 from arq.connections import ArqRedis
-from sqlmodel import col, func, select
+from sqlmodel import col, func, select, update
 
 from models import InboxStatus, IngestRecord, IngestSource, Role
+from models.base import utcnow
 from services import ingest
 from services.accounts import get_account
 from tests.conftest import unique
@@ -136,6 +138,28 @@ async def test_the_same_order_posted_twice_reaches_klaviyo_once(
     assert [(e["unique_id"], e["value"]) for e in placed] == [("W-5001", 16.5)]
     assert sorted(e["unique_id"] for e in lines) == ["W-5001_MUG", "W-5001_TEA"]
     assert await status_counts(sessionmaker, src.id) == {"sent": 1}
+
+
+async def test_records_claimed_by_a_worker_that_died_are_taken_over_by_the_next_forwarder(
+    client, sessionmaker, settings, fwd_settings, simulator_url, run_worker_burst
+):
+    metric = unique("Orphan ")
+    src, token, _, _ = await make_source(sessionmaker, settings, event_spec(metric))
+    await post(client, src.id, token, [event_record(n, prefix=metric) for n in range(5)])
+    # What a worker killed mid-send leaves: rows claimed under a lease still running, its lock expired.
+    async with sessionmaker() as db:
+        await db.exec(
+            update(IngestRecord)
+            .where(col(IngestRecord.source_id) == src.id)
+            .values(status=InboxStatus.SENDING, attempts=1, lease_until=utcnow() + timedelta(minutes=5))
+        )
+        await db.commit()
+    await post(client, src.id, token, event_record(5, prefix=metric))
+    await forward(run_worker_burst, fwd_settings)
+    assert sorted(e["unique_id"] for e in sim_events(simulator_url, metric)) == [
+        f"{metric}-{n}" for n in range(6)
+    ]
+    assert await status_counts(sessionmaker, src.id) == {"sent": 6}
 
 
 async def test_server_errors_are_retried_listed_and_then_delivered(
