@@ -220,8 +220,10 @@ class PostgresWriter:
     def __init__(self, engine: AsyncEngine, connections: int) -> None:
         url = engine.url.set(drivername="postgresql")
         self.dsn = url.render_as_string(hide_password=False)
+        # Opened on first use (most consoles never ingest) and then kept: a connection closed while
+        # idle would be opened again in the middle of the next burst.
         self.pool = asyncpg.create_pool(
-            self.dsn, min_size=0, max_size=connections, reset=_no_reset, max_inactive_connection_lifetime=60
+            self.dsn, min_size=0, max_size=connections, reset=_no_reset, max_inactive_connection_lifetime=0
         )
         self.ready = False
         self.opening = asyncio.Lock()
