@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from klaviyo.endpoints import Endpoint
-from klaviyo.serialization import NotSerializableError, check_finite, dumps
+from klaviyo.serialization import NotSerializableError, check_finite, dumps_kept
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Batcher:
         """Add one item; returns the batch it closed, if adding it closed one."""
         current = self._current
         try:
-            encoded = dumps(item)
+            encoded = dumps_kept(item)
             # orjson writes NaN and infinity as null, so only a body with a null needs the slow walk.
             if b"null" in encoded:
                 check_finite(item)

@@ -47,6 +47,12 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default, option=_OPTIONS)
 
 
+def dumps_kept(value: Any) -> bytes:
+    """``dumps`` for bytes that stay in memory (batch items): a right-sized copy, since orjson 3.12+
+    leaves every result in a buffer of at least 4 KB (a 400-byte item would cost ten times that)."""
+    return bytes(memoryview(dumps(value)))
+
+
 def loads(data: bytes | str) -> Any:
     """Parse JSON bytes or text."""
     return orjson.loads(data)

@@ -10,7 +10,7 @@ from typing import Any
 from klaviyo.batching import Batch, RowRejection
 from klaviyo.client import KlaviyoClient
 from klaviyo.errors import KlaviyoError
-from klaviyo.serialization import dumps, loads
+from klaviyo.serialization import dumps_kept, loads
 from models import SyncRun
 from sync.mapping import Mapping as MappingSpec
 
@@ -129,7 +129,7 @@ async def resolve_batch(client: KlaviyoClient, batch: Batch, *, create_missing: 
             resolved.rejected.append(RowRejection(ref, NO_PROFILE, message, f"/data/attributes/{column}"))
             continue
         resolved.row_refs.append(ref)
-        resolved.items.append(dumps({"type": "profile", "id": contact["profile_id"]}))
+        resolved.items.append(dumps_kept({"type": "profile", "id": contact["profile_id"]}))
     resolved.size = batch.size - sum(map(len, batch.items)) + sum(map(len, resolved.items))
     return resolved
 
