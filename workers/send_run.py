@@ -553,6 +553,9 @@ class RunExecutor:
             outcome: BatchOutcome = await send_batch(
                 client, endpoint, batch, prefix=prefix, suffix=suffix, path_params=self.path_params
             )
+        # Sent: only row numbers are needed from here on. A bulk job takes seconds to settle, and
+        # a profile batch's items are megabytes.
+        batch.items = []
         if self.target.settles:
             # Bulk jobs that report refused items only when they finish: wait, then record those too.
             scale = self.settings.klaviyo_time_scale
