@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from config.settings import Settings
 from models import RunStatus, SyncBatch, SyncRun
-from services import status
+from services import ingest, status
 from services.workers import worker_health
 
 
@@ -58,6 +58,21 @@ async def render_metrics(db: AsyncSession, redis: Redis, settings: Settings) -> 
         limit.labels(row.name).set(row.limit)
         waiting.labels(row.name).set(row.waiting)
         paused.labels(row.name).set(row.paused_s)
+
+    records = gauge(
+        "kc_ingest_records", "Ingested records not yet sent, by source and state.", ("source", "state")
+    )
+    sent = gauge("kc_ingest_sent_total", "Ingested records Klaviyo accepted, by source.", ("source",))
+    repeats = gauge(
+        "kc_ingest_duplicates_total", "Repeated records dropped on receipt, by source.", ("source",)
+    )
+    for row in await ingest.list_sources(db):
+        name = row.source.name
+        records.labels(name, "waiting").set(row.stats.pending)
+        records.labels(name, "retrying").set(row.stats.retrying)
+        records.labels(name, "failed").set(row.stats.failed)
+        sent.labels(name).set(row.source.sent_count)
+        repeats.labels(name).set(row.source.duplicate_count)
 
     health = await worker_health(redis, settings.queue_name)
     gauge("kc_redis_up", "1 when Redis answered.").set(1 if health.redis_ok else 0)

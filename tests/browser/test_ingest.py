@@ -90,6 +90,15 @@ async def test_create_post_watch_and_revoke(
     await expect(page.get_by_test_id("retrying-records")).to_have_count(0)
     assert sim_count(simulator_url, metric) == 5
 
+    # The Overview shows the source's backlog beside the runs.
+    await page.goto("/")
+    row = page.get_by_test_id("overview-ingest").locator(f'tr[data-source-id="{source_id}"]')
+    await expect(row).to_contain_text(f"Storefront {tag}")
+    await expect(row.locator("td").nth(3)).to_have_text("1")  # the refused record
+    await expect(row.locator("td").nth(4)).to_have_text("5")
+    await screenshot(page, "overview-ingest")
+    await page.goto(f"/ingest/{source_id}")
+
     # Revoke: the store's requests are refused from then on.
     page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_test_id("revoke").click()

@@ -390,3 +390,31 @@ async def test_overview_survives_a_key_stored_under_another_secret(fresh):
         await db.commit()
     page = await client.get("/overview/status")
     assert page.status_code == 200 and "cannot be read" in page.text
+
+
+async def test_overview_and_metrics_show_each_ingest_sources_backlog(fresh, redis_client):
+    import orjson
+
+    from tests.support.ingest import bearer, event_record, event_spec, make_source
+
+    client, maker, test_settings = fresh
+    src, token, _, _ = await make_source(maker, test_settings, event_spec(unique("Overview ingest ")))
+    records = [event_record(n) for n in range(3)] + [{"id": "bad", "email": "not-an-email"}, event_record(0)]
+    answer = await client.post(f"/api/ingest/{src.id}", content=orjson.dumps(records), headers=bearer(token))
+    assert answer.status_code == 202 and answer.json()["accepted"] == 3
+    try:
+        page = (await client.get("/overview/status")).text
+        row = re.search(rf'<tr data-source-id="{src.id}">(.*?)</tr>', page, re.S)
+        assert row is not None and src.name in row.group(1)
+        # waiting, retrying, failed, sent
+        assert re.findall(r'<td class="num[^"]*">([\d,]+)</td>', row.group(1)) == ["3", "0", "1", "0"]
+        body = (await client.get("/metrics")).text
+        assert f'kc_ingest_records{{source="{src.name}",state="waiting"}} 3.0' in body
+        assert f'kc_ingest_records{{source="{src.name}",state="failed"}} 1.0' in body
+        assert f'kc_ingest_duplicates_total{{source="{src.name}"}} 1.0' in body
+    finally:
+        # No worker runs here: take the forwarder's job and wake flag off the session's queue.
+        queue = test_settings.queue_name
+        job = f"{queue}:ingest:{src.id}"
+        await redis_client.zrem(queue, job)
+        await redis_client.delete(f"arq:job:{job}", f"{queue}:ingest:wake:{src.id}")

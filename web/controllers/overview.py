@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Controller, Request, get
 from litestar.response import Template
 
-from services import runs, status
+from services import ingest, runs, status
 from services.accounts import get_account
 from services.workers import worker_health
 from web.deps import Db, RedisDep, SettingsDep
@@ -46,4 +46,10 @@ class OverviewController(Controller):
             "progress": runs.progress,
             "headroom": status.busy(limits),
             "headroom_known": limits is not None,
+            # Sources still taking traffic, and revoked ones with records yet to go or failed.
+            "ingest_sources": [
+                row
+                for row in await ingest.list_sources(db)
+                if row.source.active or row.stats.pending or row.stats.failed
+            ],
         }
