@@ -1,4 +1,5 @@
-"""The run-end webhook: the admin's settings, and whether (and what) a finished run reports."""
+"""The webhook: the admin's settings, and whether (and what) a finished run or an ingest source's
+failed records report."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from urllib.parse import urlparse
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import NotificationSettings, RunStatus, SyncRun, User
+from models import IngestSource, NotificationSettings, RunStatus, SyncRun, User
 from models.base import utcnow
 
 
@@ -80,4 +81,17 @@ def payload(run: SyncRun, why: str, base_url: str | None = None) -> dict[str, An
         "message": run.error_message,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "url": f"{base_url.rstrip('/')}/runs/{run.id}" if base_url else f"/runs/{run.id}",
+    }
+
+
+def ingest_payload(source: IngestSource, new_failed: int, base_url: str | None = None) -> dict[str, Any]:
+    """The webhook body when records of an ingest source failed since the last call about it."""
+    path = f"/ingest/{source.id}"
+    return {
+        "event": "ingest.records_failed",
+        "source_id": source.id,
+        "source": source.name,
+        "new_failed": new_failed,
+        "failed_total": source.failed_count,
+        "url": f"{base_url.rstrip('/')}{path}" if base_url else path,
     }

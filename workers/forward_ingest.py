@@ -40,6 +40,7 @@ from services import ingest
 from services.accounts import get_account, klaviyo_target
 from services.ingest_inbox import PIPELINES
 from sync.targets.common import Item
+from workers.run_hooks import notify_ingest_failures
 
 log = structlog.get_logger(__name__)
 
@@ -378,7 +379,8 @@ async def sweep_ingest(ctx: dict[str, Any]) -> dict[str, Any]:
     woken: list[int] = []
     pruned = 0
     async with ctx["sessionmaker"]() as db:
-        source_ids = list((await db.exec(select(IngestSource.id))).all())
+        sources = list((await db.exec(select(IngestSource))).all())
+        source_ids = [source.id for source in sources]
         for source_id in source_ids:
             mine = col(IngestRecord.source_id) == source_id
             await db.exec(  # type: ignore[call-overload]
@@ -409,4 +411,5 @@ async def sweep_ingest(ctx: dict[str, Any]) -> dict[str, Any]:
             await db.commit()
     for source_id in woken:
         await ingest.wake(redis, settings.queue_name, source_id, force=True)
-    return {"woken": woken, "pruned": pruned}
+    reported = await notify_ingest_failures(ctx, sources)
+    return {"woken": woken, "pruned": pruned, "reported": reported}

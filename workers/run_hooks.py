@@ -15,13 +15,14 @@ import httpx
 import structlog
 from redis.exceptions import RedisError
 
-from models import SyncRun
+from models import IngestSource, SyncRun
 from services import notifications
 from workers.inspector import current_run_id
 from workers.send_run import send_run as run_job
 
 log = structlog.get_logger(__name__)
 WEBHOOK_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+INGEST_NOTIFY_SECONDS = 15 * 60  # one call per ingest source at most this often
 
 
 async def send_run(ctx: dict[str, Any], run_id: int) -> dict[str, Any]:
@@ -58,14 +59,60 @@ async def notify_run_end(ctx: dict[str, Any], run_id: int) -> bool:
                 fresh = True
             if not fresh:
                 return False
-        body = notifications.payload(run, why)
-        async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT) as http:
-            answer = await http.post(config.webhook_url, json=body)
-        if answer.status_code >= 300:
-            log.warning("webhook answered with an error", run_id=run_id, status=answer.status_code)
-            return False
-        log.info("webhook posted", run_id=run_id, reason=why)
-        return True
+        return await _post(config.webhook_url, notifications.payload(run, why), run_id=run_id, reason=why)
     except Exception as exc:  # a webhook must never fail a run
         log.warning("webhook not delivered", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
         return False
+
+
+async def _post(url: str, body: dict[str, Any], **about: Any) -> bool:
+    async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT) as http:
+        answer = await http.post(url, json=body)
+    if answer.status_code >= 300:
+        log.warning("webhook answered with an error", status=answer.status_code, **about)
+        return False
+    log.info("webhook posted", **about)
+    return True
+
+
+async def notify_ingest_failures(ctx: dict[str, Any], sources: list[IngestSource]) -> list[int]:
+    """Post the webhook for each source with records failed since the last call about it (at most
+    one call per source every ``INGEST_NOTIFY_SECONDS``; failures meanwhile go in the next one).
+    Returns the ids of the sources reported. Called by the ingest sweep."""
+    redis, queue = ctx["redis"], ctx["settings"].queue_name
+    reported: list[int] = []
+    try:
+        async with ctx["sessionmaker"]() as db:
+            config = await notifications.get_settings(db)
+            await db.commit()
+        for source in sources:
+            seen_key = f"console:ingest-failed-seen:{queue}:{source.id}"
+            seen = await redis.get(seen_key)
+            if (
+                seen is None
+                or int(seen) > source.failed_count
+                or not config.enabled
+                or not config.webhook_url
+            ):
+                # The first look (or failed records retried, or nobody to tell): the count so far is
+                # the baseline, so a webhook turned on later does not hear about old failures.
+                await redis.set(seen_key, source.failed_count)
+                continue
+            new_failed = source.failed_count - int(seen)
+            if new_failed <= 0:
+                continue
+            quiet = f"console:ingest-notified:{queue}:{source.id}"
+            if not await redis.set(quiet, 1, nx=True, ex=INGEST_NOTIFY_SECONDS):
+                continue
+            await redis.set(seen_key, source.failed_count)
+            body = notifications.ingest_payload(source, new_failed)
+            try:
+                if await _post(config.webhook_url, body, source_id=source.id, reason="ingest.records_failed"):
+                    reported.append(source.id or 0)
+            except httpx.HTTPError as exc:
+                log.warning(
+                    "webhook not delivered", source_id=source.id, error=f"{type(exc).__name__}: {exc}"
+                )
+    except Exception as exc:  # the sweep must go on
+        log.warning("ingest failures not reported", error=f"{type(exc).__name__}: {exc}")
+    return reported

@@ -187,3 +187,50 @@ async def test_threshold_decides_for_completed_runs_and_a_dead_hook_never_raises
             await notifications.save(db, url="", enabled=False, threshold=5.0, user=None)
             await db.commit()
         await redis.aclose()
+
+
+async def test_ingest_failures_post_the_webhook_once_per_quiet_period(
+    settings, sessionmaker, client, webhook_on
+):
+    """Records of an ingest source that fail (here: refused by its mapping on receipt) are reported by
+    the worker's sweep: one call with the count, then quiet for a while, then the ones failed since."""
+    import orjson
+    from arq.connections import ArqRedis
+
+    from tests.conftest import unique
+    from tests.support.ingest import bearer, event_record, event_spec, make_source
+    from workers.forward_ingest import sweep_ingest
+
+    src, token, _, _ = await make_source(sessionmaker, settings, event_spec(unique("Webhook ingest ")))
+    redis = ArqRedis.from_url(settings.redis_url)
+    ctx = {"settings": settings, "redis": redis, "sessionmaker": sessionmaker}
+
+    async def post_refused(*ids: str) -> None:
+        body = orjson.dumps([event_record(1), *({"id": i, "email": "not-an-email"} for i in ids)])
+        answer = await client.post(f"/api/ingest/{src.id}", content=body, headers=bearer(token))
+        assert answer.status_code == 202 and answer.json()["rejected"] == len(ids)
+
+    def calls() -> list[dict]:
+        return [body for body in webhook_on.received if body.get("source_id") == src.id]
+
+    try:
+        assert src.id not in (await sweep_ingest(ctx))["reported"]  # the baseline: nothing failed yet
+        await post_refused("a", "b", "c")
+        assert (await sweep_ingest(ctx))["reported"].count(src.id) == 1
+        assert calls() == [
+            {
+                "event": "ingest.records_failed",
+                "source_id": src.id,
+                "source": src.name,
+                "new_failed": 3,
+                "failed_total": 3,
+                "url": f"/ingest/{src.id}",
+            }
+        ]
+        await post_refused("d", "e")
+        assert src.id not in (await sweep_ingest(ctx))["reported"]  # quiet period
+        await redis.delete(f"console:ingest-notified:{settings.queue_name}:{src.id}")  # ... 15 min later
+        assert src.id in (await sweep_ingest(ctx))["reported"]
+        assert [(c["new_failed"], c["failed_total"]) for c in calls()] == [(3, 3), (2, 5)]
+    finally:
+        await redis.aclose()
