@@ -246,6 +246,7 @@ class PostgresWriter:
         arrays[3] = [str(status) for status in arrays[3]]
         pool = await self._pool()
         async with pool.acquire() as conn:
+            # One receipt time for the group: its requests arrived within the same few milliseconds.
             rows = await conn.fetch(PG_INSERT, *arrays, params[0]["received_at"])
         return [(row[0], row[1]) for row in rows]
 
