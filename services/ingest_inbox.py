@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,6 +191,8 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    # What asyncpg raises on a connection the server cut while it sat in a pool (asyncpg #1069).
+    asyncpg.InternalClientError,
 )
 
 # One statement, one round trip, whatever the group's size: the rows travel as arrays, so the text
@@ -244,18 +247,28 @@ class PostgresWriter:
         arrays = [[p[c] for p in params] for c in columns]
         arrays[2] = [orjson.dumps(body).decode() for body in arrays[2]]
         arrays[3] = [str(status) for status in arrays[3]]
-        pool = await self._pool()
-        async with pool.acquire() as conn:
-            # One receipt time for the group: its requests arrived within the same few milliseconds.
-            rows = await conn.fetch(PG_INSERT, *arrays, params[0]["received_at"])
+        # One receipt time for the group: its requests arrived within the same few milliseconds.
+        rows = await self._on_connection(
+            lambda conn: conn.fetch(PG_INSERT, *arrays, params[0]["received_at"])
+        )
         return [(row[0], row[1]) for row in rows]
 
     async def add_counts(self, counts: dict[int, tuple[int, int]]) -> None:
         """Count repeats and refused records on their sources: after the insert, in its own
         statement, so the usual group never waits on a source's row lock."""
+        args = [(sid, dup, refused) for sid, (dup, refused) in counts.items()]
+        await self._on_connection(lambda conn: conn.executemany(PG_COUNTS, args))
+
+    async def _on_connection(self, operation: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
         pool = await self._pool()
         async with pool.acquire() as conn:
-            await conn.executemany(PG_COUNTS, [(sid, dup, refused) for sid, (dup, refused) in counts.items()])
+            try:
+                return await operation(conn)
+            except BaseException:
+                # A statement that broke may leave the connection half-way through the protocol (a
+                # server restart does): never hand it to the next commit; the pool opens a new one.
+                conn.terminate()
+                raise
 
     async def close(self) -> None:
         if self.ready:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import orjson
 import pytest
@@ -231,8 +232,10 @@ async def test_a_streamed_body_without_a_length_is_cut_off_at_the_limit(
     assert await records_of(sessionmaker, src.id) == []
 
 
-async def test_a_database_gone_mid_traffic_is_a_503_in_json_and_keeps_nothing(settings):
-    """The store's integration must know to retry: JSON (never the HTML error page) and Retry-After."""
+@contextlib.asynccontextmanager
+async def own_database_app(settings):
+    """(client, source, token, url) for an app on a migrated database of this test's own, which
+    the test may break; dropped at the end."""
     from litestar.testing import AsyncTestClient
 
     from cli.migrate import migrate
@@ -241,26 +244,75 @@ async def test_a_database_gone_mid_traffic_is_a_503_in_json_and_keeps_nothing(se
     from tests.support.databases import acreate_postgres_database, adrop_postgres_database
     from web.app import create_app
 
-    url = await acreate_postgres_database(TEST_DATABASE_URL, unique("kc_gone_"))
+    url = await acreate_postgres_database(TEST_DATABASE_URL, unique("kc_ingest_"))
     assert await asyncio.to_thread(migrate, url) == 0
     own = settings.model_copy(update={"database_url": url})
     engine = make_engine(url)
     try:
-        src, token, _, _ = await make_source(make_sessionmaker(engine), own, event_spec(unique("Gone ")))
+        src, token, _, _ = await make_source(make_sessionmaker(engine), own, event_spec(unique("Own db ")))
         await engine.dispose()
         async with AsyncTestClient(create_app(own)) as client:
-            path = f"/api/ingest/{src.id}"
-            first = await client.post(path, content=orjson.dumps(event_record(1)), headers=bearer(token))
-            assert first.status_code == 202
-            await adrop_postgres_database(TEST_DATABASE_URL, url)
-            gone = await client.post(path, content=orjson.dumps(event_record(2)), headers=bearer(token))
-            assert gone.status_code == 503
-            assert gone.headers["content-type"] == "application/json"
-            assert gone.headers["retry-after"] == "5"
-            assert "nothing was kept" in gone.json()["detail"]
+            yield client, src, token, url
     finally:
         await engine.dispose()
         await adrop_postgres_database(TEST_DATABASE_URL, url)
+
+
+async def test_a_database_gone_mid_traffic_is_a_503_in_json_and_keeps_nothing(settings):
+    """The store's integration must know to retry: JSON (never the HTML error page) and Retry-After."""
+    from tests.conftest import TEST_DATABASE_URL
+    from tests.support.databases import adrop_postgres_database
+
+    async with own_database_app(settings) as (client, src, token, url):
+        path = f"/api/ingest/{src.id}"
+        first = await client.post(path, content=orjson.dumps(event_record(1)), headers=bearer(token))
+        assert first.status_code == 202
+        await adrop_postgres_database(TEST_DATABASE_URL, url)
+        gone = await client.post(path, content=orjson.dumps(event_record(2)), headers=bearer(token))
+        assert gone.status_code == 503
+        assert gone.headers["content-type"] == "application/json"
+        assert gone.headers["retry-after"] == "5"
+        assert "nothing was kept" in gone.json()["detail"]
+
+
+async def test_the_api_recovers_once_its_database_connections_were_cut(settings):
+    """A database restart cuts every connection: the API answers again without a restart of its own."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import TEST_DATABASE_URL
+
+    async with own_database_app(settings) as (client, src, token, url):
+        path = f"/api/ingest/{src.id}"
+        statuses = []
+        for n in range(12):
+            if n in (3, 5):
+                admin = await asyncpg.connect(
+                    make_url(TEST_DATABASE_URL).set(drivername="postgresql").render_as_string(False)
+                )
+                try:
+                    cut = await admin.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+                        make_url(url).database,
+                    )
+                finally:
+                    await admin.close()
+                assert cut >= 1
+            answer = await client.post(path, content=orjson.dumps(event_record(n)), headers=bearer(token))
+            statuses.append(answer.status_code)
+        # At most the first request after each cut fails (nothing kept, 503), then all is well.
+        assert statuses[:3] == [202] * 3 and statuses[6:] == [202] * 6, statuses
+        assert set(statuses) <= {202, 503}
+        accepted = {f"e-{n}" for n, code in enumerate(statuses) if code == 202}
+        from models.db import make_engine
+
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as conn:
+                stored = set((await conn.execute(select(IngestRecord.dedup_key))).scalars())
+        finally:
+            await engine.dispose()
+        assert stored == accepted
 
 
 async def test_records_the_mapping_refuses_are_answered_and_kept_as_failed(client, sessionmaker, source):
