@@ -1,5 +1,5 @@
-"""The webhook: the admin's settings, and whether (and what) a finished run or an ingest source's
-failed records report."""
+"""The webhook: the admin's settings, and whether (and what) a finished run, a failed schedule tick
+or an ingest source's failed records report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import IngestSource, NotificationSettings, RunStatus, SyncRun, User
+from models import IngestSource, NotificationSettings, RunStatus, Schedule, SyncRun, User
 from models.base import utcnow
 
 
@@ -93,5 +93,18 @@ def ingest_payload(source: IngestSource, new_failed: int, base_url: str | None =
         "source": source.name,
         "new_failed": new_failed,
         "failed_total": source.failed_count,
+        "url": f"{base_url.rstrip('/')}{path}" if base_url else path,
+    }
+
+
+def schedule_payload(schedule: Schedule, base_url: str | None = None) -> dict[str, Any]:
+    """The webhook body when a schedule's tick failed (its feed could not be fetched or read)."""
+    path = f"/schedules/{schedule.id}"
+    return {
+        "event": "schedule.tick_failed",
+        "schedule_id": schedule.id,
+        "schedule": schedule.name,
+        "message": schedule.last_message,
+        "failed_at": schedule.last_tick_at.isoformat() if schedule.last_tick_at else None,
         "url": f"{base_url.rstrip('/')}{path}" if base_url else path,
     }

@@ -15,7 +15,7 @@ import httpx
 import structlog
 from redis.exceptions import RedisError
 
-from models import IngestSource, SyncRun
+from models import IngestSource, Schedule, SyncRun
 from services import notifications
 from workers.inspector import current_run_id
 from workers.send_run import send_run as run_job
@@ -23,6 +23,7 @@ from workers.send_run import send_run as run_job
 log = structlog.get_logger(__name__)
 WEBHOOK_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 INGEST_NOTIFY_SECONDS = 15 * 60  # one call per ingest source at most this often
+SCHEDULE_NOTIFY_SECONDS = 3600  # while a schedule keeps failing, one call an hour
 
 
 async def send_run(ctx: dict[str, Any], run_id: int) -> dict[str, Any]:
@@ -116,3 +117,28 @@ async def notify_ingest_failures(ctx: dict[str, Any], sources: list[IngestSource
     except Exception as exc:  # the sweep must go on
         log.warning("ingest failures not reported", error=f"{type(exc).__name__}: {exc}")
     return reported
+
+
+async def notify_schedule_tick(ctx: dict[str, Any], schedule_id: int, outcome: str | None) -> bool:
+    """After a tick: post the webhook when it failed (the feed could not be fetched or read) and this
+    is the first failure since the schedule last worked, or the first in an hour. True when posted."""
+    redis, queue = ctx["redis"], ctx["settings"].queue_name
+    quiet = f"console:schedule-notified:{queue}:{schedule_id}"
+    try:
+        if outcome != "failed":
+            if outcome in ("queued_run", "nothing_new"):
+                await redis.delete(quiet)  # it works again: the next failure is news
+            return False
+        async with ctx["sessionmaker"]() as db:
+            config = await notifications.get_settings(db)
+            schedule = await db.get(Schedule, schedule_id)
+            await db.commit()
+        if schedule is None or not config.enabled or not config.webhook_url:
+            return False
+        if not await redis.set(quiet, 1, nx=True, ex=SCHEDULE_NOTIFY_SECONDS):
+            return False
+        body = notifications.schedule_payload(schedule)
+        return await _post(config.webhook_url, body, schedule_id=schedule_id, reason="schedule.tick_failed")
+    except Exception as exc:  # a webhook must never fail a tick
+        log.warning("webhook not delivered", schedule_id=schedule_id, error=f"{type(exc).__name__}: {exc}")
+        return False

@@ -7,6 +7,7 @@ from typing import Any
 import structlog
 
 from services import schedules
+from workers.run_hooks import notify_schedule_tick
 
 log = structlog.get_logger(__name__)
 
@@ -33,4 +34,6 @@ async def run_schedule(ctx: dict[str, Any], schedule_id: int, trigger: str = "cr
         arq=ctx["redis"],
         owner=schedules.tick_owner(),
     )
-    return await schedules.run_tick(tick_ctx, schedule_id, trigger)
+    result = await schedules.run_tick(tick_ctx, schedule_id, trigger)
+    await notify_schedule_tick(ctx, schedule_id, result.get("outcome"))
+    return result

@@ -14,7 +14,7 @@ from sqlmodel import col, select
 
 from models import FeedRecordSeen, FeedSource, RunSource, RunStatus, Schedule, ScheduleTick, SyncRun, Upload
 from models.base import aware, utcnow
-from services import schedules
+from services import notifications, schedules
 from simulator.config import SANDBOX_KEY
 from simulator.server import SimulatorProcess
 from sync.mapping import DateParse, Email, NumberCast, Target, TargetKind, column
@@ -138,21 +138,53 @@ async def test_a_failing_feed_shows_its_error_and_the_next_tick_catches_up(
     run_worker_burst,
     simulator_url,
 ):
+    from tests.workers.test_sync_status import Hook
+
     tag, metric = uuid.uuid4().hex[:6], f"Feed Order {uuid.uuid4().hex[:6]}"
     mapping = await make_mapping(sessionmaker, order_spec(metric))
+    hook = Hook()
+    async with sessionmaker() as db:
+        await notifications.save(db, url=hook.url, enabled=True, threshold=100.0, user=None)
+        await db.commit()
+
+    def tick_calls() -> list[dict]:
+        return [body for body in hook.received if body.get("event") == "schedule.tick_failed"]
+
+    try:
+        await _failing_feed_heals(
+            sessionmaker, run_settings, run_worker_burst, simulator_url, tag, metric, mapping
+        )
+        # The webhook heard of the failure once, with the feed's error, and not of the tick that healed.
+        (call,) = tick_calls()
+        assert (
+            call["schedule_id"]
+            and "HTTP 503 on page 1" in call["message"]
+            and "s3cret" not in call["message"]
+        )
+        assert call["url"] == f"/schedules/{call['schedule_id']}"
+    finally:
+        hook.close()
+        async with sessionmaker() as db:
+            await notifications.save(db, url="", enabled=False, threshold=5.0, user=None)
+            await db.commit()
+
+
+async def _failing_feed_heals(
+    sessionmaker, tick_settings, run_worker_burst, simulator_url, tag, metric, mapping
+):
     with feed_server() as feed:
         feed.state.orders = [order(n, f"2026-02-0{n}T10:00:00Z", tag) for n in range(1, 4)]
         feed.state.token = "s3cret-feed-token"
         schedule = await _schedule(
             sessionmaker,
-            run_settings,
+            tick_settings,
             mapping.id,
             f"{feed.url}/orders.json",
             auth_header_name="Authorization",
             auth_header_value="Bearer s3cret-feed-token",
         )
         feed.state.fail_next = 1
-        failed = await _tick(sessionmaker, run_settings, run_worker_burst, schedule.id)
+        failed = await _tick(sessionmaker, tick_settings, run_worker_burst, schedule.id)
         assert failed.outcome == "failed" and failed.run_id is None
         assert "HTTP 503 on page 1" in failed.message and "feed backend is down" in failed.message
         async with sessionmaker() as db:
@@ -162,7 +194,7 @@ async def test_a_failing_feed_shows_its_error_and_the_next_tick_catches_up(
         assert "s3cret" not in (saved.last_message or "")
         assert _events(simulator_url, metric) == []
 
-        healed = await _tick(sessionmaker, run_settings, run_worker_burst, schedule.id)
+        healed = await _tick(sessionmaker, tick_settings, run_worker_burst, schedule.id)
         assert healed.outcome == "queued_run" and healed.records_new == 3
         assert feed.state.requests[-1]["auth"] == "Bearer s3cret-feed-token"
         assert _order_ids(_events(simulator_url, metric)) == [f"{tag}-{n}" for n in range(1, 4)]
