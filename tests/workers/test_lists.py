@@ -575,6 +575,35 @@ async def test_membership_run_sends_1000_per_request_and_looks_up_100_at_a_time(
     assert _spent(before, after, "POST /api/profile-import") == 0  # everyone already had a profile
 
 
+async def test_many_unknown_people_are_created_by_one_import_job_then_added(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Newcomers "))
+    known = [f"{unique('k')}@shop.test" for _ in range(20)]
+    seed_profiles(simulator_url, known)
+    unknown = [f"{unique('n')}@shop.test" for _ in range(300)]
+    upload = await make_upload(
+        sessionmaker, tmp_path, csv_text([{"email": e, "phone": ""} for e in known + unknown]), "new.csv"
+    )
+    mapping = await make_mapping(sessionmaker, _membership_spec())
+    before = sim_requests(simulator_url)
+    run_id = await _list_run(client, list_id, upload, mapping, action="add")
+    assert await run_worker_burst(client.test_settings) >= 1
+    after = sim_requests(simulator_url)
+    run, errors = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 320 and not errors
+    assert sim_list(simulator_url, list_id)["profile_count"] == 320
+    # 300 single creates would take 24 s of Klaviyo's 750-a-minute budget: one job instead.
+    assert _spent(before, after, "POST /api/profile-import") == 0
+    assert _spent(before, after, "POST /api/profile-bulk-import-jobs") == 1
+    # 4 lookups before (320 people), 3 after for the 300 created, then one add.
+    assert _spent(before, after, "GET /api/profiles") == 7
+    assert _spent(before, after, "POST /api/lists/{id}/relationships/profiles") == 1
+    created = sim_profile(simulator_url, unknown[0])
+    assert created is not None and not created["subscriptions"].get("email")  # no consent implied
+
+
 async def test_membership_check_costs_what_is_checked_not_the_list_size(
     lists_env, run_worker_burst, sessionmaker, simulator_url
 ):
