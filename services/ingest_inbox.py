@@ -211,6 +211,9 @@ WHERE id = $1
 """
 
 
+ADAPTER_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_fallback")
+
+
 async def _no_reset(_conn: asyncpg.Connection) -> None:
     """The writer never changes session state, so a connection going back to the pool needs no
     reset round trip (asyncpg's default runs four statements)."""
@@ -221,12 +224,19 @@ class PostgresWriter:
     trips, no SQL compiled per group size (together about half the API's CPU under load)."""
 
     def __init__(self, engine: AsyncEngine, connections: int) -> None:
-        url = engine.url.set(drivername="postgresql")
-        self.dsn = url.render_as_string(hide_password=False)
+        # Connect exactly as the app's engine does (`?ssl=require` and the like): SQLAlchemy's own
+        # reading of DATABASE_URL, less the options only its asyncpg adapter understands.
+        _, connect = engine.dialect.create_connect_args(engine.url)
+        for adapter_only in (
+            "prepared_statement_cache_size",
+            "prepared_statement_name_func",
+            "async_fallback",
+        ):
+            connect.pop(adapter_only, None)
         # Opened on first use (most consoles never ingest) and then kept: a connection closed while
         # idle would be opened again in the middle of the next burst.
         self.pool = asyncpg.create_pool(
-            self.dsn, min_size=0, max_size=connections, reset=_no_reset, max_inactive_connection_lifetime=0
+            **connect, min_size=0, max_size=connections, reset=_no_reset, max_inactive_connection_lifetime=0
         )
         self.ready = False
         self.opening = asyncio.Lock()

@@ -315,6 +315,38 @@ async def test_the_api_recovers_once_its_database_connections_were_cut(settings)
         assert stored == accepted
 
 
+async def test_the_store_connects_with_the_database_urls_options(settings, sessionmaker, source):
+    """DATABASE_URL options the app's engine understands (`?ssl=...`, the adapter's cache size) must
+    not break ingest: asyncpg's own DSN parser sends unknown ones to the server, which refuses them."""
+    from sqlalchemy.engine import make_url
+
+    from models.base import utcnow
+    from models.db import make_engine
+    from services.ingest_inbox import GroupCommitter
+
+    src, _, _, _ = source
+    url = make_url(settings.database_url).update_query_dict(
+        {"ssl": "disable", "prepared_statement_cache_size": "100"}
+    )
+    engine = make_engine(url.render_as_string(hide_password=False))
+    committer = GroupCommitter(engine)
+    row = {
+        "dedup_key": "url-options-1",
+        "body": {"id": "url-options-1"},
+        "received_at": utcnow(),
+        "status": InboxStatus.PENDING,
+        "error_kind": None,
+        "last_error": None,
+        "attempts": 0,
+    }
+    try:
+        assert await committer.store(src.id, [row]) == {"url-options-1"}
+    finally:
+        await committer.close()
+        await engine.dispose()
+    assert [r.dedup_key for r in await records_of(sessionmaker, src.id)] == ["url-options-1"]
+
+
 async def test_records_the_mapping_refuses_are_answered_and_kept_as_failed(client, sessionmaker, source):
     src, token, _, _ = source
     bad = {"id": "b-1", "email": "not-an-email"}
