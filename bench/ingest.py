@@ -1,6 +1,7 @@
 """Real-time ingest under sustained load: POSTs to the ingest API from a load generator on loopback.
 
     python -m bench.ingest [--quick] [--rps R] [--seconds S] [--time-scale T] [--web-workers W]
+                           [--simulator-nice N]
 
 Starts the web app (uvicorn, one process per core as deployed), one worker and the simulator
 (Klaviyo's real limits unless --time-scale), creates an event mapping and an ingest source on a
@@ -9,8 +10,8 @@ loop: request i is due at i/R and its latency counts from then, so a server that
 charged for the queue it causes. Every 50th request repeats an earlier event, as a store retrying
 would. The simulator runs at nice 10 (``--simulator-nice 0`` to let it compete): it stands in for
 Klaviyo's servers, and its SDK validation of each bulk job would otherwise take CPU from the web
-processes that no real deployment shares with Klaviyo. Then it waits until the simulator holds every distinct event. The last line is a key=value
-summary.
+processes that no real deployment shares with Klaviyo. Then it waits until the simulator holds
+every distinct event. The last line is a key=value summary.
 """
 
 from __future__ import annotations
