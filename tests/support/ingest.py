@@ -92,3 +92,20 @@ async def make_source(
 
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}", "content-type": "application/json"}
+
+
+async def drop_unsent_records(sessionmaker: Any) -> None:
+    """Delete inbox records no worker sent: a test that posts without forwarding must not leave them
+    in the session's database, where a later test's worker (its sweep wakes every source) would
+    forward them to that test's own simulator."""
+    from sqlmodel import col, delete
+
+    from models import InboxStatus, IngestRecord
+
+    async with sessionmaker() as db:
+        await db.exec(  # type: ignore[call-overload]
+            delete(IngestRecord).where(
+                col(IngestRecord.status).in_([InboxStatus.PENDING, InboxStatus.SENDING])
+            )
+        )
+        await db.commit()

@@ -12,7 +12,15 @@ from sqlmodel import col, select
 from models import AuditEvent, InboxStatus, IngestRecord, IngestSource, Role
 from services import ingest
 from tests.conftest import unique
-from tests.support.ingest import bearer, event_record, event_spec, make_source, order_record, order_spec
+from tests.support.ingest import (
+    bearer,
+    drop_unsent_records,
+    event_record,
+    event_spec,
+    make_source,
+    order_record,
+    order_spec,
+)
 from tests.support.web import csrf, post_form
 
 
@@ -23,10 +31,11 @@ async def records_of(sessionmaker, source_id: int) -> list[IngestRecord]:
 
 
 @pytest.fixture(autouse=True)
-async def _no_forwarder_jobs_left(settings, redis_client):
+async def _no_forwarder_jobs_left(settings, redis_client, sessionmaker):
     """Accepted records wake a forwarder; no worker runs here, so take its jobs (and wake flags) off
-    the session's queue, or later tests would find them there."""
+    the session's queue and the unsent records out of the inbox, or later tests would find them."""
     yield
+    await drop_unsent_records(sessionmaker)
     queue = settings.queue_name
     for job in await redis_client.zrange(queue, 0, -1):
         if job.decode().startswith(f"{queue}:ingest:"):

@@ -198,7 +198,7 @@ async def test_ingest_failures_post_the_webhook_once_per_quiet_period(
     from arq.connections import ArqRedis
 
     from tests.conftest import unique
-    from tests.support.ingest import bearer, event_record, event_spec, make_source
+    from tests.support.ingest import bearer, drop_unsent_records, event_record, event_spec, make_source
     from workers.forward_ingest import sweep_ingest
 
     src, token, _, _ = await make_source(sessionmaker, settings, event_spec(unique("Webhook ingest ")))
@@ -234,3 +234,4 @@ async def test_ingest_failures_post_the_webhook_once_per_quiet_period(
         assert [(c["new_failed"], c["failed_total"]) for c in calls()] == [(3, 3), (2, 5)]
     finally:
         await redis.aclose()
+        await drop_unsent_records(sessionmaker)
