@@ -4,7 +4,8 @@
 ``current_run_id`` (every task the run spawns inherits it, so the HTTP hooks can sample that run's
 requests), runs the real job, and at the end posts the admin's webhook when the run failed or
 ended with errors above the threshold: one short POST, failures logged, never retried, never
-raised into the job.
+raised into the job. The same webhook hears about failed schedule ticks (from the tick job) and
+failed ingest records (from the ingest sweep), each rate-limited by a Redis key.
 """
 
 from __future__ import annotations
