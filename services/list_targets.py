@@ -25,6 +25,8 @@ CREATE_AT_ONCE = 8
 # From this many unknown people in one batch on, one bulk import job (a few seconds to settle)
 # beats single creates (750 a minute).
 BULK_CREATE_FROM = 50
+# Seconds before each look for the profiles an import job made (some may not be searchable at once).
+LOOKUP_PAUSES = (0.0, 2.0, 5.0)
 NO_PROFILE = "no_profile"
 # (field, values) -> {value: profile id}: KlaviyoClient.find_profile_ids, or find_list_members for a list.
 Finder = Callable[[str, list[str]], Awaitable[dict[str, str]]]
@@ -137,12 +139,18 @@ async def _create_in_bulk(client: KlaviyoClient, missing: list[dict[str, Any]]) 
         outcome = await settle(client, endpoint, outcome, first_delay=0.5 / scale, max_delay=15.0 / scale)
         for rejection in outcome.rejected:
             missing[rejection.row_ref]["error"] = f"Klaviyo refused the profile: {rejection.detail}"
-    created = [c for c in missing if not c.get("error")]
-    for contact, found in zip(created, await ids_for(client.find_profile_ids, created), strict=True):
-        if found:
-            contact["profile_id"] = found
-        else:
-            contact["error"] = "Klaviyo's import job did not create this profile"
+    waiting = [c for c in missing if not c.get("error")]
+    # A finished job's profiles may take a moment to be searchable: look again before giving up.
+    for pause in LOOKUP_PAUSES:
+        await asyncio.sleep(pause / scale)
+        for contact, found in zip(waiting, await ids_for(client.find_profile_ids, waiting), strict=True):
+            if found:
+                contact["profile_id"] = found
+        waiting = [c for c in waiting if not c.get("profile_id")]
+        if not waiting:
+            return
+    for contact in waiting:
+        contact["error"] = "Klaviyo's import job ended but this profile could not be found; retry the row"
 
 
 async def resolve_batch(client: KlaviyoClient, batch: Batch, *, create_missing: bool) -> Batch:

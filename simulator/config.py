@@ -89,6 +89,8 @@ class SimConfig:
     # simulated seconds a bulk job stays queued, then processing (divided by time_scale)
     job_queued_seconds: float = 0.5
     job_processing_seconds: float = 1.0
+    # simulated seconds before a new profile shows in filtered searches (GET /api/profiles?filter=)
+    search_lag_seconds: float = 0.0
     max_body_bytes: int = MAX_BODY_BYTES
     # Freeze the garbage collector's view of stored data after each write, so full collections
     # over a heap of 200k+ stored events do not stall requests for hundreds of milliseconds.
@@ -176,6 +178,7 @@ class SimConfig:
             "catalog_jobs_in_flight": self.catalog_jobs_in_flight,
             "job_queued_seconds": self.job_queued_seconds,
             "job_processing_seconds": self.job_processing_seconds,
+            "search_lag_seconds": self.search_lag_seconds,
             "max_body_bytes": self.max_body_bytes,
         }
 
@@ -188,6 +191,7 @@ _SIMPLE_FIELDS = {
     "catalog_jobs_in_flight",
     "job_queued_seconds",
     "job_processing_seconds",
+    "search_lag_seconds",
     "max_body_bytes",
     "gc_freeze",
 }

@@ -407,7 +407,7 @@ def update_profile(req: Request) -> Response:
 FILTER_RE = re.compile(r"^\s*(equals|any)\(\s*(\w+)\s*,\s*(.+)\)\s*$")
 
 
-def _filter_profiles(acct: AccountState, expr: str) -> list[Profile]:
+def _filter_profiles(acct: AccountState, expr: str, lag: float = 0.0) -> list[Profile]:
     found = FILTER_RE.match(expr)
     if not found:
         raise Problem(400, [invalid(f"Unsupported filter {expr!r}")])
@@ -420,9 +420,10 @@ def _filter_profiles(acct: AccountState, expr: str) -> list[Profile]:
     if name not in ("id", "email", "phone_number", "external_id"):
         raise Problem(400, [invalid(f"Filtering on {name!r} is not supported")])
     out = []
+    searchable_since = time.monotonic() - lag
     for item in values:
         profile = acct.find_profile(item) if name == "id" else acct.find_profile(**{name: item})
-        if profile is not None and profile not in out:
+        if profile is not None and profile not in out and profile.created_mono <= searchable_since:
             out.append(profile)
     return out
 
@@ -431,7 +432,8 @@ def get_profiles(req: Request) -> Response:
     """GET /api/profiles: filter=equals(email,"x") (also phone_number, external_id, id; any(...))."""
     acct = _acct(req)
     expr = req.arg("filter")
-    profiles = _filter_profiles(acct, expr) if expr else list(acct.profiles.values())
+    lag = req.config.scaled(req.config.search_lag_seconds)
+    profiles = _filter_profiles(acct, expr, lag) if expr else list(acct.profiles.values())
     page, links = paginate(req, profiles, 20, 100)
     subs = "subscriptions" in (req.arg("additional-fields[profile]") or "")
     return Response(200, {"data": [profile_resource(req, p, subs) for p in page], "links": links})

@@ -67,6 +67,7 @@ class Profile:
     updated: str
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     suppressed: bool = False
+    created_mono: float = field(default_factory=time.monotonic)  # for the search lag
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (for /__sim/profiles and tests)."""

@@ -604,6 +604,40 @@ async def test_many_unknown_people_are_created_by_one_import_job_then_added(
     assert created is not None and not created["subscriptions"].get("email")  # no consent implied
 
 
+async def test_created_profiles_klaviyo_cannot_find_yet_are_looked_up_again_then_left_to_retry(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Lagging "))
+    unknown = [f"{unique('lag')}@shop.test" for _ in range(60)]
+    upload = await make_upload(
+        sessionmaker, tmp_path, csv_text([{"email": e, "phone": ""} for e in unknown]), "lag.csv"
+    )
+    mapping = await make_mapping(sessionmaker, _membership_spec())
+    # New profiles stay out of searches far longer than the run waits.
+    httpx.post(f"{simulator_url}/__sim/config", json={"search_lag_seconds": 100_000}).raise_for_status()
+    try:
+        before = sim_requests(simulator_url)
+        run_id = await _list_run(client, list_id, upload, mapping, action="add")
+        assert await run_worker_burst(client.test_settings) >= 1
+        after = sim_requests(simulator_url)
+    finally:
+        httpx.post(f"{simulator_url}/__sim/config", json={"search_lag_seconds": 0}).raise_for_status()
+    run, errors = await _finished(sessionmaker, run_id)
+    assert run.rows_failed == 60 and sim_list(simulator_url, list_id)["profile_count"] == 0
+    assert {e.message for e in errors} == {
+        "Klaviyo's import job ended but this profile could not be found; retry the row"
+    }
+    assert _spent(before, after, "POST /api/profile-bulk-import-jobs") == 1
+    assert _spent(before, after, "GET /api/profiles") == 1 + 3  # the first look, then three after the job
+    # Once Klaviyo finds them, retrying the failed rows adds them (the job made them already).
+    retry = await post_form(client, f"/runs/{run_id}/retry", follow_redirects=False)
+    assert retry.status_code in (302, 303)
+    assert await run_worker_burst(client.test_settings) >= 1
+    assert sim_list(simulator_url, list_id)["profile_count"] == 60
+    assert _spent(after, sim_requests(simulator_url), "POST /api/profile-bulk-import-jobs") == 0
+
+
 async def test_membership_check_costs_what_is_checked_not_the_list_size(
     lists_env, run_worker_burst, sessionmaker, simulator_url
 ):
