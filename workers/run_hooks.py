@@ -10,19 +10,20 @@ failed ingest records (from the ingest sweep), each rate-limited by a Redis key.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
 from redis.exceptions import RedisError
 
-from models import IngestSource, Schedule, SyncRun
+from models import IngestSource, NotificationSettings, Schedule, SyncRun
 from services import notifications
 from workers.inspector import current_run_id
 from workers.send_run import send_run as run_job
 
 log = structlog.get_logger(__name__)
 WEBHOOK_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+T = TypeVar("T")
 INGEST_NOTIFY_SECONDS = 15 * 60  # one call per ingest source at most this often
 SCHEDULE_NOTIFY_SECONDS = 3600  # while a schedule keeps failing, one call an hour
 
@@ -42,12 +43,10 @@ async def send_run(ctx: dict[str, Any], run_id: int) -> dict[str, Any]:
 async def notify_run_end(ctx: dict[str, Any], run_id: int) -> bool:
     """Post the webhook for this run if it is due; True when a call was answered with 2xx."""
     try:
-        async with ctx["sessionmaker"]() as db:
-            config = await notifications.get_settings(db)
-            run = await db.get(SyncRun, run_id)
-            await db.commit()
-        if run is None or not config.enabled or not config.webhook_url:
+        found = await _webhook_and(ctx, SyncRun, run_id)
+        if found is None:
             return False
+        config, run = found
         why = notifications.reason(run, config)
         if why is None:
             return False
@@ -65,6 +64,20 @@ async def notify_run_end(ctx: dict[str, Any], run_id: int) -> bool:
     except Exception as exc:  # a webhook must never fail a run
         log.warning("webhook not delivered", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
         return False
+
+
+async def _webhook_and(
+    ctx: dict[str, Any], model: type[T], row_id: int
+) -> tuple[NotificationSettings, T] | None:
+    """The notification settings and the row a call would be about, when notifications are on (with
+    a URL) and the row exists."""
+    async with ctx["sessionmaker"]() as db:
+        config = await notifications.get_settings(db)
+        row = await db.get(model, row_id)
+        await db.commit()
+    if row is None or not config.enabled or not config.webhook_url:
+        return None
+    return config, row
 
 
 async def _post(url: str, body: dict[str, Any], **about: Any) -> bool:
@@ -130,12 +143,10 @@ async def notify_schedule_tick(ctx: dict[str, Any], schedule_id: int, outcome: s
             if outcome in ("queued_run", "nothing_new"):
                 await redis.delete(quiet)  # it works again: the next failure is news
             return False
-        async with ctx["sessionmaker"]() as db:
-            config = await notifications.get_settings(db)
-            schedule = await db.get(Schedule, schedule_id)
-            await db.commit()
-        if schedule is None or not config.enabled or not config.webhook_url:
+        found = await _webhook_and(ctx, Schedule, schedule_id)
+        if found is None:
             return False
+        config, schedule = found
         if not await redis.set(quiet, 1, nx=True, ex=SCHEDULE_NOTIFY_SECONDS):
             return False
         body = notifications.schedule_payload(schedule)

@@ -552,6 +552,21 @@ async def test_membership_csv_by_email_or_phone_creates_on_add_and_reports_unkno
     assert "no profile with this email" in page.text
 
 
+async def _add_by_email(
+    client, run_worker_burst, sessionmaker, simulator_url, tmp_path, list_id: str, emails: list[str]
+) -> tuple[int, dict[str, int], dict[str, int]]:
+    """An "add to list" run over a CSV of these emails, worked to the end: the run id and the
+    simulator's request counts before and after."""
+    upload = await make_upload(
+        sessionmaker, tmp_path, csv_text([{"email": e, "phone": ""} for e in emails]), "members.csv"
+    )
+    mapping = await make_mapping(sessionmaker, _membership_spec())
+    before = sim_requests(simulator_url)
+    run_id = await _list_run(client, list_id, upload, mapping, action="add")
+    assert await run_worker_burst(client.test_settings) >= 1
+    return run_id, before, sim_requests(simulator_url)
+
+
 async def test_membership_run_sends_1000_per_request_and_looks_up_100_at_a_time(
     lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
 ):
@@ -559,14 +574,9 @@ async def test_membership_run_sends_1000_per_request_and_looks_up_100_at_a_time(
     list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Thousand "))
     emails = [f"{unique('t')}@shop.test" for _ in range(1050)]
     seed_profiles(simulator_url, emails)
-    upload = await make_upload(
-        sessionmaker, tmp_path, csv_text([{"email": e, "phone": ""} for e in emails]), "big.csv"
+    run_id, before, after = await _add_by_email(
+        client, run_worker_burst, sessionmaker, simulator_url, tmp_path, list_id, emails
     )
-    mapping = await make_mapping(sessionmaker, _membership_spec())
-    before = sim_requests(simulator_url)
-    run_id = await _list_run(client, list_id, upload, mapping, action="add")
-    assert await run_worker_burst(client.test_settings) >= 1
-    after = sim_requests(simulator_url)
     run, errors = await _finished(sessionmaker, run_id)
     assert run.status == RunStatus.COMPLETED and run.items_sent == 1050 and not errors
     assert sim_list(simulator_url, list_id)["profile_count"] == 1050
@@ -583,14 +593,9 @@ async def test_many_unknown_people_are_created_by_one_import_job_then_added(
     known = [f"{unique('k')}@shop.test" for _ in range(20)]
     seed_profiles(simulator_url, known)
     unknown = [f"{unique('n')}@shop.test" for _ in range(300)]
-    upload = await make_upload(
-        sessionmaker, tmp_path, csv_text([{"email": e, "phone": ""} for e in known + unknown]), "new.csv"
+    run_id, before, after = await _add_by_email(
+        client, run_worker_burst, sessionmaker, simulator_url, tmp_path, list_id, known + unknown
     )
-    mapping = await make_mapping(sessionmaker, _membership_spec())
-    before = sim_requests(simulator_url)
-    run_id = await _list_run(client, list_id, upload, mapping, action="add")
-    assert await run_worker_burst(client.test_settings) >= 1
-    after = sim_requests(simulator_url)
     run, errors = await _finished(sessionmaker, run_id)
     assert run.status == RunStatus.COMPLETED and run.items_sent == 320 and not errors
     assert sim_list(simulator_url, list_id)["profile_count"] == 320
@@ -610,17 +615,12 @@ async def test_created_profiles_klaviyo_cannot_find_yet_are_looked_up_again_then
     client = lists_env
     list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Lagging "))
     unknown = [f"{unique('lag')}@shop.test" for _ in range(60)]
-    upload = await make_upload(
-        sessionmaker, tmp_path, csv_text([{"email": e, "phone": ""} for e in unknown]), "lag.csv"
-    )
-    mapping = await make_mapping(sessionmaker, _membership_spec())
     # New profiles stay out of searches far longer than the run waits.
     httpx.post(f"{simulator_url}/__sim/config", json={"search_lag_seconds": 100_000}).raise_for_status()
     try:
-        before = sim_requests(simulator_url)
-        run_id = await _list_run(client, list_id, upload, mapping, action="add")
-        assert await run_worker_burst(client.test_settings) >= 1
-        after = sim_requests(simulator_url)
+        run_id, before, after = await _add_by_email(
+            client, run_worker_burst, sessionmaker, simulator_url, tmp_path, list_id, unknown
+        )
     finally:
         httpx.post(f"{simulator_url}/__sim/config", json={"search_lag_seconds": 0}).raise_for_status()
     run, errors = await _finished(sessionmaker, run_id)
