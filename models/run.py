@@ -147,3 +147,8 @@ class RowError(SQLModel, table=True):
     values: dict[str, Any] = json_field()
     batch_id: int | None = Field(default=None, foreign_key="sync_batches.id")
     created_at: datetime = timestamp_field()
+    # Events (items) the error stopped on this row: a grouped order's error counts its events on the
+    # order's first row and 0 on its other rows, which fail with it.
+    events: int = Field(default=1, sa_column_kwargs={"server_default": sa.text("1")})
+    # The order (grouping key) the row belongs to, so a retry rebuilds the whole order.
+    group_key: str | None = Field(default=None, max_length=200)

@@ -35,10 +35,43 @@ def _values(values: dict[str, object]) -> str:
     return "; ".join(f"{k}={v}" for k, v in values.items())
 
 
+def _merged(errors: list[RowError]) -> str:
+    """One CSV line for one row's errors: distinct stages, columns, rules and messages joined."""
+
+    def cells(values: list[str | None]) -> str:
+        return " | ".join(dict.fromkeys(v for v in values if v))
+
+    first = errors[0]
+    severity = "error" if any(e.severity == "error" for e in errors) else first.severity
+    values: dict[str, object] = {}
+    for error in errors:
+        values.update(error.values)
+    return _line(
+        [
+            first.row_number,
+            severity,
+            cells([e.stage for e in errors]),
+            cells([e.column for e in errors]),
+            cells([e.rule for e in errors]),
+            cells([e.message for e in errors]),
+            _values(values),
+        ]
+    )
+
+
+def _lines(errors: list[RowError]) -> str:
+    # Row 0 and below hold errors with no source row (catalog deletes): each names its own entry.
+    if errors[0].row_number <= 0:
+        return "".join(_merged([e]) for e in errors)
+    return _merged(errors)
+
+
 async def error_csv(sessionmaker: async_sessionmaker[AsyncSession], run_id: int) -> AsyncIterator[str]:
-    """Yield the CSV text in row order, a page at a time (keyset), so a million errors never sit in memory."""
+    """Yield the CSV text in row order, one line per source row, a page at a time (keyset), so a
+    million errors never sit in memory. An order's error is on each of its rows: listed once each."""
     yield "\ufeff" + _line(list(HEADER))  # BOM: Excel then reads UTF-8 correctly
     last_row, last_id = -1, 0
+    pending: list[RowError] = []  # the last row of a page may continue on the next
     while True:
         after = or_(
             col(RowError.row_number) > last_row,
@@ -52,11 +85,16 @@ async def error_csv(sessionmaker: async_sessionmaker[AsyncSession], run_id: int)
         )
         # A short session per page: the download may take longer than any one request should hold one.
         async with sessionmaker() as db:
-            rows = (await db.exec(query)).all()
+            rows = list((await db.exec(query)).all())
         if not rows:
+            if pending:
+                yield _lines(pending)
             return
-        yield "".join(
-            _line([e.row_number, e.severity, e.stage, e.column, e.rule, e.message, _values(e.values)])
-            for e in rows
-        )
+        out = []
+        for error in rows:
+            if pending and pending[0].row_number != error.row_number:
+                out.append(_lines(pending))
+                pending = []
+            pending.append(error)
+        yield "".join(out)
         last_row, last_id = rows[-1].row_number, rows[-1].id or 0

@@ -127,6 +127,32 @@ async def failed_rows(db: AsyncSession, run_id: int) -> list[int]:
     return list((await db.exec(query)).all())
 
 
+async def count_failed_rows(db: AsyncSession, run_id: int) -> int:
+    """How many source rows of a run ended in an error (each row once, whatever its errors)."""
+    query = select(func.count(func.distinct(RowError.row_number))).where(
+        RowError.run_id == run_id, RowError.severity == "error", RowError.row_number > 0
+    )
+    return int((await db.exec(query)).one())
+
+
+async def failed_orders(db: AsyncSession, run_id: int) -> dict[str, list[int]]:
+    """The grouped records (orders) of a run that failed, each with the source rows it had."""
+    query = (
+        select(RowError.group_key, RowError.row_number)
+        .where(
+            RowError.run_id == run_id,
+            RowError.severity == "error",
+            col(RowError.group_key).is_not(None),
+            RowError.row_number > 0,
+        )
+        .distinct()
+    )
+    orders: dict[str, list[int]] = {}
+    for key, row in (await db.exec(query)).all():
+        orders.setdefault(key, []).append(row)
+    return {key: sorted(rows) for key, rows in orders.items()}
+
+
 async def retry_failed(db: AsyncSession, parent: SyncRun, user: User | None) -> SyncRun:
     """A new run over exactly the failed rows, through the mapping's current version."""
     if not parent.status.finished:
@@ -299,9 +325,10 @@ GROUPS_CACHED = 256
 
 
 async def errors_by_rule(db: AsyncSession, run: SyncRun | int) -> list[dict[str, Any]]:
-    """Errors and warnings grouped by rule, with a count and a few example rows.
+    """Errors and warnings grouped by rule: the rows they fail, the events they stopped, example rows.
 
-    Both queries read only ix_row_errors_run_group (run_id, rule, stage, severity, row_number).
+    An order's error lands on each of its rows once, so ``count`` (rows) and ``events`` differ
+    for grouped records.
     Given the run itself, the answer is cached until the run's counters or status change.
     """
     if isinstance(run, int):
@@ -320,33 +347,45 @@ async def errors_by_rule(db: AsyncSession, run: SyncRun | int) -> list[dict[str,
 
 async def _errors_by_rule(db: AsyncSession, run_id: int) -> list[dict[str, Any]]:
     query = (
-        select(RowError.rule, RowError.stage, RowError.severity, func.count())
+        select(
+            RowError.rule,
+            RowError.stage,
+            RowError.severity,
+            func.count(func.distinct(RowError.row_number)),
+            func.sum(RowError.events),
+        )
         .where(RowError.run_id == run_id)
         .group_by(RowError.rule, RowError.stage, RowError.severity)
     )
     groups = []
-    for rule, stage, severity, count in (await db.exec(query)).all():
-        first = (
+    for rule, stage, severity, count, events in (await db.exec(query)).all():
+        where = (
+            RowError.run_id == run_id,
+            RowError.rule == rule,
+            RowError.stage == stage,
+            RowError.severity == severity,
+        )
+        examples = (
             await db.exec(
-                select(RowError.row_number, RowError.message)
-                .where(
-                    RowError.run_id == run_id,
-                    RowError.rule == rule,
-                    RowError.stage == stage,
-                    RowError.severity == severity,
-                )
+                select(RowError.row_number)
+                .where(*where)
+                .distinct()
                 .order_by(col(RowError.row_number))
                 .limit(5)
             )
         ).all()
+        message = (
+            await db.exec(select(RowError.message).where(*where).order_by(col(RowError.row_number)).limit(1))
+        ).first()
         groups.append(
             {
                 "severity": severity,
                 "stage": stage,
                 "rule": rule,
                 "count": count,
-                "message": first[0][1] if first else "",
-                "examples": [row for row, _ in first],
+                "events": int(events or 0),
+                "message": message or "",
+                "examples": list(examples),
             }
         )
     return sorted(groups, key=lambda g: -g["count"])

@@ -38,7 +38,7 @@ class RowResult:
     """What one source row (or one grouped order) becomes.
 
     ``items`` is empty when the row has errors or was skipped; ``rows`` lists every source row of a
-    grouped order (``(row_ref,)`` otherwise).
+    grouped order (``(row_ref,)`` otherwise) and ``key`` is that order's id.
     """
 
     row_ref: int
@@ -47,6 +47,7 @@ class RowResult:
     warnings: list[Issue]
     rows: tuple[int, ...] = ()
     skipped: bool = False
+    key: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -97,6 +98,19 @@ class Pipeline:
                     return None
                 return value if isinstance(value, str) else None
         return None
+
+    def groups(self, row: Row) -> bool:
+        """True when an order mapping puts this source row into an order (an order id, not skipped)."""
+        lines_path = self.mapping.options.line_items_path
+        lines = explode_lines([(0, row)], parse_path(lines_path)) if lines_path else [(0, row)]
+        for _, line in lines:
+            try:
+                values = self.compiled.resolve(line, [], [])
+            except SkipRow:
+                continue
+            if values.get(ORDER_KEY, EMPTY) not in (EMPTY, None):
+                return True
+        return False
 
     def run(self, rows: Iterable[tuple[int, Row]], *, sort_orders: bool = False) -> Iterator[RowResult]:
         """Yield one RowResult per row, or per order for order mappings.
@@ -165,7 +179,7 @@ class Pipeline:
             if order_id != key:
                 if group:
                     finished.add(hash(key))
-                    yield self._build_order(builder, group)
+                    yield self._build_order(builder, group, key)
                     group = []
                 key = order_id
                 if hash(order_id) in finished:
@@ -179,10 +193,13 @@ class Pipeline:
                     )
             group.append((number, values, errors, warnings))
         if group:
-            yield self._build_order(builder, group)
+            yield self._build_order(builder, group, key)
 
     def _build_order(
-        self, builder: OrderBuilder, group: list[tuple[int, dict[str, Any], list[Issue], list[Issue]]]
+        self,
+        builder: OrderBuilder,
+        group: list[tuple[int, dict[str, Any], list[Issue], list[Issue]]],
+        key: str | None,
     ) -> RowResult:
         numbers = tuple(dict.fromkeys(number for number, _, _, _ in group))  # JSON lines share a record
         errors = [issue.at_row(number) for number, _, errs, _ in group for issue in errs]
@@ -194,10 +211,123 @@ class Pipeline:
             except RuleError as exc:
                 errors.append(exc.to_issue().at_row(numbers[0]))
             except SkipRow:
-                return RowResult(numbers[0], [], [], _dedupe(warnings), numbers, skipped=True)
+                return RowResult(numbers[0], [], [], _dedupe(warnings), numbers, skipped=True, key=key)
             for item in items:
                 self.event_checks.check(item, errors, warnings)
-        return RowResult(numbers[0], [] if errors else items, errors, _dedupe(warnings), numbers)
+        return RowResult(numbers[0], [] if errors else items, errors, _dedupe(warnings), numbers, key=key)
+
+
+@dataclass(slots=True, frozen=True)
+class RowFailure:
+    """One error as it lands on one source row.
+
+    ``events`` is how many events (items) the error stopped on this row: an error of a grouped
+    order counts its events once, on the order's first row, and 0 on the other rows it fails.
+    """
+
+    row: int
+    issue: Issue
+    events: int = 1
+
+
+ORDER_REJECTED = "order_rejected"
+
+
+def row_failures(result: RowResult) -> list[RowFailure]:
+    """The result's errors on the source rows they fail, each (row, rule, column, message) once.
+
+    An order is one unit: an error of the whole order lands on every row of it, an error of one
+    line lands on that line, and the order's other lines get ``order_rejected`` (not sent because
+    another line failed), so every row of a failed order is failed, and counted, once per rule.
+    """
+    if not result.errors:
+        return []
+    rows = result.rows or (result.row_ref,)
+    counts: dict[tuple[int, Issue], int] = {}
+    for issue in result.errors:
+        bare = Issue(issue.rule, issue.message, issue.column, issue.severity)
+        if issue.row is not None and issue.row in rows:
+            targets: tuple[int, ...] = (issue.row,)
+        else:
+            targets = rows
+        for index, row in enumerate(targets):
+            counts[(row, bare)] = counts.get((row, bare), 0) + (1 if index == 0 else 0)
+    failures = [RowFailure(row, issue, events) for (row, issue), events in counts.items()]
+    failed = {f.row for f in failures if f.issue.severity == "error"}
+    if len(rows) > 1 and failed and len(failed) < len(rows):
+        first = min(failed)
+        cause = next(f.issue for f in failures if f.row == first and f.issue.severity == "error")
+        order = f"order {result.key}" if result.key is not None else "this order"
+        reason = Issue(
+            ORDER_REJECTED,
+            f"not sent: {order} goes to Klaviyo whole or not at all, and its row {first} failed "
+            f"({cause.rule}{': ' + cause.column if cause.column else ''})",
+        )
+        failures.extend(RowFailure(row, reason, 0) for row in rows if row not in failed)
+    return sorted(failures, key=lambda f: f.row)
+
+
+def refuse(result: RowResult, issue: Issue) -> RowResult:
+    """The same rows with nothing to send and ``issue`` added (an order that cannot go whole)."""
+    return RowResult(
+        result.row_ref, [], [*result.errors, issue], result.warnings, result.rows, False, result.key
+    )
+
+
+ORDER_INCOMPLETE = "order_incomplete"
+
+
+class RetryOrders:
+    """What a retry of orders reads: every row of each failed order, found by its order id.
+
+    ``parent`` holds the rows each failed order had in the failed run; an order whose rows in the
+    file are not all together, or no longer include those rows, is refused rather than sent in part.
+    """
+
+    def __init__(self, only: set[int], parent: dict[str, list[int]]) -> None:
+        self.rows = set(only)
+        self.parent = parent
+        self.found: dict[str, list[int]] = {}
+
+    def add(self, key: str, row: int) -> None:
+        """A source row of a failed order."""
+        self.found.setdefault(key, []).append(row)
+        self.rows.add(row)
+
+    def whole(self, result: RowResult) -> RowResult:
+        """The result unchanged when it is a whole order; otherwise refused with the reason."""
+        if result.key is None or result.skipped:
+            return result
+        key = str(result.key)
+        expected = set(self.found.get(key, ()))
+        missing = sorted(set(self.parent.get(key, ())) - expected)
+        if missing:
+            return refuse(
+                result,
+                Issue(
+                    ORDER_INCOMPLETE,
+                    f"order {key} cannot be rebuilt whole: {_rows_text(missing)} of the failed run "
+                    "no longer belong to it in the file; nothing of the order was sent",
+                    ORDER_KEY,
+                ),
+            )
+        elsewhere = sorted(expected - set(result.rows))
+        if elsewhere:
+            return refuse(
+                result,
+                Issue(
+                    ORDER_INCOMPLETE,
+                    f"order {key} cannot be rebuilt whole: its {_rows_text(elsewhere)} are not next to "
+                    "its other rows (sort the file by order id); nothing of the order was sent",
+                    ORDER_KEY,
+                ),
+            )
+        return result
+
+
+def _rows_text(rows: list[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+    return f"row {shown}" if len(rows) == 1 else f"rows {shown}"
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:
@@ -244,16 +374,18 @@ class RuleTally:
     """How often a rule fired, its first message, and example rows."""
 
     rule: str
-    count: int = 0
+    count: int = 0  # source rows
     message: str = ""
     column: str | None = None
     examples: list[int] = field(default_factory=list)
+    events: int = 0  # events (items) it stopped; an order's error counts once per event
 
-    def add(self, issue: Issue, row: int, max_examples: int) -> None:
-        """Count one more occurrence."""
+    def add(self, issue: Issue, row: int, max_examples: int, events: int = 1) -> None:
+        """Count one more row (and the events the issue stopped on it)."""
         if self.count == 0:
             self.message, self.column = issue.message, issue.column
         self.count += 1
+        self.events += events
         if len(self.examples) < max_examples and row not in self.examples:
             self.examples.append(row)
 
@@ -282,6 +414,7 @@ class DryRunSummary:
                 {
                     "rule": t.rule,
                     "count": t.count,
+                    "events": t.events,
                     "message": t.message,
                     "column": t.column,
                     "examples": t.examples,
@@ -336,8 +469,8 @@ def dry_run(
         else:
             summary.rows_ok += len(result.rows) or 1
             summary.items += len(result.items)
-        for issue in result.errors:
-            _tally(summary.errors, issue, issue.row or result.row_ref, max_examples)
+        for failure in row_failures(result):
+            _tally(summary.errors, failure.issue, failure.row, max_examples, failure.events)
         for issue in result.warnings:
             _tally(summary.warnings, issue, issue.row or result.row_ref, max_examples)
         if len(summary.preview) < preview_rows:
@@ -354,8 +487,8 @@ def dry_run(
     return summary
 
 
-def _tally(tallies: dict[str, RuleTally], issue: Issue, row: int, max_examples: int) -> None:
+def _tally(tallies: dict[str, RuleTally], issue: Issue, row: int, max_examples: int, events: int = 1) -> None:
     tally = tallies.get(issue.rule)
     if tally is None:
         tally = tallies[issue.rule] = RuleTally(issue.rule)
-    tally.add(issue, row, max_examples)
+    tally.add(issue, row, max_examples, events)

@@ -46,11 +46,12 @@ from models import (
 from models.base import utcnow
 from services import catalog
 from services.accounts import get_account, klaviyo_target
+from services.runs import count_failed_rows, failed_orders
 from services.targets import CATALOG_ENDPOINTS, SendTarget, target_for
 from sync.feeds import RecordFileReader, is_record_file
 from sync.issues import Issue, RuleError
 from sync.mapping import Mapping as MappingSpec
-from sync.pipeline import Pipeline
+from sync.pipeline import Pipeline, RetryOrders, RowResult, row_failures
 from sync.readers import CsvReader, SourceError
 from workers.catalog_routes import CatalogRouter, Closed
 from workers.heartbeat import worker_name
@@ -59,6 +60,9 @@ log = structlog.get_logger(__name__)
 WORKING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING)
 YIELD_EVERY = 100
 ROW_CACHE = 20_000  # source rows kept in memory to attach their values to errors
+# Grouped orders whose rows are remembered while their items are out, so an error Klaviyo reports
+# for one of the order's events lands on every row of the order.
+GROUP_CACHE = 200_000
 # Warnings about something left out of what a row sends are recorded on the row itself (the error
 # CSV then lists whose phone was dropped); other warnings are only counted in the run's summary.
 ROW_WARNINGS = frozenset({"phone_dropped"})
@@ -108,6 +112,7 @@ class RunExecutor:
         self.stop_status: RunStatus | None = None
         self.fatal: BaseException | None = None
         self.row_cache: OrderedDict[int, dict[str, str]] = OrderedDict()
+        self.groups: OrderedDict[int, tuple[tuple[int, ...], str]] = OrderedDict()
         self.state = _StreamState()
         self.target = SendTarget(ep.BULK_EVENTS)
         self.envelope: dict[str, Any] = {}
@@ -257,6 +262,11 @@ class RunExecutor:
             else CsvReader(path, encoding=upload.encoding, delimiter=upload.delimiter)
         )
         only = set(run.only_rows) if run.only_rows is not None else None
+        orders: RetryOrders | None = None
+        if only is not None and pipeline.order_builder is not None:
+            # A retry of orders takes every row of each failed order, found by its order id.
+            orders = await self._retry_orders(run, pipeline, upload, path, only)
+            only = orders.rows
 
         # What earlier attempts committed: batches still in flight are rebuilt and sent again.
         async with self.sessionmaker() as db:
@@ -279,11 +289,12 @@ class RunExecutor:
                     # Mapping is CPU work; let finished requests and limiter turns through meanwhile.
                     await asyncio.sleep(0)
                 state.row = max(result.rows or (result.row_ref,))
+                if orders is not None:
+                    result = orders.whole(result)
+                if result.key is not None and result.items:
+                    self._remember_group(result)
                 if result.row_ref > state.cursor_row:
-                    kept = [w for w in result.warnings if w.rule in ROW_WARNINGS]
-                    for issue in [*result.errors, *kept] if kept else result.errors:
-                        state.errors.append(self._row_error(issue, issue.row or result.row_ref, "mapping"))
-                    self._note_warnings(result.warnings, result.row_ref)
+                    self._record_issues(result)
                 for item in result.items:
                     if self.router is not None:
                         await self._route(run, reader, result.row_ref, item, tasks, client)
@@ -322,7 +333,7 @@ class RunExecutor:
                 await self._resend(tasks, client, endpoint, inflight, resend)
             last = batcher.flush()
             if last is not None and not last.items:
-                state.errors.extend(self._rejection_error(r, None) for r in last.rejected)
+                state.errors.extend(self._rejection_errors(last.rejected, None))
                 last = None
             await self._checkpoint(run, reader, last, state.ordinal - 1, tasks, client, endpoint)
         await self._drain(tasks, until=0)
@@ -380,7 +391,7 @@ class RunExecutor:
         client: KlaviyoClient | None,
     ) -> None:
         if not closed.batch.items:
-            self.state.errors.extend(self._rejection_error(r, None) for r in closed.batch.rejected)
+            self.state.errors.extend(self._rejection_errors(closed.batch.rejected, None))
             return
         self.state.batch_first = closed.first
         await self._checkpoint(run, reader, closed.batch, closed.last, tasks, client, closed.endpoint)
@@ -436,6 +447,69 @@ class RunExecutor:
         outcome.rate_limited += again.rate_limited
         return outcome, set(again.accepted)
 
+    async def _retry_orders(
+        self,
+        run: SyncRun,
+        pipeline: Pipeline,
+        upload: Upload,
+        path: Path,
+        only: set[int],
+    ) -> RetryOrders:
+        """Every row of the orders a retry takes, and what each order must hold to be sent whole."""
+        parent: dict[str, list[int]] = {}
+        if run.parent_run_id is not None:
+            async with self.sessionmaker() as db:
+                parent = await failed_orders(db, run.parent_run_id)
+
+        def read() -> CsvReader | RecordFileReader:
+            if is_record_file(upload.stored_as):
+                return RecordFileReader(path)
+            return CsvReader(path, encoding=upload.encoding, delimiter=upload.delimiter)
+
+        keys = set(parent)
+        with read() as reader:
+            for count, (number, row) in enumerate(reader):
+                if number in only:
+                    key = pipeline.order_key(row)
+                    if key is not None:
+                        keys.add(key)
+                if count % 1000 == 0:
+                    await asyncio.sleep(0)
+        plan = RetryOrders(set(only), parent)
+        with read() as reader:
+            for count, (number, row) in enumerate(reader):
+                key = pipeline.order_key(row)
+                if key in keys and pipeline.groups(row):
+                    plan.add(str(key), number)
+                if count % 1000 == 0:
+                    await asyncio.sleep(0)
+        if len(plan.rows) != run.total_rows:
+            async with self.sessionmaker() as db:
+                await db.exec(  # type: ignore[call-overload]
+                    update(SyncRun).where(col(SyncRun.id) == self.run_id).values(total_rows=len(plan.rows))
+                )
+                await db.commit()
+        return plan
+
+    def _remember_group(self, result: RowResult) -> None:
+        """Keep an order's rows while its items are out (errors Klaviyo reports land on all of them)."""
+        if len(result.rows) > 1 and result.key is not None:
+            self.groups[result.row_ref] = (result.rows, result.key)
+            if len(self.groups) > GROUP_CACHE:
+                self.groups.popitem(last=False)
+
+    def _record_issues(self, result: RowResult) -> None:
+        """A result's errors on every row they fail (an order fails whole), and its row warnings."""
+        state = self.state
+        for failure in row_failures(result):
+            error = self._row_error(failure.issue, failure.row, "mapping")
+            error.events, error.group_key = failure.events, result.key
+            state.errors.append(error)
+        for issue in result.warnings:
+            if issue.rule in ROW_WARNINGS:
+                state.errors.append(self._row_error(issue, issue.row or result.row_ref, "mapping"))
+        self._note_warnings(result.warnings, result.row_ref)
+
     def _rows(
         self, reader: CsvReader | RecordFileReader, only: set[int] | None
     ) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -466,7 +540,7 @@ class RunExecutor:
         # The reader keeps one entry per bad row; they are recorded now, so memory stays flat.
         reader.problems.clear()
         if batch is not None and run.dry_run:
-            state.errors.extend(self._rejection_error(r, None) for r in batch.rejected)
+            state.errors.extend(self._rejection_errors(batch.rejected, None))
         for error in state.errors:
             error.values = self.row_cache.get(error.row_number, error.values)
         failed = len({e.row_number for e in state.errors if e.severity == "error"})
@@ -572,7 +646,7 @@ class RunExecutor:
         settled: list[catalog.Settled] = []
         if self.router is not None:
             outcome, adopted = await self._adopt_existing(client, batch.seq, outcome)
-        errors = [self._rejection_error(r, batch_id) for r in outcome.rejected]
+        errors = self._rejection_errors(outcome.rejected, batch_id)
         for error in errors:
             if error.row_number < 0 and self.router is not None:
                 # A delete: it has no source row, so the error names the entry instead.
@@ -610,7 +684,8 @@ class RunExecutor:
                     items_sent=SyncRun.items_sent + len(outcome.accepted),
                     requests=SyncRun.requests + outcome.attempts,
                     http_429=SyncRun.http_429 + outcome.rate_limited,
-                    rows_failed=SyncRun.rows_failed + len({e.row_number for e in errors if e.row_number}),
+                    rows_failed=SyncRun.rows_failed
+                    + len({e.row_number for e in errors if e.row_number and e.severity == "error"}),
                     updated_at=utcnow(),
                 )
             )
@@ -629,17 +704,38 @@ class RunExecutor:
             message=issue.message,
         )
 
-    def _rejection_error(self, rejection: RowRejection, batch_id: int | None) -> RowError:
-        return RowError(
-            run_id=self.run_id,
-            row_number=rejection.row_ref,
-            stage="klaviyo",
-            column=_column_of(rejection.pointer),
-            rule=rejection.code,
-            message=rejection.detail,
-            values={"pointer": rejection.pointer} if rejection.pointer else {},
-            batch_id=batch_id,
-        )
+    def _rejection_errors(self, rejections: list[RowRejection], batch_id: int | None) -> list[RowError]:
+        """Items Klaviyo refused as row errors: one per row and reason, counting the events refused.
+
+        An order's refused events land on every row of the order (its first row counts them).
+        """
+        merged: dict[tuple[int, str, str | None, str], RowError] = {}
+        for rejection in rejections:
+            column = _column_of(rejection.pointer)
+            mark = (rejection.row_ref, rejection.code, column, rejection.detail)
+            known = merged.get(mark)
+            if known is not None:
+                known.events += 1
+                continue
+            rows, key = self.groups.get(rejection.row_ref, ((rejection.row_ref,), None))
+            for row in rows:
+                error = RowError(
+                    run_id=self.run_id,
+                    row_number=row,
+                    stage="klaviyo",
+                    column=column,
+                    rule=rejection.code,
+                    message=rejection.detail,
+                    values={"pointer": rejection.pointer} if rejection.pointer else {},
+                    batch_id=batch_id,
+                    events=1 if row == rejection.row_ref else 0,
+                    group_key=key,
+                )
+                if row == rejection.row_ref:
+                    merged[mark] = error
+                else:
+                    merged[(row, *mark[1:])] = error
+        return list(merged.values())
 
     def _note_warnings(self, warnings: list[Issue], row: int) -> None:
         for issue in warnings:
@@ -651,8 +747,9 @@ class RunExecutor:
                 issue.rule,
                 {"rule": issue.rule, "message": issue.message, "column": issue.column, "examples": []},
             )
-            if len(entry["examples"]) < 5:
-                entry["examples"].append(issue.row or row)
+            example = issue.row or row
+            if len(entry["examples"]) < 5 and example not in entry["examples"]:
+                entry["examples"].append(example)
 
     def _catalog_summary(self) -> dict[str, Any]:
         assert self.router is not None
@@ -676,7 +773,11 @@ class RunExecutor:
             if status.finished:
                 run.finished_at = utcnow()
             if status == RunStatus.COMPLETED:
-                run.rows_read = max(run.rows_read, run.cursor_row)
+                if run.only_rows is None:
+                    # Rows the reader refused are not yielded: the last row number counts them.
+                    run.rows_read = max(run.rows_read, run.cursor_row)
+                # Two batches can each refuse events of one order: count each failed row once.
+                run.rows_failed = await count_failed_rows(db, self.run_id)
                 run.rows_ok = max(run.rows_read - run.rows_failed - run.rows_skipped, 0)
             warnings = [{**w, "count": self.warning_counts[r]} for r, w in self.summary_warnings.items()]
             if self.router is not None:

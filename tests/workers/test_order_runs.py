@@ -1,0 +1,275 @@
+"""An order (a grouped record) is one unit from dry run to retry.
+
+A Shopify-style line-item export: several CSV rows per order, order columns on the first line only,
+repeated SKUs. Real pieces only: PostgreSQL, Redis, an arq worker, and the simulator over HTTP.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+from sqlmodel import select
+
+from models import Role, RowError, RunStatus, SyncRun
+from sync.mapping import DateParse, Email, IntegerCast, MappingOptions, NumberCast, Target, TargetKind, column
+from sync.mapping import Mapping as Spec
+from sync.pipeline import run_pipeline
+from tests.conftest import unique
+from tests.support.runs import add_version, csv_text, make_mapping, make_upload, sim_settings, start_run
+from tests.support.web import login, make_user, post_form
+from web.app import create_app
+
+T0 = "2025-03-01T10:00:00Z"
+
+
+def _line(order: str, sku: str, price: str = "10", *, first: dict[str, str] | None = None) -> dict[str, str]:
+    head = first or {}
+    return {
+        "Name": order,
+        "Email": head.get("Email", ""),
+        "Contact": head.get("Contact", ""),
+        "Created at": head.get("Created at", ""),
+        "Paid at": head.get("Paid at", ""),
+        "Lineitem sku": sku,
+        "Lineitem price": price,
+        "Lineitem quantity": "1",
+    }
+
+
+def _head(email: str, *, contact: str | None = None, paid: str = T0) -> dict[str, str]:
+    reach = email if contact is None else contact
+    return {"Email": email, "Contact": reach, "Created at": T0, "Paid at": paid}
+
+
+# Rows 1-3: #1001 (MUG twice). Rows 4-5: #1002, no contact on its first line. Rows 6-8: #1003 paid
+# in 1985, out of Klaviyo's window. Row 9: #1004. Rows 10-11: #1005, a price that is not a number.
+ROWS = [
+    _line("#1001", "MUG", first=_head("ann@shop.test")),
+    _line("#1001", "MUG"),
+    _line("#1001", "TEA", "4"),
+    _line("#1002", "MUG", first=_head("bob@shop.test", contact="")),
+    _line("#1002", "TEA", "4"),
+    _line("#1003", "MUG", first=_head("cat@shop.test", paid="1985-01-01T00:00:00Z")),
+    _line("#1003", "MUG"),
+    _line("#1003", "CUP", "6"),
+    _line("#1004", "TEA", "4", first=_head("dan@shop.test")),
+    _line("#1005", "MUG", first=_head("eve@shop.test")),
+    _line("#1005", "CUP", "n/a"),
+]
+LINES = Counter(row["Name"] for row in ROWS)
+
+
+def order_spec(placed: str, line: str, *, fixed: bool) -> Spec:
+    """The export's mapping; the first version reads the wrong contact and date columns."""
+    return Spec(
+        name=f"shopify {placed}",
+        target=Target(kind=TargetKind.ORDER),
+        options=MappingOptions(order_metric=placed, line_metric=line),
+        fields=[
+            column("Name", "properties.OrderId"),
+            column("Email" if fixed else "Contact", "email", Email()),
+            column("Created at" if fixed else "Paid at", "time", DateParse()),
+            column("Lineitem sku", "item.SKU"),
+            column("Lineitem price", "item.ItemPrice", NumberCast()),
+            column("Lineitem quantity", "item.Quantity", IntegerCast()),
+        ],
+    )
+
+
+def _stored(simulator_url: str, metric: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{simulator_url}/__sim/events", params={"metric": metric, "limit": 10000})
+    return list(answer.json()["data"])
+
+
+def _clean_ids(spec: Spec, rows: list[dict[str, str]]) -> dict[str, list[str]]:
+    """The unique ids a clean first send of these rows gives, by order."""
+    ids: dict[str, list[str]] = {}
+    for result in run_pipeline(spec, list(enumerate(rows, start=1))):
+        for item in result.items:
+            event = item["attributes"]["events"]["data"][0]["attributes"]
+            ids.setdefault(event["properties"]["OrderId"], []).append(event["unique_id"])
+    return ids
+
+
+@pytest.fixture
+async def orders_env(settings, simulator_url, sessionmaker, tmp_path):
+    test_settings = sim_settings(settings, simulator_url, tmp_path, run_lease_seconds=5.0)
+    placed, line = unique("Placed Order "), unique("Ordered Product ")
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(ROWS), filename="orders_export.csv")
+    mapping = await make_mapping(sessionmaker, order_spec(placed, line, fixed=False))
+    app = create_app(test_settings)
+    async with AsyncTestClient(app) as client:
+        operator = await make_user(sessionmaker, unique("op"), Role.OPERATOR)
+        assert (await login(client, operator.username)).status_code == 302
+        yield client, test_settings, upload, mapping, placed, line
+
+
+async def _errors(sessionmaker, run_id: int) -> list[RowError]:
+    async with sessionmaker() as db:
+        query = select(RowError).where(RowError.run_id == run_id).order_by(RowError.row_number)
+        return list((await db.exec(query)).all())
+
+
+async def _run(sessionmaker, run_id: int) -> SyncRun:
+    async with sessionmaker() as db:
+        run = await db.get(SyncRun, run_id)
+        assert run is not None
+        return run
+
+
+async def _retry(client, run_id: int) -> int:
+    answer = await post_form(client, f"/runs/{run_id}/retry", follow_redirects=False)
+    assert answer.status_code in (302, 303), answer.text
+    return int(answer.headers["location"].rsplit("/", 1)[1])
+
+
+def _error_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+
+
+async def test_dry_run_counts_every_row_of_a_failed_order_once(
+    orders_env, run_worker_burst, sessionmaker, simulator_url
+):
+    client, settings, upload, mapping, placed, line = orders_env
+    dry = await start_run(sessionmaker, settings, upload, mapping, dry_run=True)
+    await run_worker_burst(settings)
+    done = await _run(sessionmaker, dry.id)
+    # #1002, #1003 and #1005 fail: 2 + 3 + 2 CSV rows.
+    assert done.status == RunStatus.COMPLETED and done.rows_failed == 7
+    page = (await client.get(f"/runs/{dry.id}")).text
+    # #1003's out-of-range time: every row of the order, 4 events (Placed Order + 3 lines), rows listed once.
+    assert 'data-testid="rule-time_out_of_range"' in page
+    row = page.split('data-testid="rule-time_out_of_range"', 1)[1].split("</tr>", 1)[0]
+    assert '<td class="num" data-testid="rule-rows">3</td>' in row
+    assert '<td class="num" data-testid="rule-events">4</td>' in row
+    assert "6, 7, 8" in row and "6, 6" not in row
+    assert _stored(simulator_url, placed) == []
+
+
+async def test_error_csv_lists_each_row_of_a_failed_order_once_with_its_own_values(
+    orders_env, run_worker_burst, sessionmaker
+):
+    client, settings, upload, mapping, _placed, _line = orders_env
+    run = await start_run(sessionmaker, settings, upload, mapping)
+    await run_worker_burst(settings)
+    errors = await _errors(sessionmaker, run.id)
+    assert sorted({e.row_number for e in errors if e.severity == "error"}) == [4, 5, 6, 7, 8, 10, 11]
+    by_row = {e.row_number: e for e in errors}
+    # The line that broke #1005 is named; its other line fails with it, saying why.
+    assert by_row[11].rule == "not_a_number" and by_row[10].rule == "order_rejected"
+    assert "row 11" in by_row[10].message
+
+    export = _error_csv((await client.get(f"/runs/{run.id}/errors.csv")).text)
+    assert [r["row_number"] for r in export] == ["4", "5", "6", "7", "8", "10", "11"]
+    assert [r["rule"] for r in export[2:5]] == ["time_out_of_range"] * 3
+    # Each row carries its own original values, not the order's first line's.
+    assert "Lineitem sku=CUP" in export[4]["original_values"]
+    assert "Lineitem sku=MUG" in export[3]["original_values"]
+    assert "Lineitem price=n/a" in export[6]["original_values"]
+    done = await _run(sessionmaker, run.id)
+    assert done.rows_failed == 7 and done.rows_read == 11
+    assert {e.group_key for e in errors} == {"#1002", "#1003", "#1005"}
+
+
+async def test_retry_sends_every_failed_order_whole_and_a_second_retry_sends_nothing(
+    orders_env, run_worker_burst, sessionmaker, simulator_url
+):
+    client, settings, upload, mapping, placed, line = orders_env
+    run = await start_run(sessionmaker, settings, upload, mapping)
+    await run_worker_burst(settings)
+    first = _stored(simulator_url, placed)
+    assert sorted(e["properties"]["OrderId"] for e in first) == ["#1001", "#1004"]
+
+    fixed = order_spec(placed, line, fixed=True)
+    await add_version(sessionmaker, mapping.id, fixed)
+    retry_id = await _retry(client, run.id)
+    await run_worker_burst(settings)
+    retried = await _run(sessionmaker, retry_id)
+    # It read the failed orders' rows (7), not the file's 11; #1005's price is still not a number.
+    assert retried.status == RunStatus.COMPLETED
+    assert (retried.total_rows, retried.rows_read, retried.rows_failed) == (7, 7, 2)
+    page = (await client.get(f"/runs/{retry_id}")).text
+    assert "from 7 rows; 2 rows failed" in page
+
+    # Klaviyo holds only whole orders, with exactly the ids a clean first send gives.
+    clean = _clean_ids(fixed, ROWS)
+    orders = {e["properties"]["OrderId"]: e for e in _stored(simulator_url, placed)}
+    assert sorted(orders) == ["#1001", "#1002", "#1003", "#1004"]
+    lines = _stored(simulator_url, line)
+    for order_id, event in orders.items():
+        assert len(event["properties"]["Items"]) == LINES[order_id]
+        mine = sorted(e["unique_id"] for e in lines if e["properties"]["OrderId"] == order_id)
+        assert len(mine) == LINES[order_id]
+        assert sorted([event["unique_id"], *mine]) == sorted(clean[order_id])
+    assert sorted(e["unique_id"] for e in lines if e["properties"]["OrderId"] == "#1003") == [
+        "#1003_CUP",
+        "#1003_MUG",
+        "#1003_MUG_2",
+    ]
+
+    # Retrying the retry takes #1005 again (still broken): nothing more reaches Klaviyo.
+    before = len(_stored(simulator_url, placed)) + len(lines)
+    again_id = await _retry(client, retry_id)
+    await run_worker_burst(settings)
+    again = await _run(sessionmaker, again_id)
+    assert (again.rows_read, again.rows_failed, again.items_sent) == (2, 2, 0)
+    assert len(_stored(simulator_url, placed)) + len(_stored(simulator_url, line)) == before
+
+
+async def test_retry_of_a_run_that_recorded_only_first_rows_rebuilds_orders_by_their_id(
+    orders_env, run_worker_burst, sessionmaker, simulator_url
+):
+    """Runs before orders were one unit recorded an order's failure on its first row only."""
+    client, settings, upload, mapping, placed, line = orders_env
+    run = await start_run(sessionmaker, settings, upload, mapping)
+    await run_worker_burst(settings)
+    async with sessionmaker() as db:
+        for error in await _errors(sessionmaker, run.id):
+            if error.row_number not in (4, 6, 10):
+                await db.delete(await db.get(RowError, error.id))
+            else:
+                error.group_key = None
+                db.add(error)
+        await db.commit()
+    await add_version(sessionmaker, mapping.id, order_spec(placed, line, fixed=True))
+    retry_id = await _retry(client, run.id)
+    await run_worker_burst(settings)
+    retried = await _run(sessionmaker, retry_id)
+    assert (retried.total_rows, retried.rows_read) == (7, 7)
+    orders = {e["properties"]["OrderId"]: e for e in _stored(simulator_url, placed)}
+    assert {k: len(v["properties"]["Items"]) for k, v in orders.items()} == {
+        "#1001": 3,
+        "#1002": 2,
+        "#1003": 3,
+        "#1004": 1,
+    }
+
+
+async def test_an_order_that_cannot_be_rebuilt_whole_is_refused(
+    orders_env, run_worker_burst, sessionmaker, simulator_url
+):
+    """The failed run had #1003 on rows 6-8; the file no longer groups row 8 with it."""
+    client, settings, upload, mapping, placed, line = orders_env
+    run = await start_run(sessionmaker, settings, upload, mapping)
+    await run_worker_burst(settings)
+    async with sessionmaker() as db:
+        eight = (
+            await db.exec(select(RowError).where(RowError.run_id == run.id, RowError.row_number == 8))
+        ).one()
+        eight.row_number = 12  # a row the file does not have
+        db.add(eight)
+        await db.commit()
+    await add_version(sessionmaker, mapping.id, order_spec(placed, line, fixed=True))
+    retry_id = await _retry(client, run.id)
+    await run_worker_burst(settings)
+    errors = [e for e in await _errors(sessionmaker, retry_id) if e.rule == "order_incomplete"]
+    assert [e.row_number for e in errors] == [6, 7, 8]
+    assert "order #1003 cannot be rebuilt whole: row 12" in errors[0].message
+    assert "#1003" not in {e["properties"]["OrderId"] for e in _stored(simulator_url, placed)}
+    assert "#1003" not in {e["properties"]["OrderId"] for e in _stored(simulator_url, line)}
