@@ -272,3 +272,56 @@ async def test_an_order_that_cannot_be_rebuilt_whole_is_refused(
     assert "order #1003 cannot be rebuilt whole: row 12" in errors[0].message
     assert "#1003" not in {e["properties"]["OrderId"] for e in _stored(simulator_url, placed)}
     assert "#1003" not in {e["properties"]["OrderId"] for e in _stored(simulator_url, line)}
+
+
+async def test_events_klaviyo_refuses_fail_every_row_of_their_order_and_the_retry_completes_it(
+    settings, sessionmaker, tmp_path, run_worker_burst
+):
+    """Room for one new metric: Klaviyo keeps the Placed Orders and refuses every Ordered Product."""
+    from arq.connections import ArqRedis
+
+    from services import runs
+    from services.error_export import error_csv
+    from simulator.server import SimulatorProcess
+
+    placed, line = unique("Placed Order "), unique("Ordered Product ")
+    rows = ROWS[:9]  # #1001-#1004: 3 + 2 + 3 + 1 lines
+    fixed = order_spec(placed, line, fixed=True)
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows))
+    mapping = await make_mapping(sessionmaker, fixed)
+    with SimulatorProcess(time_scale=20) as sim:
+        sim.configure(metric_limit=1)
+        test_settings = sim_settings(settings, sim.base_url, tmp_path)
+        run = await start_run(sessionmaker, settings, upload, mapping)
+        await run_worker_burst(test_settings)
+        assert len(_stored(sim.base_url, placed)) == 4 and _stored(sim.base_url, line) == []
+        done = await _run(sessionmaker, run.id)
+        assert done.rows_failed == 9 and done.items_sent == 4
+        async with sessionmaker() as db:
+            (group,) = await runs.errors_by_rule(db, run.id)
+        assert (group["stage"], group["count"], group["events"]) == ("klaviyo", 9, 9)
+        export = _error_csv("".join([chunk async for chunk in error_csv(sessionmaker, run.id)]))
+        assert [int(r["row_number"]) for r in export] == list(range(1, 10))
+        assert "Lineitem sku=TEA" in export[2]["original_values"]
+
+        sim.configure(metric_limit=200)
+        async with sessionmaker() as db:
+            retry = await runs.retry_failed(db, done, None)
+            await db.commit()
+        arq = ArqRedis.from_url(settings.redis_url)
+        try:
+            await runs.enqueue(arq, settings.queue_name, retry, "start")
+        finally:
+            await arq.aclose()
+        await run_worker_burst(test_settings)
+        again = await _run(sessionmaker, retry.id)
+        assert (again.rows_read, again.rows_failed) == (9, 0)
+        orders = _stored(sim.base_url, placed)
+        lines = _stored(sim.base_url, line)
+    clean = _clean_ids(fixed, rows)
+    assert sorted(e["properties"]["OrderId"] for e in orders) == ["#1001", "#1002", "#1003", "#1004"]
+    for event in orders:
+        order_id = event["properties"]["OrderId"]
+        mine = [e["unique_id"] for e in lines if e["properties"]["OrderId"] == order_id]
+        assert len(event["properties"]["Items"]) == len(mine) == LINES[order_id]
+        assert sorted([event["unique_id"], *mine]) == sorted(clean[order_id])

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sync.mapping import Mapping, MappingOptions, Target, TargetKind, column
-from sync.pipeline import run_pipeline
+from sync.mapping import Mapping, MappingOptions, NumberCast, Target, TargetKind, column
+from sync.pipeline import dry_run, row_failures, run_pipeline
 from sync.readers import read_csv
 from sync.targets.common import MappingError
 from sync.targets.orders import OrderBuilder, external_sort
@@ -274,3 +274,33 @@ def test_orders_from_a_json_feed_with_nested_line_items() -> None:
         results[0].items[2]["attributes"]["events"]["data"][0]["attributes"]["unique_id"] == "1001_TALEOFTWO"
     )
     events_job([item for r in results for item in r.items])
+
+
+def test_a_failed_order_fails_each_of_its_rows_once_in_a_dry_run() -> None:
+    """An out-of-range date on a 3-line order: 3 rows and 4 events, example rows listed once each."""
+    rows = [(1, _row("A", "s1", first=True)), (2, _row("A", "s2")), (3, _row("A", "s1"))]
+    rows[0][1]["Date"] = "1985-01-01 10:00"
+    rows.append((4, _row("B", "s1", first=True)))
+    summary = dry_run(_simple_mapping(line_metric="Ordered Product"), rows).as_dict()
+    assert (summary["rows"], summary["rows_rejected"], summary["rows_ok"]) == (4, 3, 1)
+    (tally,) = summary["errors"]
+    assert (tally["rule"], tally["count"], tally["events"], tally["examples"]) == (
+        "time_out_of_range",
+        3,
+        4,
+        [1, 2, 3],
+    )
+
+
+def test_a_line_error_names_its_row_and_fails_the_orders_other_lines_with_it() -> None:
+    rows = [(7, _row("A", "s1", first=True)), (8, _row("A", "s2", price="x")), (9, _row("A", "s3"))]
+    mapping = _simple_mapping()
+    fields = [
+        f.model_copy(update={"transforms": [NumberCast()]}) if f.target == "item.ItemPrice" else f
+        for f in mapping.fields
+    ]
+    (result,) = list(run_pipeline(mapping.model_copy(update={"fields": fields}), rows))
+    failures = [(f.row, f.issue.rule, f.events) for f in row_failures(result)]
+    assert failures == [(7, "order_rejected", 0), (8, "not_a_number", 1), (9, "order_rejected", 0)]
+    message = row_failures(result)[0].issue.message
+    assert "order A" in message and "row 8" in message
