@@ -24,6 +24,7 @@ from sync.targets.profiles import ProfileBuilder
 from sync.targets.subscriptions import SubscriptionBuilder
 from sync.validation import (
     EventChecks,
+    IdentityLedger,
     check_item_strings,
     check_mapping,
     check_new_metrics,
@@ -78,6 +79,8 @@ class Pipeline:
             self.row_builder = _row_builder(mapping)
         self.is_event = self.kind in (TargetKind.EVENT, TargetKind.ORDER)
         self.is_profile = self.kind in (TargetKind.PROFILE, TargetKind.SUBSCRIPTION)
+        # Profiles of one source that share an identity: flagged, as Klaviyo merges or refuses them.
+        self.identities = IdentityLedger()
 
     def metric_names(self) -> list[str]:
         """Metric names this mapping sends events to."""
@@ -131,6 +134,7 @@ class Pipeline:
         resolve = self.compiled.resolve
         check_event = self.event_checks.check
         is_event, is_profile = self.is_event, self.is_profile
+        identities = self.identities.check
         for number, row in rows:
             errors: list[Issue] = []
             warnings: list[Issue] = []
@@ -152,6 +156,9 @@ class Pipeline:
                     if is_profile:
                         check_profile_identifier(item, errors)
                     check_item_strings(item, errors)
+            if is_profile and not errors:
+                for item in items:
+                    identities(item, number, warnings)
             yield RowResult(number, [] if errors else items, errors, warnings, (number,))
 
     def _run_orders(self, rows: Iterable[tuple[int, Row]], builder: OrderBuilder) -> Iterator[RowResult]:

@@ -248,3 +248,75 @@ def check_new_metrics(
             )
         ]
     return new, []
+
+
+# ---------------------------------------------------------------- identities shared by rows
+
+IDENTITY_LIMIT = 1_000_000  # identities remembered per run (hashes: ~100 bytes each)
+
+
+class IdentityLedger:
+    """Rows of one source that name the same Klaviyo profile: the same email (ignoring case and
+    spaces), or the same phone number or external id on another person's row.
+
+    Remembers 64-bit hashes only, up to IDENTITY_LIMIT identities; later ones are checked against those.
+    """
+
+    def __init__(self, limit: int = IDENTITY_LIMIT) -> None:
+        self.limit = limit
+        self.emails: dict[int, int] = {}  # hash of the normalised email -> first row
+        self.others: dict[int, tuple[int, int | None]] = {}  # hash of (field, value) -> first row, its email
+
+    def check(self, item: dict[str, Any], row: int, warnings: list[Issue]) -> None:
+        """Warn when this profile item shares an identity with an earlier row."""
+        attrs = item.get("attributes") or {}
+        email = attrs.get("email")
+        mine = None
+        if isinstance(email, str) and email.strip():
+            mine = hash(email.strip().lower())
+            first = self.emails.get(mine)
+            if first is not None and first != row:
+                warnings.append(_same_email(email, first))
+            elif first is None:
+                self._remember(self.emails, mine, row)
+        for name in ("phone_number", "external_id"):
+            value = attrs.get(name)
+            if value is None or str(value).strip() == "":
+                continue
+            key = hash((name, str(value).strip()))
+            known = self.others.get(key)
+            if known is None:
+                self._remember(self.others, key, (row, mine))
+            elif known[0] != row and (mine is None or known[1] != mine):
+                warnings.append(_same_other(name, str(value), known[0], mine is not None))
+
+    def _remember(self, table: dict[int, Any], key: int, value: Any) -> None:
+        if len(self.emails) + len(self.others) < self.limit:
+            table[key] = value
+
+
+def _same_email(email: str, first: int) -> Issue:
+    return warning(
+        "duplicate_email",
+        f"{email} is also on row {first} (Klaviyo matches emails whatever their case and spaces): "
+        "both rows update one profile, and where they differ one row's values overwrite the other's",
+        "email",
+    )
+
+
+def _same_other(name: str, value: str, first: int, has_email: bool) -> Issue:
+    label = "phone number" if name == "phone_number" else "external id"
+    # Klaviyo finds a profile by email, then phone number, then external id, and lets one profile
+    # hold each of them.
+    outcome = (
+        f"one profile holds it in Klaviyo, so this row either changes row {first}'s profile (when its "
+        "email is new to Klaviyo, overwriting that profile's email and values) or is refused as a "
+        "duplicate profile (when its email is on another profile)"
+        if has_email
+        else f"with no email here, Klaviyo updates row {first}'s profile with this row's values"
+    )
+    return warning(
+        f"duplicate_{name.removesuffix('_number')}",
+        f"{label} {value} is also on row {first} for another email: {outcome}",
+        name,
+    )

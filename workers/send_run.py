@@ -63,9 +63,10 @@ ROW_CACHE = 20_000  # source rows kept in memory to attach their values to error
 # Grouped orders whose rows are remembered while their items are out, so an error Klaviyo reports
 # for one of the order's events lands on every row of the order.
 GROUP_CACHE = 200_000
-# Warnings about something left out of what a row sends are recorded on the row itself (the error
-# CSV then lists whose phone was dropped); other warnings are only counted in the run's summary.
-ROW_WARNINGS = frozenset({"phone_dropped"})
+# Warnings about something left out of what a row sends, or about rows that name the same profile,
+# are recorded on the row itself (the error CSV then lists whose phone was dropped, and which rows
+# share an email); other warnings are only counted in the run's summary.
+ROW_WARNINGS = frozenset({"phone_dropped", "duplicate_email", "duplicate_phone", "duplicate_external_id"})
 
 
 class StopRun(Exception):
