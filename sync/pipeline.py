@@ -331,6 +331,46 @@ class RetryOrders:
             )
         return result
 
+    def lost(self) -> dict[str, list[int]]:
+        """Failed orders of which the file no longer has any row, with the rows they had."""
+        return {key: rows for key, rows in self.parent.items() if key not in self.found}
+
+
+class OrderLayout:
+    """Order ids whose rows are not all next to each other in the source, found in a first pass,
+    so that no part of such an order is sent (the pipeline groups adjacent rows only)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.key = pipeline.order_key
+        self.seen: set[int] = set()
+        self.scattered: set[int] = set()
+        self.last: str | None = None
+
+    def add(self, row: Row) -> None:
+        """Note one source row, in file order."""
+        key = self.key(row)
+        if key is None or key == self.last:
+            return
+        mark = hash(key)
+        if mark in self.seen:
+            self.scattered.add(mark)
+        self.seen.add(mark)
+        self.last = key
+
+    def whole(self, result: RowResult) -> RowResult:
+        """The result unchanged, unless it is part of an order whose rows are apart."""
+        if not self.scattered or result.key is None or hash(result.key) not in self.scattered:
+            return result
+        return refuse(
+            result,
+            Issue(
+                ORDER_INCOMPLETE,
+                f"order {result.key} has rows elsewhere in the file, not next to these, so it cannot "
+                "be sent whole; sort the file by order id (nothing of the order was sent)",
+                ORDER_KEY,
+            ),
+        )
+
 
 def _rows_text(rows: list[int]) -> str:
     shown = ", ".join(str(r) for r in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")

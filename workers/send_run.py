@@ -16,7 +16,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -51,7 +51,7 @@ from services.targets import CATALOG_ENDPOINTS, SendTarget, target_for
 from sync.feeds import RecordFileReader, is_record_file
 from sync.issues import Issue, RuleError
 from sync.mapping import Mapping as MappingSpec
-from sync.pipeline import Pipeline, RetryOrders, RowResult, row_failures
+from sync.pipeline import ORDER_INCOMPLETE, OrderLayout, Pipeline, RetryOrders, RowResult, row_failures
 from sync.readers import CsvReader, SourceError
 from workers.catalog_routes import CatalogRouter, Closed
 from workers.heartbeat import worker_name
@@ -263,11 +263,14 @@ class RunExecutor:
             else CsvReader(path, encoding=upload.encoding, delimiter=upload.delimiter)
         )
         only = set(run.only_rows) if run.only_rows is not None else None
-        orders: RetryOrders | None = None
-        if only is not None and pipeline.order_builder is not None:
-            # A retry of orders takes every row of each failed order, found by its order id.
-            orders = await self._retry_orders(run, pipeline, upload, path, only)
-            only = orders.rows
+        orders: RetryOrders | OrderLayout | None = None
+        if pipeline.order_builder is not None:
+            if only is not None:
+                # A retry of orders takes every row of each failed order, found by its order id.
+                orders = await self._retry_orders(run, pipeline, upload, path, only)
+                only = orders.rows
+            else:
+                orders = await self._order_layout(pipeline, upload, path)
 
         # What earlier attempts committed: batches still in flight are rebuilt and sent again.
         async with self.sessionmaker() as db:
@@ -330,6 +333,8 @@ class RunExecutor:
                 await self._finish_catalog_sync(run, reader, tasks, client)
                 await self._drain(tasks, until=0)
                 return
+            if isinstance(orders, RetryOrders):
+                self._record_lost(orders)
             if resend:
                 await self._resend(tasks, client, endpoint, inflight, resend)
             last = batcher.flush()
@@ -462,11 +467,7 @@ class RunExecutor:
             async with self.sessionmaker() as db:
                 parent = await failed_orders(db, run.parent_run_id)
 
-        def read() -> CsvReader | RecordFileReader:
-            if is_record_file(upload.stored_as):
-                return RecordFileReader(path)
-            return CsvReader(path, encoding=upload.encoding, delimiter=upload.delimiter)
-
+        read = self._reopen(upload, path)
         keys = set(parent)
         with read() as reader:
             for count, (number, row) in enumerate(reader):
@@ -491,6 +492,40 @@ class RunExecutor:
                 )
                 await db.commit()
         return plan
+
+    @staticmethod
+    def _reopen(upload: Upload, path: Path) -> Callable[[], CsvReader | RecordFileReader]:
+        """Opens the source again for a pass of its own (its problems are the main pass's to record)."""
+
+        def read() -> CsvReader | RecordFileReader:
+            if is_record_file(upload.stored_as):
+                return RecordFileReader(path)
+            return CsvReader(path, encoding=upload.encoding, delimiter=upload.delimiter)
+
+        return read
+
+    async def _order_layout(self, pipeline: Pipeline, upload: Upload, path: Path) -> OrderLayout:
+        """A first pass over an order file: which orders have rows apart from each other."""
+        layout = OrderLayout(pipeline)
+        with self._reopen(upload, path)() as reader:
+            for count, (_, row) in enumerate(reader):
+                layout.add(row)
+                if count % 1000 == 0:
+                    await asyncio.sleep(0)
+        return layout
+
+    def _record_lost(self, orders: RetryOrders) -> None:
+        """Failed orders the file no longer has at all fail again, saying so."""
+        for key, rows in orders.lost().items():
+            issue = Issue(
+                ORDER_INCOMPLETE,
+                f"order {key} cannot be rebuilt: the file no longer has its rows; nothing of it was sent",
+                "properties.OrderId",
+            )
+            for row in rows:
+                error = self._row_error(issue, row, "mapping")
+                error.group_key, error.events = key, 1 if row == rows[0] else 0
+                self.state.errors.append(error)
 
     def _remember_group(self, result: RowResult) -> None:
         """Keep an order's rows while its items are out (errors Klaviyo reports land on all of them)."""

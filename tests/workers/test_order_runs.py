@@ -268,3 +268,49 @@ async def test_events_klaviyo_refuses_fail_every_row_of_their_order_and_the_retr
         mine = [e["unique_id"] for e in lines if e["properties"]["OrderId"] == order_id]
         assert len(event["properties"]["Items"]) == len(mine) == LINES[order_id]
         assert sorted([event["unique_id"], *mine]) == sorted(clean[order_id])
+
+
+async def test_an_order_whose_rows_are_apart_is_not_sent_in_part_and_its_retry_sends_it_whole(
+    orders_env, run_worker_burst, sessionmaker, simulator_url
+):
+    client, settings, _upload, _mapping, placed, line = orders_env
+    fixed = order_spec(placed, line, fixed=True)
+    # #1001's third line comes after #1004: the export was not sorted by order.
+    rows = [ROWS[0], ROWS[1], ROWS[8], ROWS[2]]
+    upload = await make_upload(sessionmaker, settings.upload_dir, csv_text(rows))
+    mapping = await make_mapping(sessionmaker, fixed)
+    run = await start_run(sessionmaker, settings, upload, mapping)
+    await run_worker_burst(settings)
+    assert [e["properties"]["OrderId"] for e in _stored(simulator_url, placed)] == ["#1004"]
+    errors = await _errors(sessionmaker, run.id)
+    assert sorted({e.row_number for e in errors}) == [1, 2, 4]
+    assert "sort the file by order id" in errors[0].message
+
+    retry_id = await _retry(client, run.id)
+    await run_worker_burst(settings)
+    assert (await _run(sessionmaker, retry_id)).rows_failed == 0
+    (order,) = [e for e in _stored(simulator_url, placed) if e["properties"]["OrderId"] == "#1001"]
+    assert [item["SKU"] for item in order["properties"]["Items"]] == ["MUG", "MUG", "TEA"]
+    lines = _stored(simulator_url, line)
+    ids = sorted(e["unique_id"] for e in lines if e["properties"]["OrderId"] == "#1001")
+    assert ids == ["#1001_MUG", "#1001_MUG_2", "#1001_TEA"]
+
+
+async def test_a_failed_order_the_file_no_longer_has_fails_again_saying_so(
+    orders_env, run_worker_burst, sessionmaker
+):
+    client, settings, upload, mapping, placed, line = orders_env
+    run = await start_run(sessionmaker, settings, upload, mapping)
+    await run_worker_burst(settings)
+    async with sessionmaker() as db:
+        for error in await _errors(sessionmaker, run.id):
+            if error.group_key == "#1005":
+                error.group_key, error.row_number = "#1099", error.row_number + 100
+                db.add(error)
+        await db.commit()
+    await add_version(sessionmaker, mapping.id, order_spec(placed, line, fixed=True))
+    retry_id = await _retry(client, run.id)
+    await run_worker_burst(settings)
+    lost = [e for e in await _errors(sessionmaker, retry_id) if e.group_key == "#1099"]
+    assert sorted(e.row_number for e in lost) == [110, 111]
+    assert all("no longer has its rows" in e.message for e in lost)
