@@ -126,3 +126,30 @@ def test_catalog_mapping_has_no_identity_checks() -> None:
         )
         == []
     )
+
+
+def test_identity_ledger_flags_rows_naming_another_rows_profile() -> None:
+    from sync.validation import IdentityLedger
+
+    ledger = IdentityLedger()
+    found: dict[int, list[str]] = {}
+
+    def check(row: int, **attrs: str) -> None:
+        warnings: list[Issue] = []
+        ledger.check({"type": "profile", "attributes": attrs}, row, warnings)
+        found[row] = [w.rule for w in warnings]
+
+    check(1, email="Ann@Shop.test", phone_number="+4791234567", external_id="C1")
+    check(2, email=" ann@shop.TEST ")  # the same email, whatever its case and spaces
+    check(3, email="ann@shop.test", phone_number="+4791234567")  # Ann again: one note, not two
+    check(4, email="bo@shop.test", external_id="C1")  # Ann's customer id on another person
+    check(5, phone_number="+4791234567")  # Ann's phone, no email: it updates her profile
+    check(6, email="cy@shop.test", phone_number="+4790000000")
+    assert found == {
+        1: [],
+        2: ["duplicate_email"],
+        3: ["duplicate_email"],
+        4: ["duplicate_external_id"],
+        5: ["duplicate_phone"],
+        6: [],
+    }
