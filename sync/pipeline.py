@@ -426,12 +426,15 @@ class RuleTally:
     column: str | None = None
     examples: list[int] = field(default_factory=list)
     events: int = 0  # events (items) it stopped; an order's error counts once per event
+    last_row: int | None = None
 
     def add(self, issue: Issue, row: int, max_examples: int, events: int = 1) -> None:
-        """Count one more row (and the events the issue stopped on it)."""
+        """Count one more row (and the events the issue stopped on it); rows come in order."""
         if self.count == 0:
             self.message, self.column = issue.message, issue.column
-        self.count += 1
+        if row <= 0 or row != self.last_row:  # row 0: findings about the file, not a row
+            self.count += 1
+            self.last_row = row
         self.events += events
         if len(self.examples) < max_examples and row not in self.examples:
             self.examples.append(row)
