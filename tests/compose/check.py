@@ -40,6 +40,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from cli.dev import installed_redis_server
 from sync.mapping import DateParse, Email, FieldRule, NumberCast, Target, TargetKind, TemplateSource, column
 from sync.mapping import Mapping as Spec
 from tests.compose import spec as compose_spec
@@ -56,10 +57,12 @@ ROWS_ACROSS_RESTART = 40_000
 ADMIN = ("admin", "compose check password 1")
 
 # The README's backup and restore of the uploads volume, run in a container of the app image
-# (README: `docker compose run --rm --no-deps --user root -v "$PWD:/backup" web <this>`).
+# (tool_run stands for TOOL_RUN) ...
+TOOL_RUN = 'docker compose run --rm --no-deps --user root -v "$PWD:/backup" web'
 BACKUP_UPLOADS = "tar -C /data/uploads -czf /backup/uploads.tgz ."
 RESTORE_UPLOADS = "tar -C /data/uploads -xzf /backup/uploads.tgz"
-# ... and of PostgreSQL (README: `docker compose exec -T postgres <this>`).
+# ... and of PostgreSQL, run on the machine against this run's database (for PG_EXEC).
+PG_EXEC = "docker compose exec -T postgres"
 PG_DUMP = "pg_dump -U console -d console -Fc"
 PG_RESTORE = "pg_restore -U console -d console --clean --if-exists --no-owner"
 
@@ -297,6 +300,8 @@ class Stack:
     def start_redis(self) -> None:
         """The redis service's own command, on this run's port, keeping its append-only file here."""
         command = [str(a) for a in self.compose["services"]["redis"]["command"]]
+        if command[0] == "redis-server":  # the machine's (Redis 7, as compose's image), not the venv's 6.2
+            command[0] = installed_redis_server() or command[0]
         port = str(self.ports[6379])
         self.redis = subprocess.Popen(
             [*command, "--port", port, "--bind", "127.0.0.1", "--dir", str(self.work)],

@@ -94,3 +94,37 @@ def volume_mounts(service: Mapping[str, Any]) -> list[tuple[str, str]]:
             source, target = item.get("source", ""), item["target"]
         mounts.append((source, target))
     return mounts
+
+
+def problems(compose: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a compose file: the Compose Specification's rules (the compose-spec
+    parser), plus the references it leaves alone (named volumes declared, dependencies defined)."""
+    from compose_spec import PyCompose
+
+    try:
+        # The parser does not resolve YAML merge keys; the loaded dict has them resolved.
+        PyCompose.from_yaml(yaml.safe_dump(dict(compose), sort_keys=False)).to_spec()
+    except ValueError as exc:
+        return [str(exc)]
+    found = []
+    services = compose.get("services") or {}
+    declared = set(compose.get("volumes") or {})
+    for name, svc in services.items():
+        for source, _ in volume_mounts(svc):
+            if source and not source.startswith((".", "/", "~")) and source not in declared:
+                found.append(f"services.{name}.volumes: {source} is not declared under volumes")
+        for dependency in svc.get("depends_on") or []:
+            if dependency not in services:
+                found.append(f"services.{name}.depends_on: no service {dependency}")
+    return found
+
+
+def unknown_variables(compose: Mapping[str, Any], known: set[str]) -> list[str]:
+    """Variables an app service sets that the console's settings do not read (a typo, or a setting
+    that was renamed): such a variable is silently ignored, and its default used instead."""
+    found = []
+    for name in app_services(compose):
+        declared = compose["services"][name].get("environment") or {}
+        keys = [item.split("=", 1)[0] for item in declared] if isinstance(declared, list) else list(declared)
+        found += [f"services.{name}.environment: {key}" for key in keys if key not in known]
+    return found
