@@ -219,7 +219,8 @@ class Stack:
         self.compose, self.image, self.db_url, self.work = compose, image, db_url, work
         self.prefix = f"kc-check-{uuid.uuid4().hex[:6]}"
         self.ports = {8000: free_port(), 8100: free_port(), 6379: free_port()}
-        self.env = {**os.environ, "SECRET_KEY": secrets.token_urlsafe(48)}
+        # What `${VAR}` in compose.yaml sees: a `.env` holding only SECRET_KEY, as README's first start.
+        self.env = {"SECRET_KEY": secrets.token_urlsafe(48)}
         self.containers: dict[str, str] = {}  # container -> service
         self.volumes: set[str] = set()
         self.redis: subprocess.Popen[bytes] | None = None
@@ -265,7 +266,7 @@ class Stack:
             ]
         return args
 
-    def run(self, service: str, name: str | None = None, detach: bool = True) -> str:
+    def run(self, service: str, name: str | None = None) -> str:
         """Start one container of the service (`--scale` replicas get their own names)."""
         svc = self.compose["services"][service]
         ctr = f"{self.prefix}-{name or service}"
@@ -276,7 +277,7 @@ class Stack:
         if svc.get("user"):
             args += ["--user", str(svc["user"])]
         command = [self.remap(str(a)) for a in svc.get("command") or []]
-        podman(*args, "-d", self.image, *command) if detach else None
+        podman(*args, "-d", self.image, *command)
         self.containers[ctr] = service
         return ctr
 
@@ -585,6 +586,10 @@ def scenario(stack: Stack) -> None:
                 rf'"run ended".*"run_id": ?{run_id}\b|"run_id": ?{run_id}\b.*"run ended"', logs(ctr)
             ):
                 raise CheckFailed(f"run {run_id} was not sent by {ctr}")
+        spans = sql(stack.db_url, "SELECT started_at, finished_at FROM sync_runs WHERE id = ANY($1)", run_ids)
+        overlap = (min(r["finished_at"] for r in spans) - max(r["started_at"] for r in spans)).total_seconds()
+        if overlap <= 0:
+            raise CheckFailed(f"the runs did not overlap ({overlap:.1f}s): start them faster")
         events, stats = sim_stats(stack, metric)
         requests = sum(stats["requests"].get("POST /api/event-bulk-create-jobs", {}).values())
         expect = WORKERS * ROWS_PER_RUN
@@ -593,7 +598,10 @@ def scenario(stack: Stack) -> None:
                 f"simulator holds {events} of {expect} events; 429s {stats['rate_limited']}, "
                 f"duplicates {stats['duplicates']}"
             )
-        print(f"   runs {run_ids}: {expect} events in {requests} bulk requests, 0 429s, 0 duplicates")
+        print(
+            f"   runs {run_ids}, one per worker container, all sending for {overlap:.1f}s: "
+            f"{expect} events in {requests} bulk requests, 0 429s, 0 duplicates"
+        )
 
     with step("restart every container mid-run: nothing lost"):
         run_id = start_run(client, upload_ids[-1], mapping_id)
