@@ -38,7 +38,8 @@ def _command(service: str, port: int | None = None) -> list[str]:
 @pytest.fixture(scope="module")
 def env():
     url = create_postgres_database(TEST_DATABASE_URL, f"kc_compose_{uuid.uuid4().hex[:8]}")
-    base = {k: str(v) for k, v in COMPOSE["x-app"]["environment"].items()}
+    # compose.yaml's environment with its ${VAR}s filled in, as compose would from a .env.
+    base = compose_spec.environment(COMPOSE["services"]["web"], {"SECRET_KEY": "from-the-dot-env"})
     base.update(
         DATABASE_URL=url,
         REDIS_URL=REDIS_URL,
