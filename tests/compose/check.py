@@ -176,6 +176,23 @@ def build_image(compose: dict[str, Any], tag: str, base: str) -> None:
     )  # fmt: skip
 
 
+def keep_as_build_cache(tag: str) -> None:
+    """Keep the last image built under one tag, so the next check reuses its dependency layers,
+    and drop the one it replaces (with the layers nothing else uses)."""
+    cache = f"localhost/{compose_spec.APP_IMAGE}:compose-check"
+
+    def image_id(name: str) -> str:
+        return podman("image", "inspect", "-f", "{{.Id}}", name, check=False).stdout.strip()
+
+    old = image_id(cache)
+    if podman("tag", tag, cache, check=False).returncode == 0:
+        podman("untag", tag, tag, check=False)  # with no name, untag would drop every name
+        if old and old != image_id(cache):
+            podman("rmi", old, check=False)
+    else:
+        podman("rmi", "-f", tag, check=False)
+
+
 def check_mount_points(compose: dict[str, Any], image: str) -> None:
     """Every volume target exists in the image and belongs to the user the service runs as.
 
@@ -507,7 +524,7 @@ def main() -> int:
         return 1
     finally:
         stack.close()
-        podman("untag", tag, check=False)
+        keep_as_build_cache(tag)
         drop_postgres_database(ADMIN_DB, db_url)
         shutil.rmtree(work, ignore_errors=True)
     print(f"compose-check passed in {time.monotonic() - started:.0f}s")
