@@ -333,6 +333,7 @@ class RunExecutor:
         self, db: AsyncSession, run: SyncRun, inflight: list[SyncBatch]
     ) -> list[SyncBatch]:
         """Load what earlier syncs left in Klaviyo; a resumed sync decides every entry again."""
+        await self._learn_account(db)
         scope, plan = await catalog.load_sync(db, run)
         self.router = CatalogRouter(
             plan, scope, CATALOG_ENDPOINTS[run.kind], start_seq=run.next_seq, keep=not run.dry_run
@@ -348,6 +349,23 @@ class RunExecutor:
             await db.commit()
         run.next_ordinal = 0
         return []
+
+    async def _learn_account(self, db: AsyncSession) -> None:
+        """Catalog state belongs to the Klaviyo account the key opens: learn its id before the first
+        sync, so a later connection test finds the state where the sync left it."""
+        account = await get_account(db)
+        if account.klaviyo_account_id:
+            return
+        target = klaviyo_target(account, self.settings)
+        client = KlaviyoClient(target.api_key, base_url=target.base_url, http=self.ctx["http"])
+        try:
+            found = await client.get_account()
+        except KlaviyoError as exc:
+            # The sync keeps its state under the placeholder; the id, once learned, adopts it.
+            log.warning("account id not learned", run_id=self.run_id, error=str(exc))
+            return
+        await catalog.learn_account_id(db, account, found.get("id"))
+        await db.commit()
 
     async def _route(
         self,
