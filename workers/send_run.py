@@ -33,6 +33,7 @@ from klaviyo.client import KlaviyoClient
 from klaviyo.errors import AccessDenied, KlaviyoError
 from klaviyo.jobs import settle
 from klaviyo.limiter import RateLimiter
+from klaviyo.retry import AttemptStats
 from klaviyo.sender import BatchOutcome, send_batch
 from models import (
     BatchStatus,
@@ -122,6 +123,7 @@ class RunExecutor:
         self.send_gate = asyncio.Semaphore(self.settings.send_concurrency)
         self.job_seconds: float | None = None  # how long this run's bulk jobs take to settle (moving average)
         self.paced_polls = False  # first job read timed by job_seconds (catalog runs)
+        self.tasks: set[asyncio.Task[None]] = set()  # batches being sent or settling
 
     # -- lease ------------------------------------------------------------------------------
 
@@ -201,6 +203,7 @@ class RunExecutor:
                 ),
             )
         finally:
+            await self._close_tasks()
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
@@ -260,8 +263,10 @@ class RunExecutor:
 
         # What earlier attempts committed: batches still in flight are rebuilt and sent again.
         async with self.sessionmaker() as db:
+            # A failed batch was closed unfinished when its run failed: sent again like one in flight.
             query = select(SyncBatch).where(
-                SyncBatch.run_id == self.run_id, SyncBatch.status == BatchStatus.IN_FLIGHT
+                SyncBatch.run_id == self.run_id,
+                col(SyncBatch.status).in_((BatchStatus.IN_FLIGHT, BatchStatus.FAILED)),
             )
             inflight = list((await db.exec(query.order_by(col(SyncBatch.seq)))).all())
             if catalog.syncs(run, spec):
@@ -270,7 +275,7 @@ class RunExecutor:
         self.state = _StreamState(next_ordinal=run.next_ordinal, cursor_row=run.cursor_row)
         state = self.state
         batcher = Batcher(endpoint, start_seq=run.next_seq, **self.envelope)
-        tasks: set[asyncio.Task[None]] = set()
+        tasks = self.tasks
 
         with reader:
             for result in pipeline.run(self._rows(reader, only)):
@@ -532,8 +537,59 @@ class RunExecutor:
     ) -> None:
         if client is None:
             return
-        task = asyncio.create_task(self._send_and_record(client, endpoint, batch, batch_id))
+        task = asyncio.create_task(self._send_closing(client, endpoint, batch, batch_id))
         tasks.add(task)
+
+    async def _send_closing(
+        self, client: KlaviyoClient, endpoint: ep.Endpoint, batch: Batch, batch_id: int
+    ) -> None:
+        """Send and record one batch; one that ends in an error is closed with the requests it made."""
+        stats = AttemptStats()
+        started = time.monotonic()
+        try:
+            await self._send_and_record(client, endpoint, batch, batch_id, stats)
+        except BaseException:
+            await asyncio.shield(self._close_failed(batch_id, stats, started))
+            raise
+
+    async def _close_failed(self, batch_id: int, stats: AttemptStats, started: float) -> None:
+        """Mark an unfinished batch failed and count its requests on the run (a resume sends it again)."""
+        try:
+            async with self.sessionmaker() as db:
+                closed = await db.exec(  # type: ignore[call-overload]
+                    update(SyncBatch)
+                    .where(col(SyncBatch.id) == batch_id, col(SyncBatch.status) == BatchStatus.IN_FLIGHT)
+                    .values(
+                        status=BatchStatus.FAILED,
+                        attempts=SyncBatch.attempts + stats.attempts,
+                        http_status=stats.last_status,
+                        http_429=SyncBatch.http_429 + stats.rate_limited,
+                        duration_ms=int((time.monotonic() - started) * 1000),
+                        # Only a batch that reached Klaviyo has a send time (the Overview counts those).
+                        sent_at=utcnow() if stats.attempts else None,
+                    )
+                )
+                if closed.rowcount == 1:
+                    await db.exec(  # type: ignore[call-overload]
+                        update(SyncRun)
+                        .where(col(SyncRun.id) == self.run_id)
+                        .values(
+                            requests=SyncRun.requests + stats.attempts,
+                            http_429=SyncRun.http_429 + stats.rate_limited,
+                            updated_at=utcnow(),
+                        )
+                    )
+                await db.commit()
+        except Exception as exc:  # the database itself may be why the run failed; a resume resends it
+            log.warning("batch not closed", run_id=self.run_id, batch_id=batch_id, error=str(exc))
+
+    async def _close_tasks(self) -> None:
+        """A run that ends on an error leaves batches in flight: stop them; each closes itself."""
+        for task in self.tasks:
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
 
     async def _resend(
         self,
@@ -561,7 +617,7 @@ class RunExecutor:
             raise self.fatal
 
     async def _send_and_record(
-        self, client: KlaviyoClient, endpoint: ep.Endpoint, batch: Batch, batch_id: int
+        self, client: KlaviyoClient, endpoint: ep.Endpoint, batch: Batch, batch_id: int, stats: AttemptStats
     ) -> None:
         started = time.monotonic()
         if self.target.prepare is not None:
@@ -569,7 +625,13 @@ class RunExecutor:
         prefix, suffix = endpoint.envelope_parts(**self.envelope)
         async with self.send_gate:
             outcome: BatchOutcome = await send_batch(
-                client, endpoint, batch, prefix=prefix, suffix=suffix, path_params=self.path_params
+                client,
+                endpoint,
+                batch,
+                prefix=prefix,
+                suffix=suffix,
+                path_params=self.path_params,
+                stats=stats,
             )
         # Sent: only row numbers are needed from here on. A bulk job takes seconds to settle, and
         # a profile batch's items are megabytes.
@@ -607,9 +669,10 @@ class RunExecutor:
                     status=BatchStatus.SENT,
                     accepted=len(outcome.accepted),
                     rejected=len(outcome.rejected),
-                    attempts=outcome.attempts,
+                    # A batch closed by a failed run and sent again on resume keeps both counts.
+                    attempts=SyncBatch.attempts + outcome.attempts,
                     http_status=outcome.http_status,
-                    http_429=outcome.rate_limited,
+                    http_429=SyncBatch.http_429 + outcome.rate_limited,
                     job_id=outcome.job_id,
                     duration_ms=int((time.monotonic() - started) * 1000),
                     sent_at=utcnow(),
