@@ -292,6 +292,33 @@ async def active_runs(db: AsyncSession, limit: int = 10) -> list[SyncRun]:
     return list((await db.exec(query)).all())
 
 
+@dataclass(frozen=True)
+class RunNames:
+    """What a run read: the file's name and the mapping's name and version."""
+
+    file: str | None
+    mapping: str | None
+    version: int | None
+
+
+async def run_names(db: AsyncSession, page: list[SyncRun]) -> dict[int, RunNames]:
+    """The file and mapping of each run of a page, in one query."""
+    ids = [r.id for r in page if r.id is not None]
+    if not ids:
+        return {}
+    query = (
+        select(SyncRun.id, Upload.filename, Mapping.name, MappingVersion.version)
+        .outerjoin(Upload, col(Upload.id) == col(SyncRun.upload_id))
+        .outerjoin(MappingVersion, col(MappingVersion.id) == col(SyncRun.mapping_version_id))
+        .outerjoin(Mapping, col(Mapping.id) == col(MappingVersion.mapping_id))
+        .where(col(SyncRun.id).in_(ids))
+    )
+    return {
+        run_id: RunNames(file, mapping, version)
+        for run_id, file, mapping, version in (await db.exec(query)).all()  # type: ignore[call-overload]
+    }
+
+
 # Grouped errors of runs whose counters have not moved since: a finished run with half a million
 # errors costs ~150 ms to group, once per web process instead of on every view.
 _GROUPS: OrderedDict[tuple[Any, ...], list[dict[str, Any]]] = OrderedDict()

@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -17,6 +18,13 @@ from services.workers import heartbeat_key
 
 INTERVAL_S = 5.0
 TTL_S = 20
+
+
+@dataclass
+class JobCount:
+    """Jobs this worker finished (any outcome); arq's job hooks get a copy of ctx, so one shared object."""
+
+    done: int = 0
 
 
 def worker_name() -> str:
@@ -34,7 +42,7 @@ async def beat_forever(redis: Redis, ctx: dict[str, Any], queue_name: str) -> No
                 "name": name,
                 "at": time.time(),
                 "started": started,
-                "jobs_done": ctx.get("jobs_complete", 0),
+                "jobs_done": ctx["job_count"].done if "job_count" in ctx else 0,
             }
             with contextlib.suppress(RedisError, OSError):
                 await redis.set(key, orjson.dumps(payload), ex=TTL_S)

@@ -91,6 +91,7 @@ class RunsController(Controller):
             name,
             area="runs",
             runs=page.runs,
+            names=await runs.run_names(db, page.runs),
             more=page.next_before,
             scanned_to=page.scanned_to,
             progress=runs.progress,
