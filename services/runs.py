@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import (
+    KlaviyoList,
     Mapping,
     MappingVersion,
     RowError,
@@ -87,9 +88,14 @@ async def create_run(
         # Incremental unless turned off (the mapping's mode then applies to every row); delete_missing
         # also deletes entries the last sync sent that the source no longer has.
         options.update(catalog_sync=catalog_sync, delete_missing=catalog_sync and delete_missing)
-    spec_list = (version.spec.get("target") or {}).get("list_id")
+    spec_list = str((version.spec.get("target") or {}).get("list_id") or "").strip() or None
     if mapping.target_kind == "list_membership" and not dry_run and not (options.get("list_id") or spec_list):
         raise RunError("A list membership run needs a list: choose one, or start it from the list's page.")
+    if not options.get("list_id") and spec_list:
+        # The requests go to the mapping's list: the run records it, so its page and audit say so.
+        options.update(list_id=spec_list, list_from="mapping")
+    if options.get("list_id"):
+        options["list_name"] = await list_name(db, options["list_id"])
     run = SyncRun(
         kind=mapping.target_kind,
         source=source,
@@ -105,6 +111,12 @@ async def create_run(
     db.add(run)
     await db.flush()
     return run
+
+
+async def list_name(db: AsyncSession, klaviyo_id: str) -> str | None:
+    """The synced name of a Klaviyo list, if the Lists page knows it."""
+    query = select(KlaviyoList.name).where(KlaviyoList.klaviyo_id == klaviyo_id)
+    return (await db.exec(query)).first()
 
 
 def mapping_notes(version: MappingVersion) -> list[dict[str, Any]]:
