@@ -63,6 +63,9 @@ ROW_CACHE = 20_000  # source rows kept in memory to attach their values to error
 # Warnings about something left out of what a row sends are recorded on the row itself (the error
 # CSV then lists whose phone was dropped); other warnings are only counted in the run's summary.
 ROW_WARNINGS = frozenset({"phone_dropped"})
+# Warnings about rows Klaviyo accepts but never keeps (reserved test domains): the run's headline
+# counts their items as "accepted but Klaviyo will not store".
+NOT_STORED = frozenset({"example_address"})
 
 
 class StopRun(Exception):
@@ -124,6 +127,7 @@ class RunExecutor:
         self.job_seconds: float | None = None  # how long this run's bulk jobs take to settle (moving average)
         self.paced_polls = False  # first job read timed by job_seconds (catalog runs)
         self.tasks: set[asyncio.Task[None]] = set()  # batches being sent or settling
+        self.not_stored: dict[int, int] = {}  # row -> its items Klaviyo will not keep
 
     # -- lease ------------------------------------------------------------------------------
 
@@ -289,6 +293,7 @@ class RunExecutor:
                     for issue in [*result.errors, *kept] if kept else result.errors:
                         state.errors.append(self._row_error(issue, issue.row or result.row_ref, "mapping"))
                     self._note_warnings(result.warnings, result.row_ref)
+                    self._note_not_stored(result.warnings, result.row_ref, len(result.items))
                 for item in result.items:
                     if self.router is not None:
                         await self._route(run, reader, result.row_ref, item, tasks, client)
@@ -735,6 +740,23 @@ class RunExecutor:
             if len(entry["examples"]) < 5:
                 entry["examples"].append(issue.row or row)
 
+    def _note_not_stored(self, warnings: list[Issue], row: int, items: int) -> None:
+        if items and any(w.rule in NOT_STORED for w in warnings):
+            self.not_stored[row] = items
+
+    async def _not_stored_count(self, db: AsyncSession) -> int:
+        """Items of this attempt's rows that Klaviyo will not keep, leaving out rows that failed."""
+        rows = list(self.not_stored)
+        failed: set[int] = set()
+        for start in range(0, len(rows), 1000):
+            query = select(RowError.row_number).where(
+                RowError.run_id == self.run_id,
+                RowError.severity == "error",
+                col(RowError.row_number).in_(rows[start : start + 1000]),
+            )
+            failed.update((await db.exec(query)).all())
+        return sum(n for row, n in self.not_stored.items() if row not in failed)
+
     def _catalog_summary(self) -> dict[str, Any]:
         assert self.router is not None
         plan = self.router.plan
@@ -762,8 +784,11 @@ class RunExecutor:
             warnings = [{**w, "count": self.warning_counts[r]} for r, w in self.summary_warnings.items()]
             if self.router is not None:
                 run.summary = {**run.summary, "catalog": self._catalog_summary()}
+            # Each attempt (a resume included) counts the rows it read past the checkpoint.
+            not_stored = int(run.summary.get("not_stored", 0)) + await self._not_stored_count(db)
             run.summary = {
                 **run.summary,
+                "not_stored": not_stored,
                 "warnings": sorted(warnings, key=lambda w: -w["count"]),
                 "items": self.state.items if run.dry_run else run.items_sent,
                 "requests_needed": self.state.batches,
