@@ -70,7 +70,7 @@ async def job_ended(ctx: dict[str, Any]) -> None:
     """Count a finished job for the heartbeat (a periodic job's id starts with its function's name)."""
     count = ctx.get("job_count")
     if count is not None and str(ctx.get("job_id", "")).split(":", 1)[0] not in PERIODIC:
-        count.done += 1
+        count.add()
 
 
 def cron_jobs_for(queue_name: str) -> list[CronJob]:
