@@ -744,9 +744,10 @@ class RunExecutor:
         if items and any(w.rule in NOT_STORED for w in warnings):
             self.not_stored[row] = items
 
-    async def _not_stored_count(self, db: AsyncSession) -> int:
-        """Items of this attempt's rows that Klaviyo will not keep, leaving out rows that failed."""
-        rows = list(self.not_stored)
+    async def _not_stored_count(self, db: AsyncSession, upto: int) -> int:
+        """Items of this attempt's rows up to the checkpoint that Klaviyo will not keep, leaving out rows
+        that failed (rows past the checkpoint are read again, and counted, by the next attempt)."""
+        rows = [row for row in self.not_stored if row <= upto]
         failed: set[int] = set()
         for start in range(0, len(rows), 1000):
             query = select(RowError.row_number).where(
@@ -755,7 +756,7 @@ class RunExecutor:
                 col(RowError.row_number).in_(rows[start : start + 1000]),
             )
             failed.update((await db.exec(query)).all())
-        return sum(n for row, n in self.not_stored.items() if row not in failed)
+        return sum(self.not_stored[row] for row in rows if row not in failed)
 
     def _catalog_summary(self) -> dict[str, Any]:
         assert self.router is not None
@@ -784,8 +785,9 @@ class RunExecutor:
             warnings = [{**w, "count": self.warning_counts[r]} for r, w in self.summary_warnings.items()]
             if self.router is not None:
                 run.summary = {**run.summary, "catalog": self._catalog_summary()}
-            # Each attempt (a resume included) counts the rows it read past the checkpoint.
-            not_stored = int(run.summary.get("not_stored", 0)) + await self._not_stored_count(db)
+            # Each attempt (a resume included) adds the rows it read, from where it started to the checkpoint.
+            not_stored = await self._not_stored_count(db, run.cursor_row)
+            not_stored += int(run.summary.get("not_stored", 0))
             run.summary = {
                 **run.summary,
                 "not_stored": not_stored,
