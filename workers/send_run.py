@@ -563,7 +563,11 @@ class RunExecutor:
             async with self.sessionmaker() as db:
                 closed = await db.exec(  # type: ignore[call-overload]
                     update(SyncBatch)
-                    .where(col(SyncBatch.id) == batch_id, col(SyncBatch.status) == BatchStatus.IN_FLIGHT)
+                    .where(
+                        col(SyncBatch.id) == batch_id,
+                        # One closed before and sent again on resume counts this attempt's requests too.
+                        col(SyncBatch.status).in_((BatchStatus.IN_FLIGHT, BatchStatus.FAILED)),
+                    )
                     .values(
                         status=BatchStatus.FAILED,
                         attempts=SyncBatch.attempts + stats.attempts,

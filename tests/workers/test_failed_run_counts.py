@@ -120,6 +120,16 @@ async def test_batches_closed_by_a_failed_run_are_sent_on_resume(
             query = select(SyncBatch.status).where(SyncBatch.run_id == failed.id)
             assert set((await db.exec(query)).all()) == {BatchStatus.FAILED}
 
+        # Resumed while the key is still refused: the closed batches go out again and count again.
+        assert (await post_form(client, f"/runs/{failed.id}/resume")).status_code == 200
+        await run_worker_burst(settings)
+        async with sessionmaker() as db:
+            again = await db.get(SyncRun, failed.id)
+            query = select(SyncBatch.status, SyncBatch.attempts).where(SyncBatch.run_id == failed.id)
+            closed = (await db.exec(query)).all()
+        assert again is not None and (again.status, again.requests) == (RunStatus.FAILED, 6)
+        assert sorted(closed) == [(BatchStatus.FAILED, 2)] * 3
+
         # The key works again: resume sends the closed batches, every event lands once.
         httpx.post(f"{simulator_url}/__sim/keys", json={"add": [{"key": key}]}).raise_for_status()
         assert (await post_form(client, f"/runs/{failed.id}/resume")).status_code == 200
@@ -131,7 +141,7 @@ async def test_batches_closed_by_a_failed_run_are_sent_on_resume(
         query = select(SyncBatch.status).where(SyncBatch.run_id == failed.id)
         statuses = (await db.exec(query)).all()
     assert done is not None and done.status == RunStatus.COMPLETED, done.error_message
-    assert (done.items_sent, done.requests, statuses) == (2_500, 6, [BatchStatus.SENT] * 3)
+    assert (done.items_sent, done.requests, statuses) == (2_500, 9, [BatchStatus.SENT] * 3)
     events = httpx.get(f"{simulator_url}/__sim/events", params={"metric": metric}).json()
     assert events["count"] == 2_500
 
