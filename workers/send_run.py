@@ -54,6 +54,7 @@ from sync.mapping import Mapping as MappingSpec
 from sync.pipeline import Pipeline
 from sync.readers import CsvReader, SourceError
 from workers.catalog_routes import CatalogRouter, Closed
+from workers.check_connection import INTERACTIVE_RETRY
 from workers.heartbeat import worker_name
 
 log = structlog.get_logger(__name__)
@@ -366,11 +367,13 @@ class RunExecutor:
         account = await get_account(db)
         if account.klaviyo_account_id:
             return
-        target = klaviyo_target(account, self.settings)
-        client = KlaviyoClient(target.api_key, base_url=target.base_url, http=self.ctx["http"])
         try:
+            target = klaviyo_target(account, self.settings)
+            client = KlaviyoClient(
+                target.api_key, base_url=target.base_url, http=self.ctx["http"], retry=INTERACTIVE_RETRY
+            )
             found = await client.get_account()
-        except KlaviyoError as exc:
+        except Exception as exc:  # a refused key, or one this SECRET_KEY cannot decrypt: the run says so
             # The sync keeps its state under the placeholder; the id, once learned, adopts it.
             log.warning("account id not learned", run_id=self.run_id, error=str(exc))
             return
