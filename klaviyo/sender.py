@@ -54,10 +54,14 @@ async def send_batch(
     prefix: bytes,
     suffix: bytes,
     path_params: Mapping[str, str] | None = None,
+    stats: AttemptStats | None = None,
 ) -> BatchOutcome:
-    """Send one batch, isolating invalid items; raises AccessDenied and exhausted retryable errors."""
+    """Send one batch, isolating invalid items; raises AccessDenied and exhausted retryable errors.
+
+    Pass ``stats`` to learn what a batch that raised cost (the requests that went out).
+    """
     outcome = BatchOutcome(seq=batch.seq, rejected=list(batch.rejected))
-    stats = AttemptStats()
+    stats = stats if stats is not None else AttemptStats()
     pending: list[list[tuple[int, bytes]]] = []
     if batch.items:
         pending.append(list(zip(batch.row_refs, batch.items, strict=True)))

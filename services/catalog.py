@@ -29,8 +29,54 @@ ACTIONS = ("created", "updated", "deleted")
 
 
 def account_scope(account: Account) -> str:
-    """The Klaviyo account catalog state belongs to (its id, once a connection test learned it)."""
-    return account.klaviyo_account_id or f"account-{account.id}"
+    """The Klaviyo account catalog state belongs to: its id, else a placeholder until the id is learned."""
+    return account.klaviyo_account_id or placeholder_scope(account)
+
+
+def placeholder_scope(account: Account) -> str:
+    """Where state goes while the key's Klaviyo account is unknown (a sync learns it first when it can)."""
+    return f"account-{account.id}"
+
+
+async def learn_account_id(db: AsyncSession, account: Account, klaviyo_id: str | None) -> int:
+    """Record the Klaviyo account the stored key opens; state kept under the placeholder moves to it.
+
+    Only the key in use can have written placeholder state (a new key clears it, see
+    ``forget_unattributed``), so it belongs to this account. Returns the entries moved; the caller commits.
+    """
+    if not klaviyo_id or account.klaviyo_account_id == klaviyo_id:
+        return 0
+    account.klaviyo_account_id = klaviyo_id
+    db.add(account)
+    return await move_scope(db, placeholder_scope(account), klaviyo_id)
+
+
+async def move_scope(db: AsyncSession, old: str, new: str) -> int:
+    """Re-key entries from one scope to another; an entry the new scope already has keeps its own
+    (newer) state. Returns the entries moved; the caller commits."""
+    newer = sa.alias(CatalogState.__table__, "newer")  # type: ignore[attr-defined]
+    held = (
+        sa.select(sa.literal(1))
+        .select_from(newer)
+        .where(
+            newer.c.account == new,
+            newer.c.catalog == CatalogState.catalog,
+            newer.c.entry_type == CatalogState.entry_type,
+            newer.c.external_id == CatalogState.external_id,
+        )
+        .exists()
+    )
+    await db.exec(delete(CatalogState).where(col(CatalogState.account) == old, held))  # type: ignore[call-overload]
+    moved = await db.exec(  # type: ignore[call-overload]
+        update(CatalogState).where(col(CatalogState.account) == old).values(account=new)
+    )
+    return int(moved.rowcount or 0)
+
+
+async def forget_unattributed(db: AsyncSession, account: Account) -> None:
+    """Drop state kept under the placeholder when the key changes: nobody knows which Klaviyo
+    account it was sent to, and a key for another account must start from fresh state."""
+    await db.exec(delete(CatalogState).where(col(CatalogState.account) == placeholder_scope(account)))  # type: ignore[call-overload]
 
 
 def syncs(run: SyncRun, spec: MappingSpec) -> bool:

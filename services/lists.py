@@ -346,10 +346,11 @@ async def start_list_run(
     except runs.RunError as exc:
         raise ListError(str(exc)) from exc
     run.kind = run_kind
+    # Without a chosen list, create_run recorded the mapping's own (where the requests go), if any.
+    chosen = {"list_id": klist.klaviyo_id, "list_name": klist.name} if klist else {}
     run.options = {
         **run.options,
-        "list_id": klist.klaviyo_id if klist else None,
-        "list_name": klist.name if klist else None,
+        **chosen,
         "custom_source": (custom_source or "").strip()[:200] or None,
     }
     db.add(run)

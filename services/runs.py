@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import (
+    KlaviyoList,
     Mapping,
     MappingVersion,
     RowError,
@@ -87,9 +88,14 @@ async def create_run(
         # Incremental unless turned off (the mapping's mode then applies to every row); delete_missing
         # also deletes entries the last sync sent that the source no longer has.
         options.update(catalog_sync=catalog_sync, delete_missing=catalog_sync and delete_missing)
-    spec_list = (version.spec.get("target") or {}).get("list_id")
+    spec_list = str((version.spec.get("target") or {}).get("list_id") or "").strip() or None
     if mapping.target_kind == "list_membership" and not dry_run and not (options.get("list_id") or spec_list):
         raise RunError("A list membership run needs a list: choose one, or start it from the list's page.")
+    if not options.get("list_id") and spec_list:
+        # The requests go to the mapping's list: the run records it, so its page and audit say so.
+        options.update(list_id=spec_list, list_from="mapping")
+    if options.get("list_id"):
+        options["list_name"] = await list_name(db, options["list_id"])
     run = SyncRun(
         kind=mapping.target_kind,
         source=source,
@@ -105,6 +111,12 @@ async def create_run(
     db.add(run)
     await db.flush()
     return run
+
+
+async def list_name(db: AsyncSession, klaviyo_id: str) -> str | None:
+    """The synced name of a Klaviyo list, if the Lists page knows it."""
+    query = select(KlaviyoList.name).where(KlaviyoList.klaviyo_id == klaviyo_id)
+    return (await db.exec(query)).first()
 
 
 def mapping_notes(version: MappingVersion) -> list[dict[str, Any]]:
@@ -316,6 +328,33 @@ async def active_runs(db: AsyncSession, limit: int = 10) -> list[SyncRun]:
     active = [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING]
     query = select(SyncRun).where(col(SyncRun.status).in_(active)).order_by(col(SyncRun.id)).limit(limit)
     return list((await db.exec(query)).all())
+
+
+@dataclass(frozen=True)
+class RunNames:
+    """What a run read: the file's name and the mapping's name and version."""
+
+    file: str | None
+    mapping: str | None
+    version: int | None
+
+
+async def run_names(db: AsyncSession, page: list[SyncRun]) -> dict[int, RunNames]:
+    """The file and mapping of each run of a page, in one query."""
+    ids = [r.id for r in page if r.id is not None]
+    if not ids:
+        return {}
+    query = (
+        select(SyncRun.id, Upload.filename, Mapping.name, MappingVersion.version)
+        .outerjoin(Upload, col(Upload.id) == col(SyncRun.upload_id))
+        .outerjoin(MappingVersion, col(MappingVersion.id) == col(SyncRun.mapping_version_id))
+        .outerjoin(Mapping, col(Mapping.id) == col(MappingVersion.mapping_id))
+        .where(col(SyncRun.id).in_(ids))
+    )
+    return {
+        run_id: RunNames(file, mapping, version)
+        for run_id, file, mapping, version in (await db.exec(query)).all()  # type: ignore[call-overload]
+    }
 
 
 # Grouped errors of runs whose counters have not moved since: a finished run with half a million

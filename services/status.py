@@ -13,14 +13,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import Integer, cast, func, literal_column
+from sqlalchemy import Integer, case, cast, func, literal_column
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from config.settings import Settings
 from klaviyo import endpoints as ep
 from klaviyo.limiter import RateLimiter
-from models import SyncBatch, SyncRun
+from models import RowError, SyncBatch, SyncRun
 from models.base import utcnow
 from services.accounts import get_account, klaviyo_target
 
@@ -63,6 +63,9 @@ class Throughput:
     rejected: int = 0
     requests: int = 0
     failed_requests: int = 0
+    refused: int = 0  # items in requests Klaviyo refused whole (their run failed)
+    rows_failed: int = 0  # failed rows of the runs active in the window, as their pages count them
+    rows_unsent: int = 0  # of those, rows that failed before any request (source or mapping)
     http_429: int = 0
     peak_per_min: int = 0
     accepted_by_family: dict[str, int] = field(default_factory=dict)
@@ -72,9 +75,15 @@ class Throughput:
         return self.series.get("events", [None] * len(self.minutes))
 
     @property
+    def failed(self) -> int:
+        """What did not reach Klaviyo: items rejected or in refused requests, rows that never became items."""
+        return self.rejected + self.refused + self.rows_unsent
+
+    @property
     def error_rate(self) -> float:
-        """Share of the items sent that Klaviyo rejected, in percent."""
-        return 100.0 * self.rejected / self.items if self.items else 0.0
+        """Share of the window's work that failed, in percent: items sent plus rows refused before sending."""
+        attempted = self.items + self.rows_unsent
+        return 100.0 * self.failed / attempted if attempted else 0.0
 
     def chart(self) -> dict[str, Any]:
         """uPlot's columnar data: x, one series per family (events first), the events ceiling."""
@@ -101,6 +110,7 @@ async def _minute_rows(
 ) -> dict[tuple[int, str], tuple[int, ...]]:
     """Sums per (minute, run kind). PostgreSQL memoizes the run lookups: few runs, many batches."""
     minute = _minute(db).label("minute")
+    unanswered = col(SyncBatch.item_count) - col(SyncBatch.accepted) - col(SyncBatch.rejected)
     query = (
         select(  # type: ignore[call-overload]
             minute,
@@ -112,6 +122,9 @@ async def _minute_rows(
             func.coalesce(func.sum(SyncBatch.attempts), 0),
             func.coalesce(func.sum(SyncBatch.http_429), 0),
             func.count().filter(col(SyncBatch.http_status) >= 400),
+            # Items neither accepted nor rejected: a request refused whole, its batch closed failed.
+            # (From the index's own columns, so the scan stays index-only.)
+            func.coalesce(func.sum(case((unanswered > 0, unanswered), else_=0)), 0),
         )
         .join(SyncRun, col(SyncRun.id) == col(SyncBatch.run_id))
         .where(col(SyncBatch.sent_at) >= start, col(SyncBatch.sent_at) <= end)
@@ -142,7 +155,7 @@ async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughpu
     result = Throughput()
     per_family: dict[str, dict[int, int]] = {}
     per_minute: dict[int, int] = {}
-    for (m, family), (n, items, accepted, rejected, attempts, r429, failed) in rows.items():
+    for (m, family), (n, items, accepted, rejected, attempts, r429, failed, refused) in rows.items():
         result.batches += n
         result.items += items
         result.accepted += accepted
@@ -150,6 +163,7 @@ async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughpu
         result.requests += attempts
         result.http_429 += r429
         result.failed_requests += failed
+        result.refused += refused
         bucket = per_family.setdefault(family, {})
         bucket[m] = bucket.get(m, 0) + accepted
         per_minute[m] = per_minute.get(m, 0) + accepted
@@ -161,7 +175,26 @@ async def throughput(db: AsyncSession, now: datetime | None = None) -> Throughpu
         for family, bucket in per_family.items()
     }
     result.peak_per_min = max(per_minute.values(), default=0)
+    result.rows_failed, result.rows_unsent = await _failed_rows(db, now - WINDOW)
     return result
+
+
+async def _failed_rows(db: AsyncSession, since: datetime) -> tuple[int, int]:
+    """Failed rows of the (non-dry) runs active since then, and how many of them failed before sending."""
+    window = (col(SyncRun.updated_at) >= since, col(SyncRun.dry_run).is_(False))
+    total = (await db.exec(select(func.coalesce(func.sum(SyncRun.rows_failed), 0)).where(*window))).one()
+    rows = (
+        select(RowError.run_id, RowError.row_number)
+        .where(
+            col(RowError.run_id).in_(select(SyncRun.id).where(*window)),
+            RowError.severity == "error",
+            col(RowError.stage).in_(("source", "mapping")),
+        )
+        .distinct()
+        .subquery()
+    )
+    unsent = (await db.exec(select(func.count()).select_from(rows))).one()
+    return int(total or 0), int(unsent or 0)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from klaviyo.errors import AuthError, KlaviyoError, NetworkError, ScopeError
 from klaviyo.retry import RetryPolicy
 from models import Account, ConnectionStatus
 from models.base import utcnow
+from services import catalog
 from services.accounts import klaviyo_target
 
 log = structlog.get_logger(__name__)
@@ -44,7 +45,8 @@ async def check_connection(ctx: dict[str, Any], account_id: int) -> dict[str, An
             data = await client.get_account()
             attrs = data.get("attributes", {})
             contact = attrs.get("contact_information", {})
-            account.klaviyo_account_id = data.get("id")
+            # Catalog state kept before the id was known moves to it, so the next sync finds it.
+            await catalog.learn_account_id(db, account, data.get("id"))
             account.name = (
                 contact.get("organization_name") or contact.get("default_sender_name") or data.get("id")
             )

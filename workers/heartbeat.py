@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -19,6 +20,18 @@ INTERVAL_S = 5.0
 TTL_S = 20
 
 
+@dataclass
+class JobCount:
+    """Jobs this worker finished (any outcome); arq's job hooks get a copy of ctx, so one shared object."""
+
+    done: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # beat now, not at the next interval
+
+    def add(self) -> None:
+        self.done += 1
+        self.changed.set()
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -28,17 +41,15 @@ async def beat_forever(redis: Redis, ctx: dict[str, Any], queue_name: str) -> No
     name = worker_name()
     key = heartbeat_key(queue_name, name)
     started = time.time()
+    count: JobCount = ctx.setdefault("job_count", JobCount())
     try:
         while True:
-            payload = {
-                "name": name,
-                "at": time.time(),
-                "started": started,
-                "jobs_done": ctx.get("jobs_complete", 0),
-            }
+            payload = {"name": name, "at": time.time(), "started": started, "jobs_done": count.done}
             with contextlib.suppress(RedisError, OSError):
                 await redis.set(key, orjson.dumps(payload), ex=TTL_S)
-            await asyncio.sleep(INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(count.changed.wait(), INTERVAL_S)
+            count.changed.clear()
     finally:
         with contextlib.suppress(RedisError, OSError):
             await redis.delete(key)

@@ -33,6 +33,7 @@ from klaviyo.client import KlaviyoClient
 from klaviyo.errors import AccessDenied, KlaviyoError
 from klaviyo.jobs import settle
 from klaviyo.limiter import RateLimiter
+from klaviyo.retry import AttemptStats
 from klaviyo.sender import BatchOutcome, send_batch
 from models import (
     BatchStatus,
@@ -54,6 +55,7 @@ from sync.mapping import Mapping as MappingSpec
 from sync.pipeline import ORDER_INCOMPLETE, OrderLayout, Pipeline, RetryOrders, RowResult, row_failures
 from sync.readers import CsvReader, SourceError
 from workers.catalog_routes import CatalogRouter, Closed
+from workers.check_connection import INTERACTIVE_RETRY
 from workers.heartbeat import worker_name
 
 log = structlog.get_logger(__name__)
@@ -67,6 +69,9 @@ GROUP_CACHE = 200_000
 # are recorded on the row itself (the error CSV then lists whose phone was dropped, and which rows
 # share an email); other warnings are only counted in the run's summary.
 ROW_WARNINGS = frozenset({"phone_dropped", "duplicate_email", "duplicate_phone", "duplicate_external_id"})
+# Warnings about rows Klaviyo accepts but never keeps (reserved test domains): the run's headline
+# counts their items as "accepted but Klaviyo will not store".
+NOT_STORED = frozenset({"example_address"})
 
 
 class StopRun(Exception):
@@ -128,6 +133,8 @@ class RunExecutor:
         self.send_gate = asyncio.Semaphore(self.settings.send_concurrency)
         self.job_seconds: float | None = None  # how long this run's bulk jobs take to settle (moving average)
         self.paced_polls = False  # first job read timed by job_seconds (catalog runs)
+        self.tasks: set[asyncio.Task[None]] = set()  # batches being sent or settling
+        self.not_stored: dict[int, int] = {}  # row -> its items Klaviyo will not keep
 
     # -- lease ------------------------------------------------------------------------------
 
@@ -207,6 +214,7 @@ class RunExecutor:
                 ),
             )
         finally:
+            await self._close_tasks()
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
@@ -274,8 +282,10 @@ class RunExecutor:
 
         # What earlier attempts committed: batches still in flight are rebuilt and sent again.
         async with self.sessionmaker() as db:
+            # A failed batch was closed unfinished when its run failed: sent again like one in flight.
             query = select(SyncBatch).where(
-                SyncBatch.run_id == self.run_id, SyncBatch.status == BatchStatus.IN_FLIGHT
+                SyncBatch.run_id == self.run_id,
+                col(SyncBatch.status).in_((BatchStatus.IN_FLIGHT, BatchStatus.FAILED)),
             )
             inflight = list((await db.exec(query.order_by(col(SyncBatch.seq)))).all())
             if catalog.syncs(run, spec):
@@ -284,7 +294,7 @@ class RunExecutor:
         self.state = _StreamState(next_ordinal=run.next_ordinal, cursor_row=run.cursor_row)
         state = self.state
         batcher = Batcher(endpoint, start_seq=run.next_seq, **self.envelope)
-        tasks: set[asyncio.Task[None]] = set()
+        tasks = self.tasks
 
         with reader:
             for result in pipeline.run(self._rows(reader, only)):
@@ -299,6 +309,7 @@ class RunExecutor:
                     self._remember_group(result)
                 if result.row_ref > state.cursor_row:
                     self._record_issues(result)
+                    self._note_not_stored(result.warnings, result.row_ref, len(result.items))
                 for item in result.items:
                     if self.router is not None:
                         await self._route(run, reader, result.row_ref, item, tasks, client)
@@ -350,6 +361,7 @@ class RunExecutor:
         self, db: AsyncSession, run: SyncRun, inflight: list[SyncBatch]
     ) -> list[SyncBatch]:
         """Load what earlier syncs left in Klaviyo; a resumed sync decides every entry again."""
+        await self._learn_account(db)
         scope, plan = await catalog.load_sync(db, run)
         self.router = CatalogRouter(
             plan, scope, CATALOG_ENDPOINTS[run.kind], start_seq=run.next_seq, keep=not run.dry_run
@@ -365,6 +377,25 @@ class RunExecutor:
             await db.commit()
         run.next_ordinal = 0
         return []
+
+    async def _learn_account(self, db: AsyncSession) -> None:
+        """Catalog state belongs to the Klaviyo account the key opens: learn its id before the first
+        sync, so a later connection test finds the state where the sync left it."""
+        account = await get_account(db)
+        if account.klaviyo_account_id:
+            return
+        try:
+            target = klaviyo_target(account, self.settings)
+            client = KlaviyoClient(
+                target.api_key, base_url=target.base_url, http=self.ctx["http"], retry=INTERACTIVE_RETRY
+            )
+            found = await client.get_account()
+        except Exception as exc:  # a refused key, or one this SECRET_KEY cannot decrypt: the run says so
+            # The sync keeps its state under the placeholder; the id, once learned, adopts it.
+            log.warning("account id not learned", run_id=self.run_id, error=str(exc))
+            return
+        await catalog.learn_account_id(db, account, found.get("id"))
+        await db.commit()
 
     async def _route(
         self,
@@ -624,8 +655,63 @@ class RunExecutor:
     ) -> None:
         if client is None:
             return
-        task = asyncio.create_task(self._send_and_record(client, endpoint, batch, batch_id))
+        task = asyncio.create_task(self._send_closing(client, endpoint, batch, batch_id))
         tasks.add(task)
+
+    async def _send_closing(
+        self, client: KlaviyoClient, endpoint: ep.Endpoint, batch: Batch, batch_id: int
+    ) -> None:
+        """Send and record one batch; one that ends in an error is closed with the requests it made."""
+        stats = AttemptStats()
+        started = time.monotonic()
+        try:
+            await self._send_and_record(client, endpoint, batch, batch_id, stats)
+        except BaseException:
+            await asyncio.shield(self._close_failed(batch_id, stats, started))
+            raise
+
+    async def _close_failed(self, batch_id: int, stats: AttemptStats, started: float) -> None:
+        """Mark an unfinished batch failed and count its requests on the run (a resume sends it again)."""
+        try:
+            async with self.sessionmaker() as db:
+                closed = await db.exec(  # type: ignore[call-overload]
+                    update(SyncBatch)
+                    .where(
+                        col(SyncBatch.id) == batch_id,
+                        # One closed before and sent again on resume counts this attempt's requests too.
+                        col(SyncBatch.status).in_((BatchStatus.IN_FLIGHT, BatchStatus.FAILED)),
+                    )
+                    .values(
+                        status=BatchStatus.FAILED,
+                        attempts=SyncBatch.attempts + stats.attempts,
+                        http_status=stats.last_status,
+                        http_429=SyncBatch.http_429 + stats.rate_limited,
+                        duration_ms=int((time.monotonic() - started) * 1000),
+                        # Only a batch that reached Klaviyo has a send time (the Overview counts those).
+                        sent_at=utcnow() if stats.attempts else None,
+                    )
+                )
+                if closed.rowcount == 1:
+                    await db.exec(  # type: ignore[call-overload]
+                        update(SyncRun)
+                        .where(col(SyncRun.id) == self.run_id)
+                        .values(
+                            requests=SyncRun.requests + stats.attempts,
+                            http_429=SyncRun.http_429 + stats.rate_limited,
+                            updated_at=utcnow(),
+                        )
+                    )
+                await db.commit()
+        except Exception as exc:  # the database itself may be why the run failed; a resume resends it
+            log.warning("batch not closed", run_id=self.run_id, batch_id=batch_id, error=str(exc))
+
+    async def _close_tasks(self) -> None:
+        """A run that ends on an error leaves batches in flight: stop them; each closes itself."""
+        for task in self.tasks:
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
 
     async def _resend(
         self,
@@ -653,7 +739,7 @@ class RunExecutor:
             raise self.fatal
 
     async def _send_and_record(
-        self, client: KlaviyoClient, endpoint: ep.Endpoint, batch: Batch, batch_id: int
+        self, client: KlaviyoClient, endpoint: ep.Endpoint, batch: Batch, batch_id: int, stats: AttemptStats
     ) -> None:
         started = time.monotonic()
         if self.target.prepare is not None:
@@ -661,7 +747,13 @@ class RunExecutor:
         prefix, suffix = endpoint.envelope_parts(**self.envelope)
         async with self.send_gate:
             outcome: BatchOutcome = await send_batch(
-                client, endpoint, batch, prefix=prefix, suffix=suffix, path_params=self.path_params
+                client,
+                endpoint,
+                batch,
+                prefix=prefix,
+                suffix=suffix,
+                path_params=self.path_params,
+                stats=stats,
             )
         # Sent: only row numbers are needed from here on. A bulk job takes seconds to settle, and
         # a profile batch's items are megabytes.
@@ -699,9 +791,10 @@ class RunExecutor:
                     status=BatchStatus.SENT,
                     accepted=len(outcome.accepted),
                     rejected=len(outcome.rejected),
-                    attempts=outcome.attempts,
+                    # A batch closed by a failed run and sent again on resume keeps both counts.
+                    attempts=SyncBatch.attempts + outcome.attempts,
                     http_status=outcome.http_status,
-                    http_429=outcome.rate_limited,
+                    http_429=SyncBatch.http_429 + outcome.rate_limited,
                     job_id=outcome.job_id,
                     duration_ms=int((time.monotonic() - started) * 1000),
                     sent_at=utcnow(),
@@ -787,6 +880,24 @@ class RunExecutor:
             if len(entry["examples"]) < 5 and example not in entry["examples"]:
                 entry["examples"].append(example)
 
+    def _note_not_stored(self, warnings: list[Issue], row: int, items: int) -> None:
+        if items and any(w.rule in NOT_STORED for w in warnings):
+            self.not_stored[row] = items
+
+    async def _not_stored_count(self, db: AsyncSession, upto: int) -> int:
+        """Items of this attempt's rows up to the checkpoint that Klaviyo will not keep, leaving out rows
+        that failed (rows past the checkpoint are read again, and counted, by the next attempt)."""
+        rows = [row for row in self.not_stored if row <= upto]
+        failed: set[int] = set()
+        for start in range(0, len(rows), 1000):
+            query = select(RowError.row_number).where(
+                RowError.run_id == self.run_id,
+                RowError.severity == "error",
+                col(RowError.row_number).in_(rows[start : start + 1000]),
+            )
+            failed.update((await db.exec(query)).all())
+        return sum(self.not_stored[row] for row in rows if row not in failed)
+
     def _catalog_summary(self) -> dict[str, Any]:
         assert self.router is not None
         plan = self.router.plan
@@ -818,8 +929,12 @@ class RunExecutor:
             warnings = [{**w, "count": self.warning_counts[r]} for r, w in self.summary_warnings.items()]
             if self.router is not None:
                 run.summary = {**run.summary, "catalog": self._catalog_summary()}
+            # Each attempt (a resume included) adds the rows it read, from where it started to the checkpoint.
+            not_stored = await self._not_stored_count(db, run.cursor_row)
+            not_stored += int(run.summary.get("not_stored", 0))
             run.summary = {
                 **run.summary,
+                "not_stored": not_stored,
                 "warnings": sorted(warnings, key=lambda w: -w["count"]),
                 "items": self.state.items if run.dry_run else run.items_sent,
                 "requests_needed": self.state.batches,

@@ -19,7 +19,7 @@ from models.db import make_engine, make_sessionmaker
 from workers.analyse_upload import analyse_upload
 from workers.check_connection import check_connection
 from workers.forward_ingest import forward_ingest, sweep_ingest
-from workers.heartbeat import beat_forever
+from workers.heartbeat import JobCount, beat_forever
 from workers.inspector import RequestInspector
 from workers.reconcile_runs import reconcile_runs
 from workers.refresh_metrics import refresh_metrics
@@ -43,6 +43,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         event_hooks=ctx["inspector"].hooks(),
     )
+    ctx["job_count"] = JobCount()
     ctx["heartbeat"] = asyncio.create_task(beat_forever(ctx["redis"], ctx, settings.queue_name))
     log.info("worker started", database=settings.database_url.split("@")[-1])
 
@@ -59,6 +60,17 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx["inspector"].drain()
     if "engine" in ctx:
         await ctx["engine"].dispose()
+
+
+# The checks that run every few seconds: not work done, so the Overview's "jobs done" leaves them out.
+PERIODIC = frozenset(job.__name__ for job in (reconcile_runs, schedule_ticks, sweep_ingest))
+
+
+async def job_ended(ctx: dict[str, Any]) -> None:
+    """Count a finished job for the heartbeat (a periodic job's id starts with its function's name)."""
+    count = ctx.get("job_count")
+    if count is not None and str(ctx.get("job_id", "")).split(":", 1)[0] not in PERIODIC:
+        count.add()
 
 
 def cron_jobs_for(queue_name: str) -> list[CronJob]:
@@ -101,6 +113,7 @@ class WorkerSettings:
     cron_jobs = cron_jobs_for(get_settings().queue_name)
     on_startup = startup
     on_shutdown = shutdown
+    on_job_end = job_ended
     redis_settings = RedisSettings.from_dsn(get_settings().redis_url)
     queue_name = get_settings().queue_name
     keep_result = 0  # the database, not arq's results, feeds the UI

@@ -23,6 +23,7 @@ def run_worker_burst() -> Any:
             queue_name=settings.queue_name,
             on_startup=WorkerSettings.on_startup,
             on_shutdown=WorkerSettings.on_shutdown,
+            on_job_end=WorkerSettings.on_job_end,
             ctx={"settings": settings},
             burst=True,
             keep_result=0,

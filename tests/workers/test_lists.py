@@ -343,7 +343,7 @@ async def test_subscribe_to_the_account_without_a_list_and_membership_needs_a_li
     run_id = await _list_run(client, None, upload, mapping)
     assert await run_worker_burst(client.test_settings) >= 1
     run, _ = await _finished(sessionmaker, run_id)
-    assert run.status == RunStatus.COMPLETED and run.items_sent == 1 and run.options["list_id"] is None
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 1 and run.options.get("list_id") is None
     marketing = sim_profile(simulator_url, person["email"])["subscriptions"]["email"]["marketing"]
     assert marketing["consent"] == "SUBSCRIBED" and marketing["list_id"] is None
 

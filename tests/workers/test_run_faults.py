@@ -93,5 +93,7 @@ async def test_revoked_key_stops_the_run_with_a_clear_message(
     bulk = stats["requests"].get("POST /api/event-bulk-create-jobs", {})
     assert sum(bulk.values()) <= settings.send_concurrency + 1  # it stopped instead of hammering
     assert events == []
-    # Nothing was lost: the unsent batches stay in flight and a resume picks them up.
-    assert all(b.status == BatchStatus.IN_FLIGHT for b in batches)
+    # Nothing was lost: the batches are closed as failed, counting the requests that went out, and a
+    # resume sends them again (tests/workers/test_failed_run_counts.py).
+    assert batches and all(b.status == BatchStatus.FAILED for b in batches)
+    assert done.requests == sum(bulk.values())

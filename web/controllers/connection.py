@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from models import ConnectionStatus, Role
 from models.base import utcnow
-from services import accounts, audit
+from services import accounts, audit, catalog
 from services.workers import worker_health
 from web.deps import ArqDep, Db, RedisDep, SettingsDep
 from web.templating import render
@@ -45,6 +45,7 @@ class ConnectionController(Controller):
             )
         except accounts.KeyFormatError as exc:
             return render(request, "connection/_key_form.html", 400, account=account, error=str(exc))
+        await catalog.forget_unattributed(db, account)
         db.add(account)
         audit.record(db, request, "connection.key_set", target=f"key …{account.key_hint}")
         return render(request, "connection/_key_form.html", account=account, saved=True)
@@ -53,6 +54,7 @@ class ConnectionController(Controller):
     async def use_sandbox(self, request: Request[Any, Any, Any], db: Db) -> Template:
         account = await accounts.get_account(db)
         accounts.use_sandbox(account)
+        await catalog.forget_unattributed(db, account)
         db.add(account)
         audit.record(db, request, "connection.sandbox")
         return render(request, "connection/_key_form.html", account=account, saved=True)

@@ -116,7 +116,11 @@ class ListsController(Controller):
         except (lists.ListError, ValueError) as exc:
             return _problem(request, str(exc))
         audit.record(
-            db, request, f"list.run.{form.get('action')}", target=f"run #{run.id}", list=list_id or None
+            db,
+            request,
+            f"list.run.{form.get('action')}",
+            target=f"run #{run.id}",
+            list=run.options.get("list_id"),  # the list the requests go to, the mapping's included
         )
         await db.commit()
         await lists.runs.enqueue(arq, settings.queue_name, run, "start")

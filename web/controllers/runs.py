@@ -91,6 +91,7 @@ class RunsController(Controller):
             name,
             area="runs",
             runs=page.runs,
+            names=await runs.run_names(db, page.runs),
             more=page.next_before,
             scanned_to=page.scanned_to,
             progress=runs.progress,
@@ -117,8 +118,16 @@ class RunsController(Controller):
             return render(
                 request, "errors/_message.html", 400, title="Cannot start the run", message=str(exc)
             )
+        # The list the requests go to (chosen, or the mapping's own), when the run has one.
+        to_list = {"list": run.options["list_id"]} if run.options.get("list_id") else {}
         audit.record(
-            db, request, "run.start", target=f"run #{run.id}", dry_run=run.dry_run, upload=run.upload_id
+            db,
+            request,
+            "run.start",
+            target=f"run #{run.id}",
+            dry_run=run.dry_run,
+            upload=run.upload_id,
+            **to_list,
         )
         await db.commit()
         await runs.enqueue(arq, settings.queue_name, run, "start")
