@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from simulator.common import Request, Response, paginate
+from simulator.faults import roll
 from simulator.state import (
     AccountState,
     Job,
@@ -463,6 +464,8 @@ def _new_job(req: Request, job_type: str, total: int) -> Job:
         errors=[],
         queued_for=config.scaled(config.job_queued_seconds),
         processing_for=config.scaled(config.job_processing_seconds),
+        zero_counts=roll(config, config.faults.job_zero_counts_share),
+        errors_hidden=roll(config, config.faults.job_errors_hidden_share),
     )
 
 
@@ -476,24 +479,44 @@ def _job_status(job: Job) -> str:
     return status
 
 
-def _job_counts(job: Job, status: str) -> tuple[int, int]:
+def _job_counts(job: Job, status: str) -> tuple[int, int, int]:
+    """(total_count, completed_count, failed_count) as the job resource reports them."""
+    if job.zero_counts and status == "complete":
+        return 0, 0, 0
     if status != "complete":
-        return 0, 0
+        return job.total, 0, 0
     failed = len({e["_index"] for e in job.errors})
-    return job.total - failed, failed
+    return job.total, job.total - failed, failed
+
+
+# Klaviyo's spec types source.pointer as a string and leaves its form open (ErrorSource in
+# openapi/stable/apis/get_errors_for_bulk_import_profiles_job.json, APIJobErrorPayload in the
+# catalog job reads): config.job_error_pointers lets tests try every form a client may meet.
+_ITEM_POINTER = re.compile(r"^.*?/data/\d+(?=/|$)")
+
+
+def _job_error_source(req: Request, source: dict[str, Any]) -> dict[str, Any]:
+    assert req.config is not None
+    form = req.config.job_error_pointers
+    pointer = source.get("pointer")
+    if form == "none" or pointer is None:
+        return {}
+    if form == "relative":
+        return {"pointer": _ITEM_POINTER.sub("/data", pointer, count=1)}
+    return {"pointer": pointer}
 
 
 def profile_job_resource(req: Request, job: Job) -> dict[str, Any]:
     """The JSON:API resource of a profile bulk import job."""
     status = _job_status(job)
-    completed, failed = _job_counts(job, status)
+    total, completed, failed = _job_counts(job, status)
     return {
         "type": "profile-bulk-import-job",
         "id": job.id,
         "attributes": {
             "status": status,
             "created_at": job.created,
-            "total_count": job.total,
+            "total_count": total,
             "completed_count": completed,
             "failed_count": failed,
             "completed_at": job.completed_at if status == "complete" else None,
@@ -547,7 +570,11 @@ def create_profile_import_job(req: Request) -> Response:
             profile = acct.profiles.get(pid) if pid else acct.find_profile(**attrs)
             if pid and profile is None:
                 job.errors.append(
-                    {**invalid(f"Profile {pid!r} does not exist", f"{base}/{i}/id"), "_index": i}
+                    {
+                        **invalid(f"Profile {pid!r} does not exist", f"{base}/{i}/id"),
+                        "_index": i,
+                        "original_payload": attrs,
+                    }
                 )
                 continue
             conflict = acct.conflict_for(profile.id if profile else None, attrs)
@@ -599,7 +626,7 @@ def get_import_errors(req: Request) -> Response:
     job = _acct(req).profile_jobs.get(req.params["id"])
     if job is None:
         raise _not_found("Profile bulk import job", req.params["id"])
-    errors = job.errors if _job_status(job) == "complete" else []
+    errors = job.errors if _job_status(job) == "complete" and not job.errors_hidden else []
     page, links = paginate(req, errors, 20, 100)
     data = [
         {
@@ -609,7 +636,7 @@ def get_import_errors(req: Request) -> Response:
                 "code": e["code"],
                 "title": e["title"],
                 "detail": e["detail"],
-                "source": e["source"],
+                "source": _job_error_source(req, e["source"]),
                 "original_payload": e.get("original_payload"),
             },
         }
@@ -1057,8 +1084,15 @@ CATALOG_KEYS = {
 def catalog_job_resource(req: Request, kind: str, job: Job) -> dict[str, Any]:
     """The JSON:API resource of a catalog bulk job (errors filled once complete)."""
     status = _job_status(job)
-    completed, failed = _job_counts(job, status)
-    errors = [{k: v for k, v in e.items() if k != "_index"} for e in job.errors] if job.done else []
+    total, completed, failed = _job_counts(job, status)
+    errors = (
+        [
+            {**{k: v for k, v in e.items() if k != "_index"}, "source": _job_error_source(req, e["source"])}
+            for e in job.errors
+        ]
+        if job.done and not job.errors_hidden
+        else []
+    )
     return {
         "type": job.type,
         "id": job.id,
@@ -1066,7 +1100,7 @@ def catalog_job_resource(req: Request, kind: str, job: Job) -> dict[str, Any]:
             "job_id": job.id,
             "status": status,
             "created_at": job.created,
-            "total_count": job.total,
+            "total_count": total,
             "completed_count": completed,
             "failed_count": failed,
             "completed_at": job.completed_at if status == "complete" else None,

@@ -122,6 +122,10 @@ class Job:
     list_ids: list[str] = field(default_factory=list)
     done: bool = False
     completed_at: str | None = None
+    # Fault: the job settles "complete" with every count 0 (faults.job_zero_counts_share).
+    zero_counts: bool = False
+    # Fault: refusals are counted but not listed (faults.job_errors_hidden_share).
+    errors_hidden: bool = False
 
     def status(self, now: float) -> str:
         """queued, processing or complete, by elapsed real time."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import or_, update
+from sqlalchemy import func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,7 +31,7 @@ from klaviyo import endpoints as ep
 from klaviyo.batching import Batch, Batcher, RowRejection, batches
 from klaviyo.client import KlaviyoClient
 from klaviyo.errors import AccessDenied, KlaviyoError
-from klaviyo.jobs import settle
+from klaviyo.jobs import ROW_UNKNOWN, UNCONFIRMED, settle
 from klaviyo.limiter import RateLimiter
 from klaviyo.sender import BatchOutcome, send_batch
 from models import (
@@ -587,7 +587,7 @@ class RunExecutor:
                 .where(col(SyncBatch.id) == batch_id)
                 .values(
                     status=BatchStatus.SENT,
-                    accepted=len(outcome.accepted),
+                    accepted=outcome.applied,
                     rejected=len(outcome.rejected),
                     attempts=outcome.attempts,
                     http_status=outcome.http_status,
@@ -607,7 +607,7 @@ class RunExecutor:
                 update(SyncRun)
                 .where(col(SyncRun.id) == self.run_id)
                 .values(
-                    items_sent=SyncRun.items_sent + len(outcome.accepted),
+                    items_sent=SyncRun.items_sent + outcome.applied,
                     requests=SyncRun.requests + outcome.attempts,
                     http_429=SyncRun.http_429 + outcome.rate_limited,
                     rows_failed=SyncRun.rows_failed + len({e.row_number for e in errors if e.row_number}),
@@ -637,7 +637,8 @@ class RunExecutor:
             column=_column_of(rejection.pointer),
             rule=rejection.code,
             message=rejection.detail,
-            values={"pointer": rejection.pointer} if rejection.pointer else {},
+            values=({"pointer": rejection.pointer} if rejection.pointer else {})
+            | ({"count": rejection.count} if rejection.count != 1 else {}),
             batch_id=batch_id,
         )
 
@@ -683,6 +684,7 @@ class RunExecutor:
                 run.summary = {**run.summary, "catalog": self._catalog_summary()}
             run.summary = {
                 **run.summary,
+                **(await _job_doubts(db, self.run_id)),
                 "warnings": sorted(warnings, key=lambda w: -w["count"]),
                 "items": self.state.items if run.dry_run else run.items_sent,
                 "requests_needed": self.state.batches,
@@ -691,6 +693,20 @@ class RunExecutor:
             db.add(run)
             await db.commit()
         log.info("run ended", run_id=self.run_id, status=status.value, pid=os.getpid())
+
+
+async def _job_doubts(db: AsyncSession, run_id: int) -> dict[str, int]:
+    """Items Klaviyo refused without naming a row, and rows of jobs whose totals did not add up."""
+    unknown = await db.exec(
+        select(RowError.values).where(col(RowError.run_id) == run_id, col(RowError.rule) == ROW_UNKNOWN)
+    )
+    unconfirmed = await db.exec(
+        select(func.count()).where(col(RowError.run_id) == run_id, col(RowError.rule) == UNCONFIRMED)
+    )
+    return {
+        "refused_row_unknown": sum(int((v or {}).get("count", 1)) for v in unknown.all()),
+        "unconfirmed_rows": int(unconfirmed.one()),
+    }
 
 
 async def send_run(ctx: dict[str, Any], run_id: int) -> dict[str, Any]:
