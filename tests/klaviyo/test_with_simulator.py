@@ -314,3 +314,34 @@ async def test_timeouts_are_network_errors_and_retried(sim) -> None:
         with pytest.raises(NetworkError):
             await c.request(ep.GET_METRICS, stats=stats)
         assert stats.attempts == 3
+
+
+async def test_steady_window_headers_reveal_another_clients_use(client, sim) -> None:
+    # As Klaviyo documents, every answer's RateLimit-* headers describe the steady window. Another
+    # tool on the same account has spent 100 of the 150 bulk-event requests of this window; the
+    # limiter learns that from the first answers and paces the rest instead of meeting 429s.
+    import asyncio
+
+    import httpx
+
+    sim.config.limits_enabled = False  # the other tool's requests count, but none is refused
+    async with httpx.AsyncClient(base_url=sim.base_url, headers=sim.headers()) as other:
+
+        async def post(n: int) -> None:
+            job = {
+                "type": "event-bulk-create-job",
+                "attributes": {"events-bulk-create": {"data": [event(n)]}},
+            }
+            answer = await other.post("/api/event-bulk-create-jobs", content=dumps({"data": job}))
+            assert answer.status_code == 202, answer.text
+
+        await asyncio.gather(*(post(1_000_000 + n) for n in range(100)))
+    sim.config.limits_enabled = True
+    # Answers take a while, so several requests are in flight when the window runs out.
+    sim.config.faults.latency_min, sim.config.faults.latency_max = 0.05, 0.15
+    rows = [(n, event(n)) for n in range(1, 200 * 10 + 1)]
+    outcomes = await collect(client, ep.BULK_EVENTS, rows, max_items=10, concurrency=8)
+    requests = sum(o.attempts for o in outcomes)
+    r429 = sum(o.rate_limited for o in outcomes)
+    assert r429 / requests < 0.01, (r429, requests)
+    assert sum(len(o.accepted) for o in outcomes) == 2000 and len(stored(sim)) == 2100

@@ -230,7 +230,7 @@ def test_list_profile_count_has_its_own_low_limit(sim: SimulatorServer, client: 
     params = {"additional-fields[list]": "profile_count"}
     first = client.get(f"/api/lists/{list_id}", params=params)
     assert first.status_code == 200 and first.json()["data"]["attributes"]["profile_count"] == 0
-    assert first.headers["RateLimit-Limit"] == "1, 1;w=1, 15;w=60"
+    assert first.headers["RateLimit-Limit"] == "15, 15;w=60"
     second = client.get(f"/api/lists/{list_id}", params=params)
     assert second.status_code == 429
     plain = client.get(f"/api/lists/{list_id}")
