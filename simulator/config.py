@@ -53,6 +53,7 @@ def default_limits() -> dict[str, Limit]:
         "metrics": (10, 150),
         "catalog_write": (75, 750),
         "catalog_job_read": (75, 750),
+        "catalog_job_read_xl": (350, 3500),
         "catalog_items_read": (350, 3500),
     }
     return {name: Limit(burst, steady) for name, (burst, steady) in table.items()}
@@ -101,6 +102,8 @@ class SimConfig:
     # open: "absolute" (into the request, /data/attributes/profiles/data/3/attributes/email),
     # "relative" (into the item, /data/attributes/email) or "none" (no source.pointer).
     job_error_pointers: str = "absolute"
+    # Whether a 409 duplicate_profile carries meta.duplicate_profile_id (undocumented by Klaviyo).
+    duplicate_profile_meta: bool = True
     max_body_bytes: int = MAX_BODY_BYTES
     # Freeze the garbage collector's view of stored data after each write, so full collections
     # over a heap of 200k+ stored events do not stall requests for hundreds of milliseconds.
@@ -194,6 +197,7 @@ class SimConfig:
             "job_processing_seconds": self.job_processing_seconds,
             "search_lag_seconds": self.search_lag_seconds,
             "job_error_pointers": self.job_error_pointers,
+            "duplicate_profile_meta": self.duplicate_profile_meta,
             "max_body_bytes": self.max_body_bytes,
         }
 
@@ -207,6 +211,7 @@ _SIMPLE_FIELDS = {
     "job_queued_seconds",
     "job_processing_seconds",
     "search_lag_seconds",
+    "duplicate_profile_meta",
     "max_body_bytes",
     "gc_freeze",
 }

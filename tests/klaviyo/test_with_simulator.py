@@ -166,6 +166,21 @@ async def test_duplicate_profile_409_resolves_to_the_existing_profile(client, si
     assert caught.value.duplicate_profile_id in (owner, stale)
 
 
+async def test_duplicate_profile_409_without_meta_is_resolved_by_lookup(client, sim) -> None:
+    # Klaviyo documents no meta.duplicate_profile_id (create_or_update_profile lists no 409): the
+    # client must not depend on it, so it looks the owner of the identifier up.
+    sim.config.duplicate_profile_meta = False
+    try:
+        owner = await client.import_profile({"email": "bo@shop.test"})
+        stale = await client.import_profile({"phone_number": "+15005550007"})
+        resolved = await client.import_profile({"email": "Bo@shop.test", "last_name": "B"}, profile_id=stale)
+    finally:
+        sim.config.duplicate_profile_meta = True
+    assert resolved == owner
+    [profile] = [p for p in sim.state.profiles() if p["id"] == owner]
+    assert profile["last_name"] == "B"
+
+
 async def test_lists_pages_and_profile_count(client, sim) -> None:
     ids = [await client.create_list(f"List {i:02d}") for i in range(23)]
     seen = [lst["id"] async for lst in client.get_lists()]
