@@ -104,6 +104,8 @@ class SimConfig:
     job_error_pointers: str = "absolute"
     # Whether a 409 duplicate_profile carries meta.duplicate_profile_id (undocumented by Klaviyo).
     duplicate_profile_meta: bool = True
+    # Check every answer against Klaviyo's spec (simulator.conformance; tests turn it on).
+    check_answers: bool = False
     max_body_bytes: int = MAX_BODY_BYTES
     # Freeze the garbage collector's view of stored data after each write, so full collections
     # over a heap of 200k+ stored events do not stall requests for hundreds of milliseconds.
@@ -198,6 +200,7 @@ class SimConfig:
             "search_lag_seconds": self.search_lag_seconds,
             "job_error_pointers": self.job_error_pointers,
             "duplicate_profile_meta": self.duplicate_profile_meta,
+            "check_answers": self.check_answers,
             "max_body_bytes": self.max_body_bytes,
         }
 
@@ -212,6 +215,7 @@ _SIMPLE_FIELDS = {
     "job_processing_seconds",
     "search_lag_seconds",
     "duplicate_profile_meta",
+    "check_answers",
     "max_body_bytes",
     "gc_freeze",
 }

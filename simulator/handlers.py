@@ -111,9 +111,8 @@ def get_accounts(req: Request) -> Response:
         },
         "links": {"self": f"{req.base_url}/api/accounts/{account.id}"},
     }
-    return Response(
-        200, {"data": [resource], "links": {"self": f"{req.base_url}/api/accounts", "next": None}}
-    )
+    # CollectionLinks types next as a URI string: one account, so no next page and no "next".
+    return Response(200, {"data": [resource], "links": {"self": f"{req.base_url}/api/accounts"}})
 
 
 # --- events -----------------------------------------------------------------------------------
