@@ -6,6 +6,7 @@ each import error also carries ``original_payload``, the profile as sent. So a r
 
 1. by the identifiers in ``original_payload`` (email, phone number, external id, id / catalog id)
    against the batch's items, when it has any and they match an item (the pointer's index breaks ties);
+   a catalog job error, which has no payload, by the compound catalog id its detail names;
 2. else by the item index in the pointer, absolute (``/data/attributes/profiles/data/3/...``) or
    relative to the items array (``/3/...``);
 3. else not at all: the caller counts it as "refused by Klaviyo, row unknown".
@@ -24,6 +25,7 @@ from klaviyo.serialization import loads
 
 Keys = frozenset[str]
 _NOT_DIGITS = re.compile(r"[^\d+]")
+_CATALOG_ID = re.compile(r"\$[A-Za-z_]+:::\$[A-Za-z_]+:::[^\s'\"]+")
 
 
 def identity_keys(resource: Any) -> Keys:
@@ -93,8 +95,9 @@ def _by_payload(payload: Keys, keys: Sequence[Keys], hint: int | None, claimed: 
         return None
     if hint in best:
         return hint
-    # Two items with the same identifiers (one person twice in a batch): one refusal each.
-    return next((i for i in best if i not in claimed), best[0])
+    # Two items with the same identifiers (one entry twice in a batch): one refusal each, the later
+    # first, since a job applies the first and refuses the repeat (a duplicate create).
+    return next((i for i in reversed(best) if i not in claimed), best[-1])
 
 
 def attribute(errors: Sequence[Any], row_refs: Sequence[int], keys: Sequence[Keys] | None) -> Attribution:
@@ -111,6 +114,11 @@ def attribute(errors: Sequence[Any], row_refs: Sequence[int], keys: Sequence[Key
         if index is not None and not 0 <= index < len(row_refs):
             index = None
         payload = identity_keys(attrs.get("original_payload"))
+        if not payload and index is None:
+            # Catalog job errors carry no original_payload (APIJobErrorPayload), but their detail
+            # names the entry by its compound id ("$custom:::$default:::SKU-1").
+            named = _CATALOG_ID.findall(str(attrs.get("detail") or ""))
+            payload = frozenset().union(*(identity_keys({"id": ident}) for ident in named))
         if payload and usable_keys is not None:
             found = _by_payload(payload, usable_keys, index, claimed)
             if found is not None:

@@ -82,3 +82,16 @@ def test_failures_the_job_does_not_explain_come_off_the_applied_count() -> None:
     assert (refused[1].row_ref, refused[1].code, refused[1].count) == (0, ROW_UNKNOWN, 1)
     outcome.accepted = [11, 12]
     assert outcome.applied == 1 == result.completed
+
+
+def test_a_catalog_error_without_pointer_is_matched_by_the_id_its_detail_names() -> None:
+    items = [
+        {"type": "catalog-item", "attributes": {"external_id": "SKU-1", "title": "Mug"}},
+        {"type": "catalog-item", "attributes": {"external_id": "SKU-10", "title": "Cup"}},
+    ]
+    keys = [identity_keys(item) for item in items]
+    error = {"code": "duplicate", "detail": "Catalog item '$custom:::$default:::SKU-10' already exists"}
+    found = attribute([{**error, "source": {"pointer": "/data"}}], [7, 8], keys)
+    assert [r.row_ref for r in found.rejected] == [8]
+    vague = {"code": "duplicate", "detail": "Catalog item already exists", "source": {}}
+    assert attribute([vague], [7, 8], keys).unmatched == [("duplicate", "Catalog item already exists")]
