@@ -278,6 +278,32 @@ async def test_suppression_answers_and_requests_conform_to_the_pinned_operation(
     assert requests and all(oas.problems(spec, oas.request_schema(spec), loads(r)) == [] for r in requests)
 
 
+async def test_profile_import_jobs_conform_to_the_pinned_operation(client, sim) -> None:
+    spec = oas.load("bulk_import_profiles")
+    sent: list[bytes] = []
+
+    async def keep(request: httpx.Request) -> None:
+        if request.url.path == "/api/profile-bulk-import-jobs":
+            sent.append(request.content)
+
+    http = client._shared.http
+    http.event_hooks = {**http.event_hooks, "request": [*http.event_hooks["request"], keep]}
+    list_id = await client.create_list("Pinned")
+    profile = {**PROFILE, "location": {"city": "Oslo", "latitude": 59.91}, "phone_number": "+4791234567"}
+    assert await client.bulk_import_profiles([{"type": "profile", "attributes": profile}], [list_id])
+    [answer] = _answers(sim, "bulk_import_profiles")
+    assert answer["status"] == 202
+    assert oas.problems(spec, oas.response_schema(spec, 202), answer["body"]) == []
+    [body] = sent
+    assert oas.problems(spec, oas.request_schema(spec), loads(body)) == []
+    # The strict check sees what the SDK's models let through.
+    wrong = loads(body)
+    wrong["data"]["attributes"]["profiles"]["data"][0]["attributes"]["frist_name"] = "Ana"
+    assert oas.problems(spec, oas.request_schema(spec), wrong) == [
+        "/data/attributes/profiles/data/0/attributes/frist_name: not in the spec"
+    ]
+
+
 def test_the_checker_refuses_what_the_spec_does_not_allow() -> None:
     spec = oas.load("get_errors_for_bulk_import_profiles_job")
     schema = oas.response_schema(spec, 200)
@@ -305,7 +331,11 @@ def test_the_simulators_rate_classes_carry_the_spec_limits() -> None:
         limit = limits[entry["class"]]
         assert (limit.burst, limit.steady) == (entry["burst"], entry["steady"]), operation
     # The pinned operation files say the same as the table.
-    for operation in ("get_errors_for_bulk_import_profiles_job", "bulk_suppress_profiles"):
+    for operation in (
+        "get_errors_for_bulk_import_profiles_job",
+        "bulk_suppress_profiles",
+        "bulk_import_profiles",
+    ):
         _, _, op = oas.operation_of(oas.load(operation))
         rate = op["x-klaviyo-ratelimit"]
         assert (rate["burst"], rate["steady"]) == (
