@@ -22,6 +22,7 @@ class RowRejection:
     code: str
     detail: str
     pointer: str | None = None
+    count: int = 1  # items it stands for: more than one only for refusals naming no row (row_ref 0)
 
 
 @dataclass

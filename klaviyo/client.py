@@ -246,7 +246,10 @@ class KlaviyoClient:
         try:
             response = await self._json(ep.PROFILE_IMPORT, {"data": data})
         except Conflict as conflict:
-            duplicate = conflict.duplicate_profile_id
+            # meta.duplicate_profile_id is what Klaviyo sends in practice but documents nowhere
+            # (create_or_update_profile lists no 409): without it, the profile holding the
+            # identifiers is looked up instead.
+            duplicate = conflict.duplicate_profile_id or await self._holder_of(attributes, profile_id)
             if duplicate is None:
                 raise
             await self.update_profile(duplicate, attributes)
@@ -254,6 +257,18 @@ class KlaviyoClient:
         if response.id is None:
             raise NetworkError("profile-import answered without a profile id")
         return response.id
+
+    async def _holder_of(self, attributes: Mapping[str, Any], profile_id: str | None) -> str | None:
+        """The existing profile that already holds one of ``attributes``' identifiers (email first)."""
+        for field_name in ("email", "phone_number", "external_id"):
+            value = attributes.get(field_name)
+            if not isinstance(value, str) or not value:
+                continue
+            found = await self.find_profile_ids(field_name, [value])
+            holder = found.get(value.lower() if field_name == "email" else value)
+            if holder is not None and holder != profile_id:
+                return holder
+        return None
 
     async def update_profile(self, profile_id: str, attributes: dict[str, Any]) -> dict[str, Any]:
         """PATCH one profile: a field sent as null clears it; a field left out is unchanged."""

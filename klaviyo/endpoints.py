@@ -57,6 +57,13 @@ class Endpoint:
     job_type: str | None = None  # JSON:API type of the bulk job resource
     items_attribute: str | None = None  # attribute holding {"data": [items]}; None = top-level data
 
+    @property
+    def settles(self) -> bool:
+        """Whether the job refuses items only when it runs (profile import, catalog jobs)."""
+        return self.job_type is not None and (
+            self.job_type == "profile-bulk-import-job" or self.job_type.startswith("catalog-")
+        )
+
     def envelope(
         self,
         items: list[Any],

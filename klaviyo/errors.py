@@ -10,13 +10,17 @@ from typing import Any
 from klaviyo.serialization import loads
 
 _INDEX = re.compile(r"/data/(\d+)(?:/|$)")
+# A pointer into the items array itself ("/3/attributes/email"): item-relative with its index.
+_LEADING_INDEX = re.compile(r"^/(\d+)(?:/|$)")
 
 
 def item_index(pointer: str | None) -> int | None:
-    """The item index a bulk error pointer names: the first ``/data/<n>`` integer."""
+    """The item index a bulk error pointer names: the first ``/data/<n>`` integer, or a leading
+    ``/<n>`` of a pointer into the items array; None when it names no index (e.g. item-relative
+    ``/data/attributes/email``, whose item must be found another way)."""
     if not pointer:
         return None
-    match = _INDEX.search(pointer)
+    match = _INDEX.search(pointer) or _LEADING_INDEX.match(pointer)
     return int(match.group(1)) if match else None
 
 

@@ -273,7 +273,13 @@ class RateLimiter:
         return max(0.0, (float(value) - float(now_ms)) / 1000)
 
     async def observe_headers(self, account: str, rate: RateClass, headers: Mapping[str, str]) -> None:
-        """Correct the shared picture from RateLimit-* headers: block on 0 remaining, adopt higher counts."""
+        """Correct the shared picture of the steady window from RateLimit-* headers: block until its
+        reset when nothing remains, adopt a higher count than our log holds.
+
+        Klaviyo's guide ("Rate limits, status codes, and errors") says the headers of every non-429
+        answer describe the steady window, and a 429 carries only Retry-After. So they say nothing of
+        the burst window: bursts are paced from our own log (held to half of Klaviyo's burst).
+        """
         remaining_raw = headers.get("ratelimit-remaining")
         reset_raw = headers.get("ratelimit-reset")
         if remaining_raw is None or reset_raw is None:
@@ -287,15 +293,19 @@ class RateLimiter:
         if remaining <= 0:
             await self._observe(keys=[self.key(account, rate)], args=[reset * 1000, 0, steady_ms])
             return
-        # Remaining is the smaller of the two windows' and Reset belongs to that window. Only a reset
-        # well past any burst window (lengths as announced, time-scaled) surely describes the steady
-        # window; its count is worth adopting when higher than ours.
-        announced = parse_limit_header(headers.get("ratelimit-limit"))
-        burst_seconds = min(announced) if announced else 1 / self.time_scale
-        if reset > 2 * burst_seconds:
-            # The longest window is the steady one.
-            steady_limit = announced[max(announced)] if announced else rate.steady
-            used = steady_limit - remaining
-            if used > 0:
-                args = [0, used, steady_ms]
-                await self._observe(keys=[self.key(account, rate)], args=args)
+        used = steady_limit(headers.get("ratelimit-limit"), rate.steady) - remaining
+        if used > 0:
+            await self._observe(keys=[self.key(account, rate)], args=[0, used, steady_ms])
+
+
+_FIRST_COUNT = re.compile(r"^\s*(\d+)")
+
+
+def steady_limit(value: str | None, default: int) -> int:
+    """The steady window's count from RateLimit-Limit: its longest announced window
+    (``150, 150;w=60``), else a bare count (``150``), else ``default``."""
+    announced = parse_limit_header(value)
+    if announced:
+        return announced[max(announced)]
+    found = _FIRST_COUNT.match(value or "")
+    return int(found.group(1)) if found else default

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from klaviyo.attribution import Keys, item_keys
 from klaviyo.batching import Batch, RowRejection, iter_batches
 from klaviyo.client import KlaviyoClient
 from klaviyo.endpoints import Endpoint
@@ -34,6 +35,17 @@ class BatchOutcome:
     finished_at: float | None = None
     # Row refs in the order of each job's items, so bulk-job errors (by index) map back to rows.
     job_rows: dict[str, list[int]] = field(default_factory=dict)
+    # Identifiers of each job's items in the same order (jobs that settle later only), so a refusal
+    # whose pointer names no item is still matched by its original_payload.
+    job_keys: dict[str, list[Keys]] = field(default_factory=dict)
+    # Items Klaviyo refused without naming their row: still in ``accepted`` (which rows is unknown),
+    # but not counted as applied.
+    unattributed: int = 0
+
+    @property
+    def applied(self) -> int:
+        """Items Klaviyo applied: accepted rows less refusals it did not attribute to a row."""
+        return max(0, len(self.accepted) - self.unattributed)
 
     @property
     def job_id(self) -> str | None:
@@ -97,6 +109,8 @@ async def send_batch(
             if response.id:
                 outcome.job_ids.append(response.id)
                 outcome.job_rows[response.id] = refs
+                if endpoint.settles:
+                    outcome.job_keys[response.id] = [item_keys(item) for _, item in segment]
     finally:
         outcome.attempts = stats.attempts
         outcome.http_status = stats.last_status

@@ -1,4 +1,4 @@
-"""python -m simulator --host 127.0.0.1 --port 8100 [--time-scale 1] [--no-limits]."""
+"""python -m simulator --host 127.0.0.1 --port 8100 [--time-scale 1] [--no-limits] [--check-answers]."""
 
 from __future__ import annotations
 
@@ -22,9 +22,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="JSON file with a partial config (same shape as POST /__sim/config)")
     parser.add_argument("--seed", type=int, help="seed for fault randomness")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--check-answers", action="store_true", help="check every answer against Klaviyo's spec (tests)"
+    )
     args = parser.parse_args(argv)
 
-    config = SimConfig(time_scale=args.time_scale, limits_enabled=not args.no_limits, seed=args.seed)
+    config = SimConfig(
+        time_scale=args.time_scale,
+        limits_enabled=not args.no_limits,
+        seed=args.seed,
+        check_answers=args.check_answers,
+    )
     if args.config:
         with open(args.config) as fh:
             config.update(json.load(fh))

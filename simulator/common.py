@@ -67,9 +67,15 @@ def paginate(
     """One page of ``items`` and the JSON:API links (next holds the full URL with page[cursor])."""
     size = default_size
     asked = req.arg("page[size]")
-    if asked is not None and max_size is not None:
+    if asked is not None:
+        if max_size is None:
+            # Klaviyo refuses page[size] where the operation has none (e.g. GET /api/metrics).
+            resource = req.path.rstrip("/").rsplit("/", 1)[-1].removesuffix("s")
+            detail = f"'page_size' is not a valid field for the resource '{resource}'."
+            raise Problem(400, [error(400, "invalid", detail, parameter="page[size]")])
         if not asked.isdigit() or not 1 <= int(asked) <= max_size:
-            raise Problem(400, [error(400, "invalid", f"page[size] must be between 1 and {max_size}")])
+            detail = f"page[size] must be between 1 and {max_size}"
+            raise Problem(400, [error(400, "invalid", detail, parameter="page[size]")])
         size = int(asked)
     offset = decode_cursor(req.arg("page[cursor]"))
     page = items[offset : offset + size]
@@ -81,9 +87,11 @@ def paginate(
             query["page[cursor]"] = encode_cursor(cursor_offset)
         return f"{base}?{urlencode(query)}" if query else base
 
-    links: dict[str, Any] = {
-        "self": url(offset or None),
-        "next": url(offset + size) if offset + size < len(items) else None,
-        "prev": url(max(0, offset - size) or None) if offset > 0 else None,
-    }
+    # The spec types links.next and links.prev as URI strings (CollectionLinks): absent, not null,
+    # when there is no such page.
+    links: dict[str, Any] = {"self": url(offset or None)}
+    if offset + size < len(items):
+        links["next"] = url(offset + size)
+    if offset > 0:
+        links["prev"] = url(max(0, offset - size) or None)
     return page, links

@@ -11,6 +11,7 @@ SANDBOX_KEY = "pk_sandbox_0000000000000000000000000000"
 LATEST_REVISION = "2026-10-15"
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_STRING_BYTES = 100 * 1024
+POINTER_FORMS = ("absolute", "relative", "none")
 
 
 @dataclass
@@ -52,6 +53,7 @@ def default_limits() -> dict[str, Limit]:
         "metrics": (10, 150),
         "catalog_write": (75, 750),
         "catalog_job_read": (75, 750),
+        "catalog_job_read_xl": (350, 3500),
         "catalog_items_read": (350, 3500),
     }
     return {name: Limit(burst, steady) for name, (burst, steady) in table.items()}
@@ -68,6 +70,11 @@ class Faults:
     drop_share: float = 0.0
     drop_after_commit_share: float = 0.0
     malformed_share: float = 0.0
+    # Share of profile import and catalog jobs that settle "complete" with every count 0 (a job
+    # Klaviyo reports inconsistently; its effects still apply): the client must not trust it.
+    job_zero_counts_share: float = 0.0
+    # Share of those jobs whose refusals are counted in failed_count but left out of their error list.
+    job_errors_hidden_share: float = 0.0
     # monotonic deadline of a "429 storm"; set through SimConfig.start_storm
     storm_until: float = 0.0
 
@@ -91,6 +98,14 @@ class SimConfig:
     job_processing_seconds: float = 1.0
     # simulated seconds before a new profile shows in filtered searches (GET /api/profiles?filter=)
     search_lag_seconds: float = 0.0
+    # The form of source.pointer on import errors and catalog job errors, which Klaviyo's spec leaves
+    # open: "absolute" (into the request, /data/attributes/profiles/data/3/attributes/email),
+    # "relative" (into the item, /data/attributes/email) or "none" (no source.pointer).
+    job_error_pointers: str = "absolute"
+    # Whether a 409 duplicate_profile carries meta.duplicate_profile_id (undocumented by Klaviyo).
+    duplicate_profile_meta: bool = True
+    # Check every answer against Klaviyo's spec (simulator.conformance; tests turn it on).
+    check_answers: bool = False
     max_body_bytes: int = MAX_BODY_BYTES
     # Freeze the garbage collector's view of stored data after each write, so full collections
     # over a heap of 200k+ stored events do not stall requests for hundreds of milliseconds.
@@ -154,6 +169,10 @@ class SimConfig:
                 if float(value) <= 0:
                     raise ValueError("time_scale must be > 0")
                 self.time_scale = float(value)
+            elif name == "job_error_pointers":
+                if value not in POINTER_FORMS:
+                    raise ValueError(f"job_error_pointers must be one of {POINTER_FORMS}")
+                self.job_error_pointers = value
             elif name == "metric_limit":
                 for account in self.accounts.values():
                     account.metric_limit = int(value)
@@ -179,6 +198,9 @@ class SimConfig:
             "job_queued_seconds": self.job_queued_seconds,
             "job_processing_seconds": self.job_processing_seconds,
             "search_lag_seconds": self.search_lag_seconds,
+            "job_error_pointers": self.job_error_pointers,
+            "duplicate_profile_meta": self.duplicate_profile_meta,
+            "check_answers": self.check_answers,
             "max_body_bytes": self.max_body_bytes,
         }
 
@@ -192,6 +214,8 @@ _SIMPLE_FIELDS = {
     "job_queued_seconds",
     "job_processing_seconds",
     "search_lag_seconds",
+    "duplicate_profile_meta",
+    "check_answers",
     "max_body_bytes",
     "gc_freeze",
 }

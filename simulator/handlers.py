@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from simulator.common import Request, Response, paginate
+from simulator.faults import roll
 from simulator.state import (
     AccountState,
     Job,
@@ -110,9 +111,8 @@ def get_accounts(req: Request) -> Response:
         },
         "links": {"self": f"{req.base_url}/api/accounts/{account.id}"},
     }
-    return Response(
-        200, {"data": [resource], "links": {"self": f"{req.base_url}/api/accounts", "next": None}}
-    )
+    # CollectionLinks types next as a URI string: one account, so no next page and no "next".
+    return Response(200, {"data": [resource], "links": {"self": f"{req.base_url}/api/accounts"}})
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -315,16 +315,21 @@ def profile_resource(req: Request, profile: Profile, with_subscriptions: bool = 
     }
 
 
-def _duplicate(conflict: Any) -> Problem:
+def _duplicate(req: Request, conflict: Any) -> Problem:
+    # Klaviyo's spec lists no 409 for these operations (only 4XX ClientError) and documents no meta;
+    # its answers seen in practice carry meta.duplicate_profile_id. A client must cope without it:
+    # config.duplicate_profile_meta=False leaves it out.
+    assert req.config is not None
+    meta = {"duplicate_profile_id": conflict.other_id} if req.config.duplicate_profile_meta else None
     return Problem(
         409,
         [
             error(
                 409,
                 "duplicate_profile",
-                f"A profile already exists with this {conflict.field_name}.",
+                f"A profile already exists with one of these identifiers ({conflict.field_name}).",
                 f"/data/attributes/{conflict.field_name}",
-                meta={"duplicate_profile_id": conflict.other_id},
+                meta=meta,
             )
         ],
     )
@@ -367,7 +372,7 @@ def import_profile(req: Request) -> Response:
         profile = acct.find_profile(**attrs)
     conflict = acct.conflict_for(profile.id if profile else None, attrs)
     if conflict:
-        raise _duplicate(conflict)
+        raise _duplicate(req, conflict)
     if profile is None:
         profile = acct.create_profile(attrs)
         req.state.stats.accepted["profiles_created"] += 1
@@ -398,7 +403,7 @@ def update_profile(req: Request) -> Response:
         raise Problem(400, problems)
     conflict = acct.conflict_for(pid, attrs)
     if conflict:
-        raise _duplicate(conflict)
+        raise _duplicate(req, conflict)
     acct.update_profile(profile, attrs)
     req.state.stats.accepted["profiles_updated"] += 1
     return Response(200, {"data": profile_resource(req, profile)})
@@ -463,6 +468,8 @@ def _new_job(req: Request, job_type: str, total: int) -> Job:
         errors=[],
         queued_for=config.scaled(config.job_queued_seconds),
         processing_for=config.scaled(config.job_processing_seconds),
+        zero_counts=roll(config, config.faults.job_zero_counts_share),
+        errors_hidden=roll(config, config.faults.job_errors_hidden_share),
     )
 
 
@@ -476,24 +483,44 @@ def _job_status(job: Job) -> str:
     return status
 
 
-def _job_counts(job: Job, status: str) -> tuple[int, int]:
+def _job_counts(job: Job, status: str) -> tuple[int, int, int]:
+    """(total_count, completed_count, failed_count) as the job resource reports them."""
+    if job.zero_counts and status == "complete":
+        return 0, 0, 0
     if status != "complete":
-        return 0, 0
+        return job.total, 0, 0
     failed = len({e["_index"] for e in job.errors})
-    return job.total - failed, failed
+    return job.total, job.total - failed, failed
+
+
+# Klaviyo's spec types source.pointer as a string and leaves its form open (ErrorSource in
+# openapi/stable/apis/get_errors_for_bulk_import_profiles_job.json, APIJobErrorPayload in the
+# catalog job reads): config.job_error_pointers lets tests try every form a client may meet.
+_ITEM_POINTER = re.compile(r"^.*?/data/\d+(?=/|$)")
+
+
+def _job_error_source(req: Request, source: dict[str, Any]) -> dict[str, Any]:
+    assert req.config is not None
+    form = req.config.job_error_pointers
+    pointer = source.get("pointer")
+    if form == "none" or pointer is None:
+        return {}
+    if form == "relative":
+        return {"pointer": _ITEM_POINTER.sub("/data", pointer, count=1)}
+    return {"pointer": pointer}
 
 
 def profile_job_resource(req: Request, job: Job) -> dict[str, Any]:
     """The JSON:API resource of a profile bulk import job."""
     status = _job_status(job)
-    completed, failed = _job_counts(job, status)
+    total, completed, failed = _job_counts(job, status)
     return {
         "type": "profile-bulk-import-job",
         "id": job.id,
         "attributes": {
             "status": status,
             "created_at": job.created,
-            "total_count": job.total,
+            "total_count": total,
             "completed_count": completed,
             "failed_count": failed,
             "completed_at": job.completed_at if status == "complete" else None,
@@ -547,7 +574,11 @@ def create_profile_import_job(req: Request) -> Response:
             profile = acct.profiles.get(pid) if pid else acct.find_profile(**attrs)
             if pid and profile is None:
                 job.errors.append(
-                    {**invalid(f"Profile {pid!r} does not exist", f"{base}/{i}/id"), "_index": i}
+                    {
+                        **invalid(f"Profile {pid!r} does not exist", f"{base}/{i}/id"),
+                        "_index": i,
+                        "original_payload": attrs,
+                    }
                 )
                 continue
             conflict = acct.conflict_for(profile.id if profile else None, attrs)
@@ -599,7 +630,7 @@ def get_import_errors(req: Request) -> Response:
     job = _acct(req).profile_jobs.get(req.params["id"])
     if job is None:
         raise _not_found("Profile bulk import job", req.params["id"])
-    errors = job.errors if _job_status(job) == "complete" else []
+    errors = job.errors if _job_status(job) == "complete" and not job.errors_hidden else []
     page, links = paginate(req, errors, 20, 100)
     data = [
         {
@@ -609,7 +640,7 @@ def get_import_errors(req: Request) -> Response:
                 "code": e["code"],
                 "title": e["title"],
                 "detail": e["detail"],
-                "source": e["source"],
+                "source": _job_error_source(req, e["source"]),
                 "original_payload": e.get("original_payload"),
             },
         }
@@ -658,7 +689,7 @@ def get_lists(req: Request) -> Response:
         value = orjson.loads(raw)
         values = value if op == "any" and isinstance(value, list) else [value]
         lists = [kl for kl in lists if getattr(kl, name) in values]
-    page, links = paginate(req, lists, 10)
+    page, links = paginate(req, lists, 10, 10)
     return Response(200, {"data": [list_resource(req, kl) for kl in page], "links": links})
 
 
@@ -755,9 +786,15 @@ def get_list_members(req: Request) -> Response:
 
 
 def get_list_profiles(req: Request) -> Response:
-    """GET /api/lists/{id}/profiles: member profiles, 20 per page (page[size] up to 100)."""
-    page, links = paginate(req, _list_profiles(req, _get_list(req)), 20, 100)
-    return Response(200, {"data": [profile_resource(req, p) for p in page], "links": links})
+    """GET /api/lists/{id}/profiles: member profiles with joined_group_at, 20 per page (up to 100)."""
+    klist = _get_list(req)
+    page, links = paginate(req, _list_profiles(req, klist), 20, 100)
+    data = []
+    for profile in page:
+        resource = profile_resource(req, profile)
+        resource["attributes"]["joined_group_at"] = klist.members.get(profile.id)
+        data.append(resource)
+    return Response(200, {"data": data, "links": links})
 
 
 def _member_ids(req: Request, kind: str) -> list[str]:
@@ -920,7 +957,7 @@ def subscribe(req: Request) -> Response:
                     "list_id": klist.id if klist else None,
                 }
         if klist is not None and not double:
-            klist.members[profile.id] = None
+            klist.members.setdefault(profile.id, now_iso())
         req.state.stats.accepted["subscriptions"] += 1
     return Response(202)
 
@@ -1000,7 +1037,24 @@ def suppress(req: Request) -> Response:
         profile.suppressed = True
         acct.suppressions[email.lower()] = {"email": email, "profile_id": profile.id, "at": stamp}
         req.state.stats.accepted["suppressions"] += 1
-    return Response(202)
+    # Klaviyo answers with the job (PostBulkProfileSuppressionsCreateJobResponse in
+    # openapi/stable/apis/bulk_suppress_profiles.json); it is done at once here.
+    job_id = new_id()
+    links = {"self": f"{req.base_url}/api/profile-suppression-bulk-create-jobs/{job_id}"}
+    job = {
+        "type": "profile-suppression-bulk-create-job",
+        "id": job_id,
+        "attributes": {
+            "status": "complete",
+            "created_at": stamp,
+            "total_count": len(items),
+            "completed_count": len(items),
+            "completed_at": stamp,
+            "skipped_count": 0,
+        },
+        "links": links,
+    }
+    return Response(202, {"data": job, "links": links})
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -1057,8 +1111,15 @@ CATALOG_KEYS = {
 def catalog_job_resource(req: Request, kind: str, job: Job) -> dict[str, Any]:
     """The JSON:API resource of a catalog bulk job (errors filled once complete)."""
     status = _job_status(job)
-    completed, failed = _job_counts(job, status)
-    errors = [{k: v for k, v in e.items() if k != "_index"} for e in job.errors] if job.done else []
+    total, completed, failed = _job_counts(job, status)
+    errors = (
+        [
+            {**{k: v for k, v in e.items() if k != "_index"}, "source": _job_error_source(req, e["source"])}
+            for e in job.errors
+        ]
+        if job.done and not job.errors_hidden
+        else []
+    )
     return {
         "type": job.type,
         "id": job.id,
@@ -1066,7 +1127,7 @@ def catalog_job_resource(req: Request, kind: str, job: Job) -> dict[str, Any]:
             "job_id": job.id,
             "status": status,
             "created_at": job.created,
-            "total_count": job.total,
+            "total_count": total,
             "completed_count": completed,
             "failed_count": failed,
             "completed_at": job.completed_at if status == "complete" else None,
@@ -1245,7 +1306,7 @@ def catalog_item_resource(req: Request, item: dict[str, Any]) -> dict[str, Any]:
 def get_catalog_items(req: Request) -> Response:
     """GET /api/catalog-items: 100 per page."""
     items = list(_acct(req).catalog_items.values())
-    page, links = paginate(req, items, 100)
+    page, links = paginate(req, items, 100, 100)
     return Response(200, {"data": [catalog_item_resource(req, i) for i in page], "links": links})
 
 

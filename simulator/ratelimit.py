@@ -23,21 +23,25 @@ class Decision:
     retry_after: float
     burst_window: float
     steady_window: float
+    steady_remaining: int = 0
+    steady_reset: float = 0.0
 
     def headers(self, scaled: bool) -> list[tuple[bytes, bytes]]:
-        """RateLimit-* (and Retry-After when refused) in the format of docs/contracts.md."""
-        limit = (
-            f"{self.limit.burst}, {self.limit.burst};w={fmt_seconds(self.burst_window, scaled)}, "
-            f"{self.limit.steady};w={fmt_seconds(self.steady_window, scaled)}"
-        )
-        out = [
-            (b"ratelimit-limit", limit.encode()),
-            (b"ratelimit-remaining", str(self.remaining).encode()),
-            (b"ratelimit-reset", fmt_seconds(self.reset, scaled).encode()),
-        ]
+        """RateLimit-* on an answered request, Retry-After alone on a 429 (docs/contracts.md).
+
+        As Klaviyo's guide "Rate limits, status codes, and errors" documents: every non-429 answer
+        carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset describing the *steady*
+        window, and a 429 carries none of them, only Retry-After.
+        """
         if not self.allowed:
-            out.append((b"retry-after", fmt_seconds(self.retry_after, scaled).encode()))
-        return out
+            return [(b"retry-after", fmt_seconds(self.retry_after, scaled).encode())]
+        steady = self.limit.steady
+        limit = f"{steady}, {steady};w={fmt_seconds(self.steady_window, scaled)}"
+        return [
+            (b"ratelimit-limit", limit.encode()),
+            (b"ratelimit-remaining", str(self.steady_remaining).encode()),
+            (b"ratelimit-reset", fmt_seconds(self.steady_reset, scaled).encode()),
+        ]
 
 
 def fmt_seconds(seconds: float, scaled: bool) -> str:
@@ -87,7 +91,9 @@ class RateLimiter:
             retry = max(b_reset if burst_full else 0.0, s_reset if steady_full else 0.0)
             b_rem = max(0, limit.burst - int(win[1]))
             s_rem = max(0, limit.steady - int(win[3]))
-            return Decision(False, limit, min(b_rem, s_rem), retry, retry, burst_len, steady_len)
+            return Decision(
+                False, limit, min(b_rem, s_rem), retry, retry, burst_len, steady_len, s_rem, s_reset
+            )
         win[1] += 1
         win[3] += 1
         b_rem = max(0, limit.burst - int(win[1]))
@@ -96,4 +102,4 @@ class RateLimiter:
         reset = b_reset if b_rem < s_rem else s_reset
         if b_rem == s_rem:
             reset = min(b_reset, s_reset) if b_rem else max(b_reset, s_reset)
-        return Decision(True, limit, min(b_rem, s_rem), reset, 0.0, burst_len, steady_len)
+        return Decision(True, limit, min(b_rem, s_rem), reset, 0.0, burst_len, steady_len, s_rem, s_reset)

@@ -90,7 +90,8 @@ class KList:
     opt_in_process: str
     created: str
     updated: str
-    members: dict[str, None] = field(default_factory=dict)
+    # profile id -> joined_group_at (when it joined; insertion-ordered)
+    members: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (for /__sim/lists and tests)."""
@@ -122,6 +123,10 @@ class Job:
     list_ids: list[str] = field(default_factory=list)
     done: bool = False
     completed_at: str | None = None
+    # Fault: the job settles "complete" with every count 0 (faults.job_zero_counts_share).
+    zero_counts: bool = False
+    # Fault: refusals are counted but not listed (faults.job_errors_hidden_share).
+    errors_hidden: bool = False
 
     def status(self, now: float) -> str:
         """queued, processing or complete, by elapsed real time."""
@@ -243,9 +248,10 @@ class AccountState:
 
     def add_members(self, klist: KList, profile_ids: list[str]) -> None:
         """Add profiles to a list (no consent change)."""
+        stamp = now_iso()
         for pid in profile_ids:
-            klist.members[pid] = None
-        klist.updated = now_iso()
+            klist.members.setdefault(pid, stamp)
+        klist.updated = stamp
 
     # --- queries --------------------------------------------------------------------------
 
@@ -370,7 +376,7 @@ class SimulatorState:
                     }
                     klist = acct.lists.get(pending["list_id"] or "")
                     if klist is not None:
-                        klist.members[profile.id] = None
+                        klist.members.setdefault(profile.id, now_iso())
                     confirmed += 1
                 acct.pending_opt_ins.clear()
             return confirmed

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, get_args
 
 from openapi_client import models as sdk
 from pydantic import BaseModel, ValidationError
@@ -65,17 +65,21 @@ def error(
     pointer: str | None = None,
     title: str | None = None,
     meta: dict[str, Any] | None = None,
+    parameter: str | None = None,
 ) -> dict[str, Any]:
-    """One JSON:API error object."""
+    """One JSON:API error object (``parameter``: the query parameter at fault)."""
     from simulator.state import new_uuid
 
+    source: dict[str, str] = {"pointer": pointer} if pointer is not None else {}
+    if parameter is not None:
+        source["parameter"] = parameter
     item: dict[str, Any] = {
         "id": new_uuid(),
         "status": status,
         "code": code,
         "title": title or _TITLES.get(status, "Error."),
         "detail": detail,
-        "source": {"pointer": pointer} if pointer is not None else {},
+        "source": source,
     }
     if meta:
         item["meta"] = meta
@@ -104,11 +108,13 @@ def invalid(detail: str, pointer: str | None = None) -> dict[str, Any]:
 
 
 def validate_shape(kind: str, body: Any) -> None:
-    """Validate ``body`` with the SDK model for ``kind``; raise Problem(400) naming each bad field."""
+    """Validate ``body`` with the SDK model for ``kind``; raise Problem(400) naming each bad field,
+    unknown fields included."""
     model = MODELS[kind]
     try:
         # model_validate on the whole dict runs the compiled validator once: the fastest path.
         model.model_validate(body)
+        unknown = unknown_fields(model, body)
     except ValidationError as exc:
         errors = []
         seen: set[str] = set()
@@ -119,6 +125,87 @@ def validate_shape(kind: str, body: Any) -> None:
             seen.add(pointer)
             errors.append(invalid(f"{err['msg']}", pointer))
         raise Problem(400, errors) from None
+    if unknown:
+        raise Problem(400, unknown)
+
+
+# Klaviyo refuses a field its schema does not have (the SDK's models let them through): a 400
+# "'last_name' is not a valid field for the resource 'profile'." pointing at the field, as met on a
+# subscription job's profile (github.com/verbb/formie issue 1986) and on other resources.
+_Fields = dict[str, tuple[type[BaseModel], ...]]
+
+
+def _models_in(annotation: Any) -> tuple[type[BaseModel], ...]:
+    found: list[type[BaseModel]] = []
+    stack = [annotation]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            found.append(item)
+        else:
+            stack.extend(get_args(item))
+    return tuple(found)
+
+
+@cache
+def _fields_of(model: type[BaseModel]) -> _Fields | None:
+    """Known keys of ``model`` and the models each may hold; None for a free-form object."""
+    if "actual_instance" in model.model_fields:
+        # A oneOf wrapper: a key is known when one of the variants knows it.
+        merged: dict[str, set[type[BaseModel]]] = {}
+        for variant in _models_in(model.model_fields["actual_instance"].annotation):
+            for key, subs in (_fields_of(variant) or {}).items():
+                merged.setdefault(key, set()).update(subs)
+        return {key: tuple(subs) for key, subs in merged.items()} or None
+    return {(info.alias or name): _models_in(info.annotation) for name, info in model.model_fields.items()}
+
+
+@cache
+def _known(models: tuple[type[BaseModel], ...]) -> _Fields | None:
+    merged: dict[str, set[type[BaseModel]]] = {}
+    for model in models:
+        fields = _fields_of(model)
+        if fields is None:
+            return None
+        for key, subs in fields.items():
+            merged.setdefault(key, set()).update(subs)
+    return {key: tuple(sorted(subs, key=lambda m: m.__name__)) for key, subs in merged.items()}
+
+
+def _unknown(
+    models: tuple[type[BaseModel], ...], node: Any, path: list[str], resource: str, out: list[dict[str, Any]]
+) -> None:
+    if isinstance(node, list):
+        for i, entry in enumerate(node):
+            if isinstance(entry, dict | list):
+                path.append(str(i))
+                _unknown(models, entry, path, resource, out)
+                path.pop()
+        return
+    if not isinstance(node, dict) or not models:
+        return
+    known = _known(models)
+    if known is None:
+        return
+    kind = node.get("type")
+    resource = kind if isinstance(kind, str) else resource
+    for key, value in node.items():
+        subs = known.get(key)
+        if subs is None:
+            detail = f"'{key}' is not a valid field for the resource '{resource}'."
+            pointer = "/" + "/".join([*path, key])
+            out.append(error(400, "invalid", detail, pointer, title="Invalid input."))
+        elif subs and isinstance(value, dict | list):
+            path.append(key)
+            _unknown(subs, value, path, resource, out)
+            path.pop()
+
+
+def unknown_fields(model: type[BaseModel], body: Any) -> list[dict[str, Any]]:
+    """A 400 error for every field of ``body`` that ``model``'s schema does not have."""
+    out: list[dict[str, Any]] = []
+    _unknown((model,), body, [], "request", out)
+    return out
 
 
 def loc_to_pointer(body: Any, loc: tuple[Any, ...]) -> str:

@@ -107,17 +107,20 @@ def queue_name() -> str:
 
 @pytest.fixture(scope="session")
 def simulator_url() -> Iterator[str]:
-    """The Klaviyo simulator as a real process on a free port (limits on, time-scaled)."""
+    """The Klaviyo simulator as a real process on a free port (limits on, time-scaled). It checks
+    every answer against Klaviyo's spec; any found outside it fails the session at the end."""
     port = free_port()
+    args = ["--host", "127.0.0.1", "--port", str(port), "--time-scale", "20", "--check-answers"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port), "--time-scale", "20"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [sys.executable, "-m", "simulator", *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/__sim/stats", proc=proc)
         yield url
+        problems = httpx.get(f"{url}/__sim/conformance", timeout=10).json()["problems"]
+        if problems:
+            pytest.fail("the simulator answered outside Klaviyo's spec:\n" + "\n".join(problems))
     finally:
         proc.terminate()
         proc.wait(timeout=10)

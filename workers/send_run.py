@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import or_, update
+from sqlalchemy import func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,7 +31,7 @@ from klaviyo import endpoints as ep
 from klaviyo.batching import Batch, Batcher, RowRejection, batches
 from klaviyo.client import KlaviyoClient
 from klaviyo.errors import AccessDenied, KlaviyoError
-from klaviyo.jobs import settle
+from klaviyo.jobs import ROW_UNKNOWN, UNCONFIRMED, settle
 from klaviyo.limiter import RateLimiter
 from klaviyo.retry import AttemptStats
 from klaviyo.sender import BatchOutcome, send_batch
@@ -789,7 +789,7 @@ class RunExecutor:
                 .where(col(SyncBatch.id) == batch_id)
                 .values(
                     status=BatchStatus.SENT,
-                    accepted=len(outcome.accepted),
+                    accepted=outcome.applied,
                     rejected=len(outcome.rejected),
                     # A batch closed by a failed run and sent again on resume keeps both counts.
                     attempts=SyncBatch.attempts + outcome.attempts,
@@ -810,7 +810,7 @@ class RunExecutor:
                 update(SyncRun)
                 .where(col(SyncRun.id) == self.run_id)
                 .values(
-                    items_sent=SyncRun.items_sent + len(outcome.accepted),
+                    items_sent=SyncRun.items_sent + outcome.applied,
                     requests=SyncRun.requests + outcome.attempts,
                     http_429=SyncRun.http_429 + outcome.rate_limited,
                     rows_failed=SyncRun.rows_failed
@@ -844,7 +844,7 @@ class RunExecutor:
             mark = (rejection.row_ref, rejection.code, column, rejection.detail)
             known = merged.get(mark)
             if known is not None:
-                known.events += 1
+                known.events += rejection.count
                 continue
             rows, key = self.groups.get(rejection.row_ref, ((rejection.row_ref,), None))
             for row in rows:
@@ -855,9 +855,10 @@ class RunExecutor:
                     column=column,
                     rule=rejection.code,
                     message=rejection.detail,
-                    values={"pointer": rejection.pointer} if rejection.pointer else {},
+                    values=({"pointer": rejection.pointer} if rejection.pointer else {})
+                    | ({"count": rejection.count} if rejection.count != 1 else {}),
                     batch_id=batch_id,
-                    events=1 if row == rejection.row_ref else 0,
+                    events=rejection.count if row == rejection.row_ref else 0,
                     group_key=key,
                 )
                 if row == rejection.row_ref:
@@ -935,6 +936,7 @@ class RunExecutor:
             run.summary = {
                 **run.summary,
                 "not_stored": not_stored,
+                **(await _job_doubts(db, self.run_id)),
                 "warnings": sorted(warnings, key=lambda w: -w["count"]),
                 "items": self.state.items if run.dry_run else run.items_sent,
                 "requests_needed": self.state.batches,
@@ -943,6 +945,20 @@ class RunExecutor:
             db.add(run)
             await db.commit()
         log.info("run ended", run_id=self.run_id, status=status.value, pid=os.getpid())
+
+
+async def _job_doubts(db: AsyncSession, run_id: int) -> dict[str, int]:
+    """Items Klaviyo refused without naming a row, and rows of jobs whose totals did not add up."""
+    unknown = await db.exec(
+        select(RowError.values).where(col(RowError.run_id) == run_id, col(RowError.rule) == ROW_UNKNOWN)
+    )
+    unconfirmed = await db.exec(
+        select(func.count()).where(col(RowError.run_id) == run_id, col(RowError.rule) == UNCONFIRMED)
+    )
+    return {
+        "refused_row_unknown": sum(int((v or {}).get("count", 1)) for v in unknown.all()),
+        "unconfirmed_rows": int(unconfirmed.one()),
+    }
 
 
 async def send_run(ctx: dict[str, Any], run_id: int) -> dict[str, Any]:

@@ -49,8 +49,14 @@ def sim(sim_server):
     sim_server.config.faults = Faults()
     sim_server.config.revoked_keys.clear()
     sim_server.config.limits_enabled = True
+    # Every answer of the test is checked against Klaviyo's spec (simulator.conformance).
+    sim_server.config.check_answers = True
+    sim_server.app.conformance.clear()
     yield sim_server
     sim_server.config.faults = Faults()
+    problems = list(sim_server.app.conformance.problems)
+    sim_server.app.conformance.clear()
+    assert not problems, "the simulator answered outside Klaviyo's spec:\n" + "\n".join(problems)
 
 
 @pytest.fixture

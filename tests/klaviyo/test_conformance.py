@@ -217,3 +217,147 @@ def test_repr_masks_the_key() -> None:
     assert "secret" not in repr(client) and "secret" not in str(client)
     assert "3456" in repr(client)
     assert "secret" not in repr(client.for_run("r1"))
+
+
+# --- answers and requests against Klaviyo's pinned operation files (tests/klaviyo/spec) --------
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from klaviyo.jobs import settle  # noqa: E402
+from klaviyo.sender import BatchOutcome  # noqa: E402
+from simulator.config import default_limits  # noqa: E402
+from simulator.conformance import check_answer  # noqa: E402
+from simulator.validation import MODELS as SIM_MODELS  # noqa: E402
+from simulator.validation import unknown_fields  # noqa: E402
+from tests.klaviyo import oas  # noqa: E402
+
+SPEC_DIR = Path(__file__).parent / "spec"
+
+
+def _answers(sim, operation: str) -> list[dict]:
+    samples = sim.app.conformance.samples.get(operation) or []
+    assert samples, f"the flow never called {operation}"
+    return samples
+
+
+async def test_import_error_answers_conform_to_the_pinned_operation(client, sim) -> None:
+    spec = oas.load("get_errors_for_bulk_import_profiles_job")
+    method, path, _ = oas.operation_of(spec)
+    assert (method, path) == ("GET", "/api/profile-bulk-import-jobs/{id}/import-errors")
+    profiles = [
+        {"type": "profile", "attributes": {"email": "ok@shop.test"}},
+        {"type": "profile", "attributes": {"email": "bad@shop.test", "phone_number": "12345"}},
+    ]
+    job_id = await client.bulk_import_profiles(profiles)
+    assert job_id
+    outcome = BatchOutcome(seq=0, accepted=[1, 2], job_ids=[job_id], job_rows={job_id: [1, 2]})
+    outcome = await settle(client, ep.BULK_PROFILES, outcome, first_delay=0.02, max_delay=0.1)
+    assert [r.row_ref for r in outcome.rejected] == [2]
+    for answer in _answers(sim, "get_errors_for_bulk_import_profiles_job"):
+        schema = oas.response_schema(spec, answer["status"])
+        assert schema is not None
+        assert oas.problems(spec, schema, answer["body"]) == [], answer["body"]
+
+
+async def test_suppression_answers_and_requests_conform_to_the_pinned_operation(client, sim) -> None:
+    spec = oas.load("bulk_suppress_profiles")
+    requests: list[bytes] = []
+
+    async def keep(request: httpx.Request) -> None:
+        if request.url.path == "/api/profile-suppression-bulk-create-jobs":
+            requests.append(request.content)
+
+    http = client._shared.http
+    http.event_hooks = {**http.event_hooks, "request": [*http.event_hooks["request"], keep]}
+    job_id = await client.suppress_profiles(["gone@shop.test", "left@shop.test"])
+    assert job_id  # the spec's answer is a job document, with an id
+    [answer] = _answers(sim, "bulk_suppress_profiles")
+    assert answer["status"] == 202
+    assert oas.problems(spec, oas.response_schema(spec, 202), answer["body"]) == []
+    assert requests and all(oas.problems(spec, oas.request_schema(spec), loads(r)) == [] for r in requests)
+
+
+async def test_profile_import_jobs_conform_to_the_pinned_operation(client, sim) -> None:
+    spec = oas.load("bulk_import_profiles")
+    sent: list[bytes] = []
+
+    async def keep(request: httpx.Request) -> None:
+        if request.url.path == "/api/profile-bulk-import-jobs":
+            sent.append(request.content)
+
+    http = client._shared.http
+    http.event_hooks = {**http.event_hooks, "request": [*http.event_hooks["request"], keep]}
+    list_id = await client.create_list("Pinned")
+    profile = {**PROFILE, "location": {"city": "Oslo", "latitude": 59.91}, "phone_number": "+4791234567"}
+    assert await client.bulk_import_profiles([{"type": "profile", "attributes": profile}], [list_id])
+    [answer] = _answers(sim, "bulk_import_profiles")
+    assert answer["status"] == 202
+    assert oas.problems(spec, oas.response_schema(spec, 202), answer["body"]) == []
+    [body] = sent
+    assert oas.problems(spec, oas.request_schema(spec), loads(body)) == []
+    # The strict check sees what the SDK's models let through.
+    wrong = loads(body)
+    wrong["data"]["attributes"]["profiles"]["data"][0]["attributes"]["frist_name"] = "Ana"
+    assert oas.problems(spec, oas.request_schema(spec), wrong) == [
+        "/data/attributes/profiles/data/0/attributes/frist_name: not in the spec"
+    ]
+
+
+def test_the_checker_refuses_what_the_spec_does_not_allow() -> None:
+    spec = oas.load("get_errors_for_bulk_import_profiles_job")
+    schema = oas.response_schema(spec, 200)
+    assert schema is not None
+    bad = {"data": [{"type": "import-error", "id": "e1", "attributes": {"code": "x", "title": "t"}}]}
+    bad["links"] = {"self": "http://x/api", "next": None}
+    found = oas.problems(spec, schema, bad)
+    assert "/data/0/attributes/detail: required by the spec, missing" in found
+    assert "/links/next: null where the spec allows none" in found
+    # The simulator's own checker (every answer of every test flow) says the same of undocumented
+    # statuses, bodies where none is documented, and null links.
+    assert check_answer("POST", "/api/profile-suppression-bulk-create-jobs", 202, None)
+    assert check_answer("POST", "/api/events", 200, None)
+    assert check_answer("POST", "/api/events", 202, {"data": {}})
+    assert check_answer("GET", "/api/accounts", 200, {"data": [], "links": {"self": "x", "next": None}})
+    assert check_answer("POST", "/api/events", 202, None) == []
+
+
+def test_the_simulators_rate_classes_carry_the_spec_limits() -> None:
+    table = json.loads((SPEC_DIR / "rate_limits.json").read_text())
+    limits = default_limits()
+    for operation, entry in table.items():
+        if operation.startswith("_"):
+            continue
+        limit = limits[entry["class"]]
+        assert (limit.burst, limit.steady) == (entry["burst"], entry["steady"]), operation
+    # The pinned operation files say the same as the table.
+    for operation in (
+        "get_errors_for_bulk_import_profiles_job",
+        "bulk_suppress_profiles",
+        "bulk_import_profiles",
+    ):
+        _, _, op = oas.operation_of(oas.load(operation))
+        rate = op["x-klaviyo-ratelimit"]
+        assert (rate["burst"], rate["steady"]) == (
+            f"{table[operation]['burst']}/s",
+            f"{table[operation]['steady']}/m",
+        )
+
+
+async def test_no_request_the_client_builds_has_a_field_klaviyo_would_refuse(recorded) -> None:
+    # Klaviyo answers 400 "'x' is not a valid field for the resource 'y'" to a field its schema
+    # lacks; the SDK's models let such fields through, so they are checked key by key here.
+    client, requests = recorded
+    await client.bulk_create_events([EVENT_ITEM])
+    await client.bulk_import_profiles([{"type": "profile", "attributes": PROFILE}], list_ids=["L1"])
+    await client.subscribe_profiles([SUBSCRIBER], list_id="L1", historical_import=True, custom_source="x")
+    await client.unsubscribe_profiles([UNSUBSCRIBER], list_id="L1")
+    await client.suppress_profiles(["ana@shop.test"])
+    await client.create_catalog_items([CATALOG_ITEM])
+    await client.create_catalog_variants([VARIANT])
+    await client.create_catalog_categories([CATEGORY])
+    for request in requests:
+        model = model_for(request.method, request.url.path)
+        assert model is not None
+        assert unknown_fields(model, loads(request.content)) == [], request.url.path
+    assert set(SIM_MODELS.values()) >= {model_for(r.method, r.url.path) for r in requests}

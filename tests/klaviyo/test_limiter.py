@@ -142,15 +142,12 @@ async def test_higher_count_from_headers_is_adopted(redis: Redis, prefix: str) -
     headers = {"ratelimit-limit": "10, 10;w=1, 150;w=60", "ratelimit-remaining": "4", "ratelimit-reset": "30"}
     await limiter.observe_headers("acct", RATE, headers)
     assert await limiter.try_acquire("acct", RATE) > 1000
-    # A reset just past the burst window describes the burst window: its remaining is not the steady one's.
+    # Klaviyo's headers describe the steady window whatever its reset (its guide, "Rate limits, status
+    # codes, and errors"): 147 used with a third of a second left in the window is still 147 used.
     burst = RateLimiter(redis, prefix=prefix + ":c", time_scale=3)
-    near = {
-        "ratelimit-limit": "10, 10;w=0.333, 150;w=20",
-        "ratelimit-remaining": "3",
-        "ratelimit-reset": "0.334",
-    }
+    near = {"ratelimit-limit": "150", "ratelimit-remaining": "3", "ratelimit-reset": "0.334"}
     await burst.observe_headers("acct", RATE, near)
-    assert await burst.try_acquire("acct", RATE) == 0
+    assert await burst.try_acquire("acct", RATE) > 0
     # A lower count than ours changes nothing.
     fresh = RateLimiter(redis, prefix=prefix + ":b", time_scale=1)
     low = {**headers, "ratelimit-remaining": "149"}

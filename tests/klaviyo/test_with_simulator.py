@@ -166,6 +166,21 @@ async def test_duplicate_profile_409_resolves_to_the_existing_profile(client, si
     assert caught.value.duplicate_profile_id in (owner, stale)
 
 
+async def test_duplicate_profile_409_without_meta_is_resolved_by_lookup(client, sim) -> None:
+    # Klaviyo documents no meta.duplicate_profile_id (create_or_update_profile lists no 409): the
+    # client must not depend on it, so it looks the owner of the identifier up.
+    sim.config.duplicate_profile_meta = False
+    try:
+        owner = await client.import_profile({"email": "bo@shop.test"})
+        stale = await client.import_profile({"phone_number": "+15005550007"})
+        resolved = await client.import_profile({"email": "Bo@shop.test", "last_name": "B"}, profile_id=stale)
+    finally:
+        sim.config.duplicate_profile_meta = True
+    assert resolved == owner
+    [profile] = [p for p in sim.state.profiles() if p["id"] == owner]
+    assert profile["last_name"] == "B"
+
+
 async def test_lists_pages_and_profile_count(client, sim) -> None:
     ids = [await client.create_list(f"List {i:02d}") for i in range(23)]
     seen = [lst["id"] async for lst in client.get_lists()]
@@ -314,3 +329,34 @@ async def test_timeouts_are_network_errors_and_retried(sim) -> None:
         with pytest.raises(NetworkError):
             await c.request(ep.GET_METRICS, stats=stats)
         assert stats.attempts == 3
+
+
+async def test_steady_window_headers_reveal_another_clients_use(client, sim) -> None:
+    # As Klaviyo documents, every answer's RateLimit-* headers describe the steady window. Another
+    # tool on the same account has spent 100 of the 150 bulk-event requests of this window; the
+    # limiter learns that from the first answers and paces the rest instead of meeting 429s.
+    import asyncio
+
+    import httpx
+
+    sim.config.limits_enabled = False  # the other tool's requests count, but none is refused
+    async with httpx.AsyncClient(base_url=sim.base_url, headers=sim.headers()) as other:
+
+        async def post(n: int) -> None:
+            job = {
+                "type": "event-bulk-create-job",
+                "attributes": {"events-bulk-create": {"data": [event(n)]}},
+            }
+            answer = await other.post("/api/event-bulk-create-jobs", content=dumps({"data": job}))
+            assert answer.status_code == 202, answer.text
+
+        await asyncio.gather(*(post(1_000_000 + n) for n in range(100)))
+    sim.config.limits_enabled = True
+    # Answers take a while, so several requests are in flight when the window runs out.
+    sim.config.faults.latency_min, sim.config.faults.latency_max = 0.05, 0.15
+    rows = [(n, event(n)) for n in range(1, 200 * 10 + 1)]
+    outcomes = await collect(client, ep.BULK_EVENTS, rows, max_items=10, concurrency=8)
+    requests = sum(o.attempts for o in outcomes)
+    r429 = sum(o.rate_limited for o in outcomes)
+    assert r429 / requests < 0.01, (r429, requests)
+    assert sum(len(o.accepted) for o in outcomes) == 2000 and len(stored(sim)) == 2100

@@ -19,13 +19,18 @@ def sim_server() -> Iterator[SimulatorServer]:
 
 
 @pytest.fixture
-def sim(sim_server: SimulatorServer) -> SimulatorServer:
-    """The shared server with default config, empty state and fresh rate-limit windows."""
-    fresh = SimConfig(seed=7)
+def sim(sim_server: SimulatorServer) -> Iterator[SimulatorServer]:
+    """The shared server with default config, empty state and fresh rate-limit windows; every
+    answer of the test is checked against Klaviyo's spec (simulator.conformance)."""
+    fresh = SimConfig(seed=7, check_answers=True)
     for f in fields(SimConfig):
         setattr(sim_server.config, f.name, getattr(fresh, f.name))
     sim_server.reset()
-    return sim_server
+    sim_server.app.conformance.clear()
+    yield sim_server
+    problems = list(sim_server.app.conformance.problems)
+    sim_server.app.conformance.clear()
+    assert not problems, "the simulator answered outside Klaviyo's spec:\n" + "\n".join(problems)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from arq.connections import ArqRedis
 from sqlmodel import col, select
 
@@ -138,3 +139,39 @@ async def test_catalog_items_then_price_update_then_variants(
     async with sessionmaker() as db:
         (error,) = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
     assert (error.row_number, error.stage, error.rule) == (3, "klaviyo", "not_found")
+
+
+@pytest.mark.parametrize("pointers", ["relative", "none"])
+async def test_catalog_job_errors_land_on_their_row_without_an_item_index(
+    pointers,
+    run_settings,  # noqa: F811
+    sessionmaker,
+    tmp_path,
+    run_worker_burst,
+    simulator_url,
+):
+    # Klaviyo's catalog job errors carry no original_payload; without an index in the pointer the
+    # compound id the detail names finds the row.
+    httpx.post(f"{simulator_url}/__sim/config", json={"job_error_pointers": pointers}).raise_for_status()
+    try:
+        tag = uuid.uuid4().hex[:8]
+        rows = [
+            {"sku": f"{tag}-{n}", "name": f"Mug {n}", "about": "Stoneware", "link": "https://shop.test/m",
+             "price": "10.50"}
+            for n in range(4)
+        ]  # fmt: skip
+        rows.append({**rows[1], "name": "Mug 1 again"})  # row 5 repeats row 2's item: refused
+        upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "catalog.csv")
+        mapping = await make_mapping(sessionmaker, item_spec(unique("items ")))
+        run = await run_to_end(
+            sessionmaker, run_worker_burst, run_settings, upload, mapping, catalog_sync=False
+        )
+    finally:
+        httpx.post(f"{simulator_url}/__sim/config", json={"job_error_pointers": "absolute"})
+    assert run.status == RunStatus.COMPLETED, run.error_message
+    async with sessionmaker() as db:
+        errors = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
+    assert [(e.row_number, e.rule) for e in errors] == [(5, "duplicate")]
+    assert run.items_sent == 4 and run.rows_failed == 1
+    items = {i["external_id"]: i for i in _catalog(simulator_url, tag)["items"]}
+    assert items[f"{tag}-1"]["title"] == "Mug 1"

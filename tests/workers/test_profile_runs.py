@@ -323,3 +323,141 @@ async def test_worker_killed_while_jobs_settle_then_resumed(pg_url, sessionmaker
     )
     assert done.items_sent == total == sum(b.accepted for b in batches)
     assert sorted(b.seq for b in batches) == [0, 1, 2] and all(b.status == BatchStatus.SENT for b in batches)
+
+
+@pytest.fixture
+def sim_config(simulator_url: str) -> Any:
+    """Change the session simulator's config for one test; every key changed is put back after."""
+    before = httpx.get(f"{simulator_url}/__sim/config").json()
+    changed: dict[str, Any] = {}
+
+    def _set(**changes: Any) -> None:
+        for key, value in changes.items():
+            if key == "faults":
+                changed.setdefault("faults", {}).update({f: before["faults"][f] for f in value})
+            else:
+                changed[key] = before[key]
+        httpx.post(f"{simulator_url}/__sim/config", json=changes).raise_for_status()
+
+    yield _set
+    if changed:
+        httpx.post(f"{simulator_url}/__sim/config", json=changed).raise_for_status()
+
+
+async def _conflicting_rows(klaviyo: KlaviyoClient, tag: str) -> tuple[list[dict[str, str]], dict[int, str]]:
+    """Six rows; rows 2 and 5 are known profiles naming another profile's external id, so the import
+    job refuses them."""
+    owners = [
+        await upsert_profile(klaviyo, {"email": f"owner{n}-{tag}@shop.test", "external_id": f"X{n}-{tag}"})
+        for n in (2, 5)
+    ]
+    assert all(owners)
+    mail = {n: f"a{n}-{tag}@shop.test" for n in range(1, 7)}
+    for n in (2, 5):
+        await upsert_profile(klaviyo, {"email": mail[n], "first_name": "Kept"})
+    rows = [
+        {
+            "email": mail[n],
+            "phone": "",
+            "customer_id": f"C{n}-{tag}",
+            "first": f"F{n}",
+            "title": "",
+            "city": "",
+        }
+        | {"tier": ""}
+        for n in range(1, 7)
+    ]
+    rows[1]["customer_id"], rows[4]["customer_id"] = f"X2-{tag}", f"X5-{tag}"
+    return rows, mail
+
+
+@pytest.mark.parametrize("pointers", ["absolute", "relative", "none"])
+async def test_import_errors_land_on_their_rows_whatever_the_pointer_form(
+    pointers, run_settings, klaviyo, sessionmaker, tmp_path, run_worker_burst, simulator_url, sim_config
+):
+    # Klaviyo's spec leaves source.pointer's form open; original_payload names the profile as sent.
+    sim_config(job_error_pointers=pointers)
+    tag = uuid.uuid4().hex[:8]
+    rows, mail = await _conflicting_rows(klaviyo, tag)
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
+    mapping = await make_mapping(sessionmaker, profile_spec(unique("pointers ")))
+
+    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping)
+
+    assert run.status == RunStatus.COMPLETED, run.error_message
+    async with sessionmaker() as db:
+        errors = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
+        (batch,) = (await db.exec(select(SyncBatch).where(SyncBatch.run_id == run.id))).all()
+    assert sorted((e.row_number, e.rule) for e in errors) == [
+        (2, "duplicate_profile"),
+        (5, "duplicate_profile"),
+    ]
+    assert {e.row_number: e.values["email"] for e in errors} == {2: mail[2], 5: mail[5]}
+    assert run.items_sent == 4 and run.rows_failed == 2
+    assert (batch.accepted, batch.rejected) == (4, 2)
+    assert [_profile(simulator_url, mail[n])["first_name"] for n in (2, 5)] == ["Kept", "Kept"]
+    assert all(_profile(simulator_url, mail[n]) for n in (1, 3, 4, 6))
+
+
+async def test_a_job_refusing_more_than_it_names_is_counted_and_shown(
+    run_settings, klaviyo, sessionmaker, tmp_path, run_worker_burst, sim_config, client, as_role
+):
+    from models import Role
+
+    # The job says 2 failed but lists no error: which rows is unknown, and they are not "sent".
+    sim_config(faults={"job_errors_hidden_share": 1.0})
+    tag = uuid.uuid4().hex[:8]
+    rows, _ = await _conflicting_rows(klaviyo, tag)
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
+    mapping = await make_mapping(sessionmaker, profile_spec(unique("hidden ")))
+
+    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping)
+
+    assert run.status == RunStatus.COMPLETED, run.error_message
+    assert run.items_sent == 4  # the job's completed_count, never more
+    assert run.summary["refused_row_unknown"] == 2
+    async with sessionmaker() as db:
+        errors = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
+    assert [(e.row_number, e.rule, e.values.get("count")) for e in errors] == [(0, "refused_row_unknown", 2)]
+    await as_role(Role.VIEWER)
+    page = await client.get(f"/runs/{run.id}")
+    assert "Refused by Klaviyo, row unknown: 2 profiles" in page.text
+
+
+async def test_a_settled_job_whose_totals_do_not_add_up_is_not_counted_as_accepted(
+    run_settings, sessionmaker, tmp_path, run_worker_burst, simulator_url, sim_config, client, as_role
+):
+    from models import Role
+
+    # Klaviyo reports the job complete with total_count 0 for every profile sent.
+    sim_config(faults={"job_zero_counts_share": 1.0})
+    tag = uuid.uuid4().hex[:8]
+    rows = [
+        {
+            "email": f"z{n}-{tag}@shop.test",
+            "phone": "",
+            "customer_id": "",
+            "first": "Z",
+            "title": "",
+            "city": "",
+        }
+        | {"tier": ""}
+        for n in range(30)
+    ]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
+    mapping = await make_mapping(sessionmaker, profile_spec(unique("zero ")))
+
+    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping)
+
+    assert run.status == RunStatus.COMPLETED, run.error_message
+    assert run.items_sent == 0 and run.rows_failed == 30
+    assert run.summary["unconfirmed_rows"] == 30
+    async with sessionmaker() as db:
+        errors = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
+        (batch,) = (await db.exec(select(SyncBatch).where(SyncBatch.run_id == run.id))).all()
+    assert {e.rule for e in errors} == {"job_unconfirmed"} and len(errors) == 30
+    assert "0 total, 0 completed and 0 failed for 30 sent" in errors[0].message
+    assert (batch.accepted, batch.rejected) == (0, 30)
+    await as_role(Role.VIEWER)
+    page = await client.get(f"/runs/{run.id}")
+    assert "30 rows went in Klaviyo jobs whose totals do not add up" in page.text
