@@ -5,7 +5,7 @@ RUN := $(UV) run --frozen
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help uv install dev test lint fmt types pytest migrate create-admin simulator worker web vendor chromium bench compose-check clean
+.PHONY: help uv install dev test test-fast lint fmt types pytest migrate create-admin simulator worker web vendor chromium bench compose-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -57,6 +57,10 @@ pytest: install chromium ## only the pytest suite
 test: install chromium lint types ## lint, types and the whole suite against PostgreSQL, SQLite and Redis
 	@$(RUN) pytest $(PYTEST_ARGS)
 
+test-fast: install lint types ## lint, types and the tests that need no service (seconds; PostgreSQL and Redis pointed at closed ports)
+	@REDIS_URL=redis://127.0.0.1:1 TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:1/test \
+	  $(RUN) pytest -m fast -q -o addopts="" $(PYTEST_ARGS)
+
 compose-check: install ## build the image and run compose.yaml's services for real in podman (as root)
 	@$(RUN) python -m tests.compose.check
 
@@ -68,7 +72,7 @@ vendor: ## refresh static/vendor from the npm registry (versions pinned in packa
 	cp node_modules/uplot/dist/uPlot.min.css static/vendor/uplot.min.css
 
 bench: install ## every benchmark in its quick form
-	@for b in bench/*.py; do n=$$(basename $$b .py); [ "$$n" = __init__ ] && continue; echo "== $$n"; $(RUN) python -m bench.$$n --quick | tail -1; done
+	@for b in bench/*.py; do n=$$(basename $$b .py); case $$n in __init__|harness) continue;; esac; echo "== $$n"; $(RUN) python -m bench.$$n --quick | tail -1; done
 
 clean: ## remove the environment and local data
 	rm -rf .venv var test-artifacts .mypy_cache .ruff_cache .pytest_cache

@@ -30,6 +30,19 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379")
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ["REDIS_URL"]
 ARTIFACTS = ROOT / "test-artifacts"
+# Fixtures behind which an app on this session's settings may have counted failed logins in Redis.
+LOGGING_IN = frozenset({"client", "app", "settings", "as_role"})
+# Fixtures that need PostgreSQL, Redis, a simulator or a browser; a test using none of them is
+# marked `fast` (`make test-fast` runs those with both services pointed at closed ports).
+SERVICE_FIXTURES = frozenset(
+    {
+        "pg_url", "sqlite_url", "db_url", "simulator_url", "settings", "app", "client", "sessionmaker",
+        "as_role", "redis", "redis_client", "prefix", "sim_server", "sim", "browser", "page",
+        "live_server", "live_env", "browser_pg_url", "live_sessionmaker", "run_worker_burst",
+    }
+)  # fmt: skip
+# Folders whose tests start processes or containers of their own.
+SLOW_FOLDERS = ("browser", "cli", "compose")
 
 from litestar import Litestar  # noqa: E402
 from litestar.testing import AsyncTestClient  # noqa: E402
@@ -143,9 +156,11 @@ def run(coro: object) -> object:
 
 
 @pytest.fixture(autouse=True)
-async def _fresh_login_throttle(queue_name: str) -> AsyncIterator[None]:
+async def _fresh_login_throttle(request: pytest.FixtureRequest, queue_name: str) -> AsyncIterator[None]:
     """Tests log in from one address; one test's failed logins must not lock out the next test."""
     yield
+    if not LOGGING_IN & set(request.fixturenames):
+        return  # only an app on this session's settings can have counted a failed login
     from redis.asyncio import Redis
 
     client = Redis.from_url(REDIS_URL)
@@ -200,3 +215,16 @@ def as_role(client: AsyncTestClient[Litestar], sessionmaker: Any) -> Any:
         return user
 
     return _as
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need no service as `fast`."""
+    for item in items:
+        folder = Path(str(item.path)).relative_to(ROOT / "tests").parts[0]
+        names = set(getattr(item, "fixturenames", ()))
+        if (
+            folder not in SLOW_FOLDERS
+            and not names & SERVICE_FIXTURES
+            and not item.get_closest_marker("services")
+        ):
+            item.add_marker(pytest.mark.fast)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
 from tests.conftest import REDIS_URL
 from workers.settings import WorkerSettings, cron_jobs_for
+
+pytestmark = pytest.mark.services
 
 
 async def test_two_deployments_on_one_redis_each_queue_their_own_reconciler():
