@@ -248,6 +248,10 @@ async def test_consent_endpoints(client, sim) -> None:
         },
     }
     await client.subscribe_profiles([sub], list_id=lid, historical_import=True)
+    [profile] = [p for p in sim.state.profiles() if p.get("email") == "c@shop.test"]
+    assert profile["subscriptions"]["email"]["marketing"]["consent"] == "SUBSCRIBED"
+    [klist] = [x for x in sim.state.lists() if x["id"] == lid]
+    assert profile["id"] in klist["members"]
     unsub = {
         "type": "profile",
         "attributes": {
@@ -257,6 +261,9 @@ async def test_consent_endpoints(client, sim) -> None:
     }
     await client.unsubscribe_profiles([unsub], list_id=lid)
     await client.suppress_profiles(["d@shop.test"])
+    consent = sim.state.consent()
+    assert [(x.get("email"), x.get("list_id")) for x in consent["list_unsubscribes"]] == [("c@shop.test", lid)]
+    assert [x.get("email") for x in consent["suppressions"]] == ["d@shop.test"]
 
 
 async def test_revoked_key_mid_run_stops_cleanly(sim, redis, prefix) -> None:
