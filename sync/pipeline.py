@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sync.compiler import EMPTY, CompiledMapping, compile_mapping
+from sync.compiler import DROPPED_NOTE, EMPTY, RESTORED_RULES, CompiledMapping, compile_mapping
 from sync.issues import Issue, RuleError, SkipRow
 from sync.mapping import Mapping, TargetKind, parse_path
 from sync.readers import CsvReader
@@ -138,6 +138,8 @@ class Pipeline:
                     if is_profile:
                         check_profile_identifier(item, errors)
                     check_item_strings(item, errors)
+            if errors:
+                explain_missing_identifier(errors, warnings, row, None if items else values)
             yield RowResult(number, [] if errors else items, errors, warnings, (number,))
 
     def _run_orders(self, rows: Iterable[tuple[int, Row]], builder: OrderBuilder) -> Iterator[RowResult]:
@@ -145,6 +147,7 @@ class Pipeline:
         resolve = self.compiled.resolve
         finished: set[int] = set()  # hashes of order ids already built, to catch non-adjacent rows
         key: str | None = None
+        first_row: Row = {}
         group: list[tuple[int, dict[str, Any], list[Issue], list[Issue]]] = []
         for number, row in rows:
             errors: list[Issue] = []
@@ -165,9 +168,9 @@ class Pipeline:
             if order_id != key:
                 if group:
                     finished.add(hash(key))
-                    yield self._build_order(builder, group)
+                    yield self._build_order(builder, group, first_row)
                     group = []
-                key = order_id
+                key, first_row = order_id, row
                 if hash(order_id) in finished:
                     errors.append(
                         Issue(
@@ -179,10 +182,13 @@ class Pipeline:
                     )
             group.append((number, values, errors, warnings))
         if group:
-            yield self._build_order(builder, group)
+            yield self._build_order(builder, group, first_row)
 
     def _build_order(
-        self, builder: OrderBuilder, group: list[tuple[int, dict[str, Any], list[Issue], list[Issue]]]
+        self,
+        builder: OrderBuilder,
+        group: list[tuple[int, dict[str, Any], list[Issue], list[Issue]]],
+        first_row: Row,
     ) -> RowResult:
         numbers = tuple(dict.fromkeys(number for number, _, _, _ in group))  # JSON lines share a record
         errors = [issue.at_row(number) for number, _, errs, _ in group for issue in errs]
@@ -197,7 +203,49 @@ class Pipeline:
                 return RowResult(numbers[0], [], [], _dedupe(warnings), numbers, skipped=True)
             for item in items:
                 self.event_checks.check(item, errors, warnings)
+            if errors:
+                explain_missing_identifier(errors, warnings, first_row)
         return RowResult(numbers[0], [] if errors else items, errors, _dedupe(warnings), numbers)
+
+
+MISSING_IDENTIFIER = "missing_profile_identifier"
+
+
+_IDENTIFIER_VALUES = (
+    "email", "phone_number", "external_id", "profile.email", "profile.phone_number", "profile.external_id",
+)  # fmt: skip
+
+
+def explain_missing_identifier(
+    errors: list[Issue], warnings: list[Issue], row: Row, values: dict[str, Any] | None = None
+) -> None:
+    """When no identifier is left (``values``: a row refused for other reasons, so nothing was built),
+    the identifiers dropped for being invalid are the reason: they become errors again in place of
+    the generic one."""
+    missing = any(issue.rule == MISSING_IDENTIFIER for issue in errors)
+    if not missing and (values is None or any(values.get(key) for key in _IDENTIFIER_VALUES)):
+        return
+    dropped = [w for w in warnings if w.rule in RESTORED_RULES]
+    if not dropped:
+        if row.get("anonymousId"):
+            errors[:] = [
+                Issue(
+                    MISSING_IDENTIFIER,
+                    "the record has only an anonymousId, which names a browser, not a person: Klaviyo "
+                    "cannot attach a server-side event to it, so send userId, an email or a phone "
+                    "(context.traits) with the event",
+                    "anonymousId",
+                )
+                if issue.rule == MISSING_IDENTIFIER
+                else issue
+                for issue in errors
+            ]
+        return
+    restored = [
+        Issue(RESTORED_RULES[w.rule], w.message.removesuffix(DROPPED_NOTE), w.column) for w in dropped
+    ]
+    errors[:] = restored + [issue for issue in errors if issue.rule != MISSING_IDENTIFIER]
+    warnings[:] = [w for w in warnings if w.rule not in RESTORED_RULES]
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:
