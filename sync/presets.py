@@ -171,7 +171,7 @@ _NUMERIC_PROPERTIES = frozenset(
 )
 _INTEGER_PROPERTIES = frozenset({"Quantity", "AddedItemQuantity"})
 _LIST_PROPERTIES = frozenset(
-    {"Categories", "AddedItemCategories", "ProductCategories", "ItemNames", "Brands"}
+    {"Categories", "AddedItemCategories", "RemovedItemCategories", "ProductCategories", "ItemNames", "Brands"}
 )
 
 
@@ -245,9 +245,12 @@ ORDER_EVENTS = frozenset({"Order Completed", "Order Updated", "Order Refunded", 
 SPEC_EMAIL = "context.traits.email | traits.email | properties.email"
 SPEC_PHONE = "context.traits.phone | traits.phone | properties.phone"
 SPEC_TIME = "timestamp | originalTimestamp | sentAt"
-# The guide's value is "the total monetary value of the event": the spec's total (after discounts,
-# with shipping and tax) first, then revenue, then value.
+# The guide's value is "the total monetary value of the event". For orders that is the spec's total
+# (what the customer paid: after discounts, with shipping and tax), else revenue, else value; for a
+# cart (the guide's cart total) the spec's value (the cart's worth, discounts applied), else total,
+# else revenue.
 SPEC_VALUE = "properties.total | properties.revenue | properties.value"
+SPEC_CART_VALUE = "properties.value | properties.total | properties.revenue"
 
 _VIEWED = {
     "name": "ProductName",
@@ -395,7 +398,7 @@ def ecommerce_event_mapping(source_event: str) -> Mapping:
             rules.append(_spec_rule(f"properties.{key}", f"properties.{name}", *transforms))
     else:
         if metric != "Viewed Product":
-            rules.append(_spec_rule(SPEC_VALUE, "value"))
+            rules.append(_spec_rule(SPEC_CART_VALUE, "value"))
             rules.append(_spec_rule("properties.currency", "value_currency"))
             rules.append(
                 _spec_rule(

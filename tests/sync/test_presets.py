@@ -156,7 +156,9 @@ def test_ecommerce_spec_mapping_table() -> None:
     assert event["unique_id"] == "cart-77_1706781900"
     assert event["properties"]["Items"] == [{"ProductID": "1111", "RowTotal": 9.99}]
     events_job(viewed.items + added.items + checkout.items)
-    assert {"Viewed Product", "Added to Cart", "Started Checkout", "Placed Order"} <= set(ECOMMERCE_EVENTS.values())
+    assert {"Viewed Product", "Added to Cart", "Started Checkout", "Placed Order"} <= set(
+        ECOMMERCE_EVENTS.values()
+    )
 
 
 # ---------------------------------------------------------------- Shopify and WooCommerce exports
