@@ -150,7 +150,7 @@ class CompiledMapping:
 # (rule -> warning rule); the pipeline turns it back into the error when no identifier is left.
 DROPPED_IDENTIFIERS = {"invalid_phone": "phone_dropped", "invalid_email": "email_dropped"}
 RESTORED_RULES = {dropped: rule for rule, dropped in DROPPED_IDENTIFIERS.items()}
-DROPPED_NOTE = "; it is left out and the event is sent with its other identifier"
+DROPPED_NOTE = "; it is left out and the {} is sent with its other identifier"
 _EVENT_IDENTIFIERS = frozenset({"email", "phone_number", "profile.email", "profile.phone_number"})
 
 
@@ -204,7 +204,8 @@ def _drop_bad_identifier(read: Reader, column: str | None) -> Reader:
             dropped = DROPPED_IDENTIFIERS.get(exc.rule)
             if dropped is None:
                 raise
-            warnings.append(warning(dropped, exc.message + DROPPED_NOTE, exc.column or column))
+            note = DROPPED_NOTE.format("event")
+            warnings.append(warning(dropped, exc.message + note, exc.column or column))
             return DROPPED
 
     return soft_read
@@ -219,9 +220,7 @@ def _drop_bad_phone(read: Reader, column: str | None) -> Reader:
         except RuleError as exc:
             if exc.rule != "invalid_phone":
                 raise
-            warnings.append(
-                warning("phone_dropped", f"{exc.message}; the profile is sent without it", column)
-            )
+            warnings.append(warning("phone_dropped", exc.message + DROPPED_NOTE.format("profile"), column))
             return DROPPED
 
     return soft_read

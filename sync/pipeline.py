@@ -242,7 +242,8 @@ def explain_missing_identifier(
             ]
         return
     restored = [
-        Issue(RESTORED_RULES[w.rule], w.message.removesuffix(DROPPED_NOTE), w.column) for w in dropped
+        Issue(RESTORED_RULES[w.rule], w.message.partition(DROPPED_NOTE.partition("{")[0])[0], w.column)
+        for w in dropped
     ]
     errors[:] = restored + [issue for issue in errors if issue.rule != MISSING_IDENTIFIER]
     warnings[:] = [w for w in warnings if w.rule not in RESTORED_RULES]
