@@ -432,8 +432,8 @@ async def test_create_refuses_bad_input_with_a_message(client, sessionmaker, as_
     profile_like = await make_mapping(sessionmaker, ordered_product_spec(unique("ok ")))
     answer = await post_form(client, "/ingest", {"name": "", "mapping_id": str(profile_like.id)})
     assert answer.status_code == 400 and "needs a name" in answer.text
-    answer = await post_form(client, "/ingest", {"name": unique("x "), "mapping_id": "0"})
-    assert answer.status_code == 400 and "Choose the event or order mapping" in answer.text
+    answer = await post_form(client, "/ingest", {"name": unique("x "), "mapping_id": "987654"})
+    assert answer.status_code == 400 and "no longer exists" in answer.text
 
 
 async def test_only_admins_manage_tokens_and_viewers_only_look(
