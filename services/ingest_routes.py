@@ -74,6 +74,7 @@ class RoutePlan:
     default: RouteCounts  # records naming no event, through the source's own mapping
     unrouted: list[UnroutedName]
     since: datetime
+    spec_missing: int = 0  # events of the ecommerce spec without a route
 
 
 async def list_routes(db: AsyncSession, source_id: int) -> list[tuple[IngestRoute, Mapping]]:
@@ -206,4 +207,6 @@ async def route_plan(db: AsyncSession, source: IngestSource, now: datetime | Non
         shown = (event_name(newest.body) if newest is not None else None) or "(no event name)"
         day = by_route.get(key, RouteCounts()).unrouted
         names.append(UnroutedName(key, shown, count, day, newest.received_at if newest is not None else None))
-    return RoutePlan(rows, default, names, since)
+    routed = {entry.route.event_key for entry in rows}
+    missing = sum(1 for event in ECOMMERCE_EVENTS if route_key(event) not in routed)
+    return RoutePlan(rows, default, names, since, missing)
