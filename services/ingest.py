@@ -104,6 +104,7 @@ class SourceStats:
     pending: int = 0
     retrying: int = 0
     failed: int = 0
+    unrouted: int = 0  # kept until their event is routed
     last_received_at: Any = None
 
 
@@ -247,7 +248,9 @@ async def stats_of(db: AsyncSession, source_ids: list[int]) -> dict[int, SourceS
         )
         .where(
             col(IngestRecord.source_id).in_(source_ids),
-            col(IngestRecord.status).in_([InboxStatus.PENDING, InboxStatus.SENDING, InboxStatus.FAILED]),
+            col(IngestRecord.status).in_(
+                [InboxStatus.PENDING, InboxStatus.SENDING, InboxStatus.FAILED, InboxStatus.UNROUTED]
+            ),
         )
         .group_by(col(IngestRecord.source_id), col(IngestRecord.status))
     )
@@ -255,6 +258,8 @@ async def stats_of(db: AsyncSession, source_ids: list[int]) -> dict[int, SourceS
         entry = stats[sid]
         if status == InboxStatus.FAILED:
             entry.failed += int(count)
+        elif status == InboxStatus.UNROUTED:
+            entry.unrouted += int(count)
         else:
             entry.pending += int(count)
             entry.retrying += int(retries or 0) if status == InboxStatus.PENDING else 0
