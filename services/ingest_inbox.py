@@ -53,7 +53,7 @@ class PipelineCache:
     """Compiled pipelines by the content of their spec (compiling is what costs; a version id alone
     could name different specs in two databases one process talks to)."""
 
-    def __init__(self, size: int = 32) -> None:
+    def __init__(self, size: int = 128) -> None:  # a source routing a whole tracking plan holds ~15
         self.size = size
         self.items: OrderedDict[bytes, Pipeline] = OrderedDict()
 

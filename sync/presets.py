@@ -452,17 +452,9 @@ def _spec_order_mapping(source_event: str, metric: str) -> Mapping:
     )
 
 
-def ecommerce_event_for(name: str) -> str | None:
-    """The spec's event for a name as a store sends it (case and spaces ignored), or None."""
-    return _SPEC_NAMES.get(route_key(name))
-
-
 def route_key(name: str) -> str:
     """How event names are compared when routing: case-insensitive, runs of spaces as one."""
     return " ".join(name.split()).casefold()
-
-
-_SPEC_NAMES = {route_key(event): event for event in ECOMMERCE_EVENTS}
 
 
 # ---------------------------------------------------------------- order exports

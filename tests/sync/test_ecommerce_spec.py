@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sync.pipeline import run_pipeline
-from sync.presets import ECOMMERCE_EVENTS, ecommerce_event_for, ecommerce_event_mapping
+from sync.presets import ECOMMERCE_EVENTS, ecommerce_event_mapping, route_key
 from tests.support.ecommerce_spec import EXAMPLES, PROFILE, expected
 from tests.sync.envelopes import events_job, single_event
 
@@ -38,9 +38,7 @@ def test_each_documented_example_becomes_the_guides_payload(event: str) -> None:
 
 def test_every_spec_event_has_a_preset_and_an_example() -> None:
     assert set(ECOMMERCE_EVENTS) - {"Category Viewed"} == set(EXAMPLES) | {"Product Clicked"}
-    assert ecommerce_event_for("order completed") == "Order Completed"
-    assert ecommerce_event_for("  ORDER   Completed ") == "Order Completed"
-    assert ecommerce_event_for("Order Shipped") is None
+    assert route_key("  ORDER   Completed ") == route_key("Order Completed") == "order completed"
 
 
 def test_order_completed_ids_match_the_csv_order_presets() -> None:
