@@ -43,6 +43,8 @@ def upgrade() -> None:
     with op.batch_alter_table("ingest_inbox", schema=None) as batch_op:
         batch_op.add_column(sa.Column("route", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True))
         batch_op.create_index("ix_ingest_inbox_source_received", ["source_id", "received_at"], unique=False)
+    # SQLite rebuilds the table (other tables reference its rows): migrations/env.py runs SQLite
+    # migrations with foreign keys off, as SQLite's own procedure for altering a table asks.
     with op.batch_alter_table("ingest_sources", schema=None) as batch_op:
         batch_op.alter_column("mapping_id", existing_type=sa.Integer(), nullable=True)
     _route_spec_sources()
@@ -92,6 +94,7 @@ def downgrade() -> None:
         "WHERE r.source_id = ingest_sources.id ORDER BY r.id LIMIT 1) WHERE mapping_id IS NULL"
     )
     op.execute("DELETE FROM ingest_inbox WHERE source_id IN (SELECT id FROM ingest_sources WHERE mapping_id IS NULL)")
+    op.execute("DELETE FROM ingest_routes WHERE source_id IN (SELECT id FROM ingest_sources WHERE mapping_id IS NULL)")
     op.execute("DELETE FROM ingest_sources WHERE mapping_id IS NULL")
     with op.batch_alter_table("ingest_sources", schema=None) as batch_op:
         batch_op.alter_column("mapping_id", existing_type=sa.Integer(), nullable=False)
