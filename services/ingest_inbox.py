@@ -189,8 +189,9 @@ def map_records(
             if result.items and key is None:
                 unique_id = event_attributes(result.items[0]).get("unique_id")
                 if unique_id is not None:
-                    # Klaviyo keeps one event per metric and unique_id: a refund reuses its order's
-                    # id, so a routed record's key names its route (unrouted-era keys stay as they were).
+                    # Klaviyo keeps one event per metric and unique_id, and a refund reuses its
+                    # order's id: a routed record's key names its route. Records of the source's
+                    # own mapping keep the plain key they always had.
                     key = _key(f"{route}:{unique_id}" if route else str(unique_id))
         if skip and not errors:
             skipped += 1
