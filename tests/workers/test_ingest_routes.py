@@ -78,6 +78,7 @@ async def test_every_documented_spec_event_lands_as_the_guides_payload(
             assert event_row["profile"]["external_id"] == "user-" + email.partition("@")[0]
             assert event_row["value"] == want.get("value"), event
             assert event_row["value_currency"] == want.get("value_currency"), event
+            assert event_row["time"] == want["time"], event
             assert event_row["backfill"] is False
     assert await status_counts(sessionmaker, src.id) == {"sent": len(EXAMPLES)}
 
