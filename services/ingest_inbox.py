@@ -501,6 +501,7 @@ class Inbox:
         self.arq = arq
         self.committer = GroupCommitter(engine)
         self.credentials: dict[int, Credentials] = {}
+        self.reading: dict[int, asyncio.Future[Credentials]] = {}
         self.waking: dict[int, asyncio.Task[None]] = {}
         self.wake_again: set[int] = set()
         self.loop = asyncio.get_running_loop()
@@ -509,6 +510,17 @@ class Inbox:
         cached = self.credentials.get(source_id)
         if cached is not None and not fresh and time.monotonic() - cached.read_at < CREDENTIALS_TTL:
             return cached
+        if fresh:
+            # After a token mismatch: a read that began before the rotation might miss it.
+            return await self._read_credentials(source_id)
+        # Once a second the cache runs out while hundreds of requests arrive: one read serves them all.
+        reading = self.reading.get(source_id)
+        if reading is None:
+            reading = self.reading[source_id] = asyncio.ensure_future(self._read_credentials(source_id))
+            reading.add_done_callback(lambda _: self.reading.pop(source_id, None))
+        return await asyncio.shield(reading)
+
+    async def _read_credentials(self, source_id: int) -> Credentials:
         async with self.sessionmaker() as db:
             loaded = await load_source(db, source_id)
             routes = await route_versions(db, source_id) if loaded is not None else {}

@@ -550,3 +550,32 @@ async def test_routes_refuse_bad_input_and_can_be_removed(client, sessionmaker, 
             )
         ).all()
     assert {"ingest.route_add", "ingest.route_remove"} <= set(actions)
+
+
+async def test_concurrent_requests_share_one_read_of_the_source(settings, source, monkeypatch):
+    """When the cached credentials run out, the requests arriving meanwhile wait for one read of the
+    source and its routes, not one each (the tail latency of a busy second)."""
+    from models.db import make_engine, make_sessionmaker
+    from services.ingest_inbox import Inbox
+
+    src, token, _, _ = source
+    reads: list[int] = []
+    read = Inbox._read_credentials
+
+    async def counted(self: Inbox, source_id: int):
+        reads.append(source_id)
+        await asyncio.sleep(0.05)  # a read that takes a while, as under load
+        return await read(self, source_id)
+
+    monkeypatch.setattr(Inbox, "_read_credentials", counted)
+    engine = make_engine(settings.database_url)
+    inbox = Inbox(engine, make_sessionmaker(engine), settings)
+    try:
+        answers = await asyncio.gather(
+            *(inbox.accept(src.id, f"Bearer {token}", None, orjson.dumps(event_record(n))) for n in range(20))
+        )
+    finally:
+        await inbox.close()
+        await engine.dispose()
+    assert [a.accepted for a in answers] == [1] * 20
+    assert reads == [src.id]
