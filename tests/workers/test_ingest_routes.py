@@ -176,3 +176,31 @@ async def test_a_returning_shoppers_second_checkout_is_not_dropped(
     await post(client, src.id, token, [first, again])
     await forward(run_worker_burst, fwd_settings)
     assert len(landed(simulator_url, "Started Checkout", email)) == 2
+
+
+async def test_the_sweep_lets_go_of_unrouted_records_past_retention(
+    client, sessionmaker, settings, fwd_settings, redis_client
+):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from models.base import utcnow
+    from tests.workers.test_ingest_forward import sweep
+
+    src, token, _, _ = await make_source(sessionmaker, settings, ecommerce_event_mapping("Product Added"))
+    shipped = [{"event": "Order Shipped", "userId": "u-1", "n": n} for n in range(3)]
+    assert (await post(client, src.id, token, shipped))["unrouted"] == 3
+    old = (await records(sessionmaker, src.id))[0]
+    async with sessionmaker() as db:
+        await db.exec(
+            update(IngestRecord)
+            .where(IngestRecord.id == old.id)
+            .values(received_at=utcnow() - timedelta(days=settings.ingest_retention_days + 1))
+        )
+        await db.commit()
+    await redis_client.delete(f"{fwd_settings.queue_name}:ingest:pruned")  # prune on this sweep
+    await sweep(fwd_settings)
+    kept = await records(sessionmaker, src.id)
+    assert len(kept) == 2 and old.id not in {r.id for r in kept}
+    assert {r.status for r in kept} == {"unrouted"}
