@@ -204,3 +204,31 @@ async def test_the_sweep_lets_go_of_unrouted_records_past_retention(
     kept = await records(sessionmaker, src.id)
     assert len(kept) == 2 and old.id not in {r.id for r in kept}
     assert {r.status for r in kept} == {"unrouted"}
+
+
+async def test_records_waiting_when_their_route_is_removed_are_kept_then_replayed(
+    client, sessionmaker, settings, fwd_settings, simulator_url, run_worker_burst
+):
+    from services import ingest_routes
+
+    src, token, _, mapping = await make_source(
+        sessionmaker, settings, ecommerce_event_mapping("Product Added")
+    )
+    email = f"{unique('removed').replace(' ', '')}@shop.test"
+    assert (await post(client, src.id, token, as_person(EXAMPLES["Product Added"], email)))["accepted"] == 1
+    async with sessionmaker() as db:
+        source = await db.get(IngestSource, src.id)
+        ((route, _),) = await ingest_routes.list_routes(db, src.id)
+        await ingest_routes.remove_route(db, source, route.id)
+        await db.commit()
+    await forward(run_worker_burst, fwd_settings)
+    assert await status_counts(sessionmaker, src.id) == {"unrouted": 1}
+    assert landed(simulator_url, "Added to Cart", email) == []
+    async with sessionmaker() as db:
+        source = await db.get(IngestSource, src.id)
+        _, replayed = await ingest_routes.add_route(db, source, "Product Added", mapping.id)
+        await db.commit()
+    assert replayed == 1
+    await forward(run_worker_burst, fwd_settings)
+    assert len(landed(simulator_url, "Added to Cart", email)) == 1
+    assert await status_counts(sessionmaker, src.id) == {"sent": 1}
