@@ -3,7 +3,7 @@
 from models.account import Account, ConnectionStatus
 from models.audit import AuditEvent
 from models.catalog_state import CatalogState
-from models.ingest import InboxStatus, IngestRecord, IngestSource
+from models.ingest import InboxStatus, IngestRecord, IngestRoute, IngestSource
 from models.klaviyo_list import KlaviyoList, ListOperation, ListOpStatus
 from models.mapping import Mapping, MappingVersion
 from models.monitoring import NotificationSettings, RequestSample
@@ -32,6 +32,7 @@ __all__ = [
     "FeedSource",
     "InboxStatus",
     "IngestRecord",
+    "IngestRoute",
     "IngestSource",
     "KlaviyoList",
     "ListOpStatus",

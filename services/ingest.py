@@ -23,9 +23,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from config.crypto import encrypt_secret
 from config.settings import Settings
-from models import InboxStatus, IngestRecord, IngestSource, Mapping, MappingVersion, User
+from models import InboxStatus, IngestRecord, IngestRoute, IngestSource, Mapping, MappingVersion, User
 from models.base import utcnow
 from sync.mapping import TargetKind
+from sync.presets import ECOMMERCE_EVENTS, route_key
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +36,7 @@ SIGNATURE_HEADER = "x-signature"
 KINDS = (TargetKind.EVENT.value, TargetKind.ORDER.value)
 MAX_KEY = 200
 SHOWN_ROWS = 50
+SPEC_PREFIX = "Ecommerce spec: "
 
 
 class SourceError(ValueError):
@@ -102,14 +104,16 @@ class SourceStats:
     pending: int = 0
     retrying: int = 0
     failed: int = 0
+    unrouted: int = 0  # kept until their event is routed
     last_received_at: Any = None
 
 
 @dataclass
 class SourceRow:
     source: IngestSource
-    mapping_name: str
+    mapping_name: str | None  # the mapping of records that name no event (None: no such mapping)
     stats: SourceStats
+    routes: int = 0
 
 
 async def mapping_choices(db: AsyncSession) -> list[Mapping]:
@@ -132,16 +136,18 @@ async def create_source(
     if (await db.exec(select(IngestSource.id).where(IngestSource.name == name))).first() is not None:
         raise SourceError(f"A source named {name!r} exists already; choose another name.")
     mapping = await db.get(Mapping, mapping_id) if mapping_id else None
-    if mapping is None or mapping.deleted:
-        raise SourceError("Choose the event or order mapping the records go through.")
-    if mapping.target_kind not in KINDS:
+    if mapping_id and (mapping is None or mapping.deleted):
+        raise SourceError("That mapping no longer exists; choose another one.")
+    if mapping is not None and mapping.target_kind not in KINDS:
         raise SourceError(
             f"{mapping.name!r} is a {mapping.target_kind} mapping; ingest sends events and orders only."
         )
+    # An ecommerce-spec preset reads one event of the spec: it routes that event, never the others.
+    spec_event = spec_event_of(mapping.name) if mapping is not None else None
     token = new_token()
     source = IngestSource(
         name=name,
-        mapping_id=mapping_id,
+        mapping_id=None if spec_event else mapping_id or None,
         token_hash=hash_token(token),
         token_hint=token[-4:],
         created_by=user.id if user else None,
@@ -149,7 +155,26 @@ async def create_source(
     secret = _set_secret(source, settings) if signed else None
     db.add(source)
     await db.flush()
+    if spec_event and mapping is not None:
+        db.add(
+            IngestRoute(
+                source_id=source.id or 0,
+                event_name=spec_event,
+                event_key=route_key(spec_event),
+                mapping_id=mapping.id or 0,
+            )
+        )
+        await db.flush()
     return source, token, secret
+
+
+def spec_event_of(mapping_name: str) -> str | None:
+    """The spec event an ecommerce-spec preset mapping reads ("Ecommerce spec: <event> -> ..."), by
+    the name the preset gives it; None for any other mapping."""
+    if not mapping_name.startswith(SPEC_PREFIX):
+        return None
+    event = mapping_name.removeprefix(SPEC_PREFIX).partition(" -> ")[0]
+    return event if event in ECOMMERCE_EVENTS else None
 
 
 def _set_secret(source: IngestSource, settings: Settings) -> str:
@@ -223,7 +248,9 @@ async def stats_of(db: AsyncSession, source_ids: list[int]) -> dict[int, SourceS
         )
         .where(
             col(IngestRecord.source_id).in_(source_ids),
-            col(IngestRecord.status).in_([InboxStatus.PENDING, InboxStatus.SENDING, InboxStatus.FAILED]),
+            col(IngestRecord.status).in_(
+                [InboxStatus.PENDING, InboxStatus.SENDING, InboxStatus.FAILED, InboxStatus.UNROUTED]
+            ),
         )
         .group_by(col(IngestRecord.source_id), col(IngestRecord.status))
     )
@@ -231,6 +258,8 @@ async def stats_of(db: AsyncSession, source_ids: list[int]) -> dict[int, SourceS
         entry = stats[sid]
         if status == InboxStatus.FAILED:
             entry.failed += int(count)
+        elif status == InboxStatus.UNROUTED:
+            entry.unrouted += int(count)
         else:
             entry.pending += int(count)
             entry.retrying += int(retries or 0) if status == InboxStatus.PENDING else 0
@@ -256,15 +285,26 @@ async def stats_of(db: AsyncSession, source_ids: list[int]) -> dict[int, SourceS
 
 
 async def list_sources(db: AsyncSession) -> list[SourceRow]:
-    query = select(IngestSource, Mapping.name).join(Mapping).order_by(col(IngestSource.name))
+    query = select(IngestSource, Mapping.name).outerjoin(Mapping).order_by(col(IngestSource.name))
     rows = list((await db.exec(query)).all())
-    stats = await stats_of(db, [source.id for source, _ in rows if source.id is not None])
-    return [SourceRow(source, name, stats[source.id or 0]) for source, name in rows]
+    ids = [source.id for source, _ in rows if source.id is not None]
+    stats = await stats_of(db, ids)
+    routes: dict[int, int] = {}
+    if ids:
+        counted = select(col(IngestRoute.source_id), func.count()).group_by(col(IngestRoute.source_id))
+        routes = {
+            sid: int(n) for sid, n in (await db.exec(counted.where(col(IngestRoute.source_id).in_(ids))))
+        }
+    return [
+        SourceRow(source, name, stats[source.id or 0], routes.get(source.id or 0, 0)) for source, name in rows
+    ]
 
 
 async def get_source(db: AsyncSession, source_id: int) -> SourceRow | None:
     row = (
-        await db.exec(select(IngestSource, Mapping.name).join(Mapping).where(IngestSource.id == source_id))
+        await db.exec(
+            select(IngestSource, Mapping.name).outerjoin(Mapping).where(IngestSource.id == source_id)
+        )
     ).first()
     if row is None:
         return None
@@ -286,10 +326,11 @@ async def problem_records(db: AsyncSession, source_id: int) -> tuple[list[Ingest
 
 
 async def load_source(db: AsyncSession, source_id: int) -> tuple[IngestSource, MappingVersion | None] | None:
-    """The source and its mapping's current version, in one query."""
+    """The source and the current version of its mapping for records that name no event (None when
+    it has none, or it was deleted), in one query."""
     query = (
         select(IngestSource, MappingVersion)
-        .join(Mapping, col(Mapping.id) == col(IngestSource.mapping_id))
+        .outerjoin(Mapping, col(Mapping.id) == col(IngestSource.mapping_id))
         .outerjoin(
             MappingVersion,
             and_(
@@ -302,6 +343,24 @@ async def load_source(db: AsyncSession, source_id: int) -> tuple[IngestSource, M
     )
     row = (await db.exec(query)).first()
     return (row[0], row[1]) if row is not None else None
+
+
+async def route_versions(db: AsyncSession, source_id: int) -> dict[str, MappingVersion]:
+    """The current mapping version of each of the source's routes, by event key (deleted mappings
+    left out: their records wait unrouted)."""
+    query = (
+        select(IngestRoute.event_key, MappingVersion)
+        .join(Mapping, col(Mapping.id) == col(IngestRoute.mapping_id))
+        .join(
+            MappingVersion,
+            and_(
+                col(MappingVersion.mapping_id) == col(Mapping.id),
+                col(MappingVersion.version) == col(Mapping.current_version),
+            ),
+        )
+        .where(IngestRoute.source_id == source_id, col(Mapping.deleted).is_(False))
+    )
+    return {key: version for key, version in (await db.exec(query)).all()}
 
 
 def retry_delay(attempts: int, time_scale: float) -> timedelta:

@@ -32,10 +32,11 @@ from config.crypto import decrypt_secret
 from config.settings import Settings
 from models import InboxStatus, IngestRecord, IngestSource, MappingVersion
 from models.base import utcnow
-from services.ingest import IngestError, hash_token, load_source, sign, wake
+from services.ingest import IngestError, hash_token, load_source, route_versions, sign, wake
 from sync.issues import Issue
 from sync.mapping import Mapping as MappingSpec
 from sync.pipeline import Pipeline
+from sync.routing import Router, event_name
 from sync.targets.events import event_attributes
 
 log = structlog.get_logger(__name__)
@@ -52,7 +53,7 @@ class PipelineCache:
     """Compiled pipelines by the content of their spec (compiling is what costs; a version id alone
     could name different specs in two databases one process talks to)."""
 
-    def __init__(self, size: int = 32) -> None:
+    def __init__(self, size: int = 128) -> None:  # a source routing a whole tracking plan holds ~15
         self.size = size
         self.items: OrderedDict[bytes, Pipeline] = OrderedDict()
 
@@ -75,6 +76,14 @@ def ingest_pipeline(spec: MappingSpec) -> Pipeline:
 
 
 PIPELINES = PipelineCache()
+
+
+def router_of(default: MappingVersion | None, routes: dict[str, MappingVersion]) -> Router[Pipeline]:
+    """Compiled pipelines by route key (from the cache), and the default for records naming no event."""
+    return Router(
+        {key: PIPELINES.get(version) for key, version in routes.items()},
+        PIPELINES.get(default) if default is not None else None,
+    )
 
 
 # ---------------------------------------------------------------- checks
@@ -144,15 +153,33 @@ def body_key(record: dict[str, Any]) -> str:
 
 
 def map_records(
-    pipeline: Pipeline, records: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-    """Inbox rows for the records (each mapped alone, so an order never spans two records), the
-    errors of refused ones for the answer, and how many the mapping skips on purpose."""
+    router: Router[Pipeline], records: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, list[tuple[int, str]]]:
+    """Inbox rows for the records (each mapped alone by its event's route, so an order never spans
+    two records), the errors of refused ones for the answer, how many the mapping skips on purpose,
+    and (index, dedup key) of records kept unrouted (their event has no route; keyed by content)."""
     now = utcnow()
     rows: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
+    unrouted: list[tuple[int, str]] = []
     skipped = 0
     for index, record in enumerate(records):
+        route, pipeline = router.pick(record)
+        if pipeline is None:
+            unrouted.append((index, body_key(record)))
+            rows.append(
+                {
+                    "dedup_key": unrouted[-1][1],
+                    "body": record,
+                    "route": route,
+                    "received_at": now,
+                    "status": InboxStatus.UNROUTED,
+                    "error_kind": None,
+                    "last_error": None,
+                    "attempts": 0,
+                }
+            )
+            continue
         errors: list[Issue] = []
         key = None
         skip = False
@@ -161,13 +188,18 @@ def map_records(
             skip = skip or result.skipped
             if result.items and key is None:
                 unique_id = event_attributes(result.items[0]).get("unique_id")
-                key = _key(str(unique_id)) if unique_id is not None else None
+                if unique_id is not None:
+                    # Klaviyo keeps one event per metric and unique_id, and a refund reuses its
+                    # order's id: a routed record's key names its route. Records of the source's
+                    # own mapping keep the plain key they always had.
+                    key = _key(f"{route}:{unique_id}" if route else str(unique_id))
         if skip and not errors:
             skipped += 1
             continue
         row: dict[str, Any] = {
             "dedup_key": key or body_key(record),
             "body": record,
+            "route": route,
             "received_at": now,
             "status": InboxStatus.PENDING,
             "error_kind": None,
@@ -180,7 +212,7 @@ def map_records(
             details = [{"rule": e.rule, "field": e.column, "message": e.message} for e in errors]
             rejected.append({"index": index, "errors": details})
         rows.append(row)
-    return rows, rejected, skipped
+    return rows, rejected, skipped, unrouted
 
 
 # ---------------------------------------------------------------- storing
@@ -198,10 +230,11 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
 # One statement, one round trip, whatever the group's size: the rows travel as arrays, so the text
 # (and asyncpg's prepared statement) never changes. Outside a transaction it commits by itself.
 PG_INSERT = """
-INSERT INTO ingest_inbox (source_id, dedup_key, body, status, error_kind, last_error, attempts, received_at)
-SELECT r.source_id, r.dedup_key, r.body, r.status, r.error_kind, r.last_error, 0, $7
-FROM unnest($1::int[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[])
-    AS r(source_id, dedup_key, body, status, error_kind, last_error)
+INSERT INTO ingest_inbox
+    (source_id, dedup_key, body, status, error_kind, last_error, route, attempts, received_at)
+SELECT r.source_id, r.dedup_key, r.body, r.status, r.error_kind, r.last_error, r.route, 0, $8
+FROM unnest($1::int[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::text[])
+    AS r(source_id, dedup_key, body, status, error_kind, last_error, route)
 ON CONFLICT (source_id, dedup_key) DO NOTHING
 RETURNING source_id, dedup_key
 """
@@ -253,8 +286,8 @@ class PostgresWriter:
         """Store the rows (a repeated key is skipped); returns the (source, key) pairs stored."""
         # Key order: two commits inserting the same keys can never wait on each other in a cycle.
         params = sorted(params, key=lambda p: (p["source_id"], p["dedup_key"]))
-        columns = ("source_id", "dedup_key", "body", "status", "error_kind", "last_error")
-        arrays = [[p[c] for p in params] for c in columns]
+        columns = ("source_id", "dedup_key", "body", "status", "error_kind", "last_error", "route")
+        arrays = [[p.get(c) for p in params] for c in columns]
         arrays[2] = [orjson.dumps(body).decode() for body in arrays[2]]
         arrays[3] = [str(status) for status in arrays[3]]
         # One receipt time for the group: its requests arrived within the same few milliseconds.
@@ -420,7 +453,7 @@ class Credentials:
 
     token_hash: str | None
     secret: str | None
-    pipeline: Pipeline | None  # None: the mapping was deleted
+    router: Router[Pipeline] | None  # None: the source's only mapping was deleted
     read_at: float
 
 
@@ -433,9 +466,11 @@ class Accepted:
     duplicates: int = 0
     skipped: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    # Kept, not sent: their event has no route yet ({"index", "event"}).
+    unrouted: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        answer = {
             "received": self.received,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
@@ -443,6 +478,11 @@ class Accepted:
             "rejected": len(self.rejected),
             "errors": self.rejected,
         }
+        if self.unrouted:
+            # Only when there are some: the answer every store already parses stays as it was.
+            answer["unrouted"] = len(self.unrouted)
+            answer["unrouted_events"] = self.unrouted
+        return answer
 
 
 class Inbox:
@@ -461,6 +501,7 @@ class Inbox:
         self.arq = arq
         self.committer = GroupCommitter(engine)
         self.credentials: dict[int, Credentials] = {}
+        self.reading: dict[int, asyncio.Future[Credentials]] = {}
         self.waking: dict[int, asyncio.Task[None]] = {}
         self.wake_again: set[int] = set()
         self.loop = asyncio.get_running_loop()
@@ -469,8 +510,20 @@ class Inbox:
         cached = self.credentials.get(source_id)
         if cached is not None and not fresh and time.monotonic() - cached.read_at < CREDENTIALS_TTL:
             return cached
+        if fresh:
+            # After a token mismatch: a read that began before the rotation might miss it.
+            return await self._read_credentials(source_id)
+        # Once a second the cache runs out while hundreds of requests arrive: one read serves them all.
+        reading = self.reading.get(source_id)
+        if reading is None:
+            reading = self.reading[source_id] = asyncio.ensure_future(self._read_credentials(source_id))
+            reading.add_done_callback(lambda _: self.reading.pop(source_id, None))
+        return await asyncio.shield(reading)
+
+    async def _read_credentials(self, source_id: int) -> Credentials:
         async with self.sessionmaker() as db:
             loaded = await load_source(db, source_id)
+            routes = await route_versions(db, source_id) if loaded is not None else {}
         if loaded is None:
             found = Credentials(None, None, None, time.monotonic())
         else:
@@ -478,10 +531,12 @@ class Inbox:
             secret = None
             if source.signing_secret_encrypted:
                 secret = decrypt_secret(self.settings.secret, source.signing_secret_encrypted)
+            router = router_of(version, routes)
+            orphaned = source.mapping_id is not None and version is None and not routes
             found = Credentials(
                 source.token_hash if source.active else None,
                 secret,
-                PIPELINES.get(version) if version is not None else None,
+                None if orphaned else router,
                 time.monotonic(),
             )
         self.credentials[source_id] = found
@@ -505,13 +560,16 @@ class Inbox:
         if creds.secret is not None:
             check_signature(creds.secret, body, signature)
         records = parse_records(body)
-        if creds.pipeline is None:
+        if creds.router is None:
             raise IngestError(409, "The source's mapping was deleted; choose another mapping in the console.")
-        rows, rejected, skipped = map_records(creds.pipeline, records)
+        rows, rejected, skipped, unrouted = map_records(creds.router, records)
         stored = await self.committer.store(source_id, rows) if rows else set()
         answer = Accepted(received=len(records), skipped=skipped, rejected=rejected)
         pending = {row["dedup_key"] for row in rows if row["status"] == InboxStatus.PENDING}
         answer.accepted = len(pending & stored)
+        answer.unrouted = [
+            {"index": index, "event": event_name(records[index])} for index, key in unrouted if key in stored
+        ]
         answer.duplicates = len(rows) - len(stored)
         if answer.accepted:
             self._wake_soon(source_id)

@@ -360,9 +360,11 @@ def new_spec(
         spec = build(order_metric or "Placed Order", line_metric=line)
     elif source == "ecommerce_spec":
         event = _SPEC_EVENT_FOR_METRIC.get(metric or "")
-        if kind is not TargetKind.EVENT or event is None:
+        if event is None or (kind is TargetKind.ORDER) != (event in presets.ORDER_EVENTS):
             raise MappingsError(
-                "the ecommerce spec preset covers Viewed Product, Added to Cart and Started Checkout"
+                "the ecommerce spec preset covers "
+                + ", ".join(dict.fromkeys(presets.ECOMMERCE_EVENTS.values()))
+                + " (order metrics as order mappings)"
             )
         spec = presets.ecommerce_event_mapping(event)
     elif source == "suggest":

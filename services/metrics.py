@@ -71,6 +71,7 @@ async def render_metrics(db: AsyncSession, redis: Redis, settings: Settings) -> 
         records.labels(name, "waiting").set(row.stats.pending)
         records.labels(name, "retrying").set(row.stats.retrying)
         records.labels(name, "failed").set(row.stats.failed)
+        records.labels(name, "unrouted").set(row.stats.unrouted)
         sent.labels(name).set(row.source.sent_count)
         repeats.labels(name).set(row.source.duplicate_count)
 

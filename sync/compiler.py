@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Mapping as RowMapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 from sync import transforms as tf
@@ -30,6 +31,7 @@ from sync.mapping import (
     Transform,
     Trim,
     parse_path,
+    path_alternatives,
     split_template,
 )
 
@@ -144,11 +146,20 @@ class CompiledMapping:
         return values
 
 
+# Identifiers an event can do without when another one is valid: a bad one is dropped with a warning
+# (rule -> warning rule); the pipeline turns it back into the error when no identifier is left.
+DROPPED_IDENTIFIERS = {"invalid_phone": "phone_dropped", "invalid_email": "email_dropped"}
+RESTORED_RULES = {dropped: rule for rule, dropped in DROPPED_IDENTIFIERS.items()}
+DROPPED_NOTE = "; it is left out and the {} is sent with its other identifier"
+_EVENT_IDENTIFIERS = frozenset({"email", "phone_number", "profile.email", "profile.phone_number"})
+
+
 def compile_mapping(mapping: Mapping) -> CompiledMapping:
     """Compile every field rule of ``mapping`` into closures."""
     opts = mapping.options
     kind = mapping.target.kind
     soft_phone = opts.drop_invalid_phone and kind in (TargetKind.PROFILE, TargetKind.SUBSCRIPTION)
+    soft_ids = kind in (TargetKind.EVENT, TargetKind.ORDER)
     group_required: list[tuple[str, str | None]] = []
     group_skip: list[tuple[str, str | None]] = []
     rules = list(mapping.fields)
@@ -162,18 +173,42 @@ def compile_mapping(mapping: Mapping) -> CompiledMapping:
             if rule.skip_row_when_empty:
                 group_skip.append((rule.target, column))
             rules[index] = rule.model_copy(update={"required": False, "skip_row_when_empty": False})
-    fields = [_compile_field(rule, opts, soft_phone) for rule in rules]
+    fields = [_compile_field(rule, opts, soft_phone, soft_ids) for rule in rules]
     keep_empty = opts.clear_empty and kind is TargetKind.PROFILE
     return CompiledMapping(mapping, fields, keep_empty, group_required, group_skip)
 
 
-def _compile_field(rule: FieldRule, opts: MappingOptions, soft_phone: bool = False) -> CompiledField:
+def _compile_field(
+    rule: FieldRule, opts: MappingOptions, soft_phone: bool = False, soft_ids: bool = False
+) -> CompiledField:
     compiled = _compile_strict_field(rule, opts)
     if soft_phone and rule.target == "phone_number":
         return CompiledField(
             compiled.target, compiled.column, _drop_bad_phone(compiled.read, compiled.column)
         )
+    if soft_ids and rule.target in _EVENT_IDENTIFIERS and not rule.required:
+        return CompiledField(
+            compiled.target, compiled.column, _drop_bad_identifier(compiled.read, compiled.column)
+        )
     return compiled
+
+
+def _drop_bad_identifier(read: Reader, column: str | None) -> Reader:
+    """An event needs one identifier, not all: a bad phone or email is dropped with a warning (the
+    pipeline refuses the event after all when no other identifier is left)."""
+
+    def soft_read(row: Row, warnings: list[Issue]) -> Any:
+        try:
+            return read(row, warnings)
+        except RuleError as exc:
+            dropped = DROPPED_IDENTIFIERS.get(exc.rule)
+            if dropped is None:
+                raise
+            note = DROPPED_NOTE.format("event")
+            warnings.append(warning(dropped, exc.message + note, exc.column or column))
+            return DROPPED
+
+    return soft_read
 
 
 def _drop_bad_phone(read: Reader, column: str | None) -> Reader:
@@ -185,9 +220,7 @@ def _drop_bad_phone(read: Reader, column: str | None) -> Reader:
         except RuleError as exc:
             if exc.rule != "invalid_phone":
                 raise
-            warnings.append(
-                warning("phone_dropped", f"{exc.message}; the profile is sent without it", column)
-            )
+            warnings.append(warning("phone_dropped", exc.message + DROPPED_NOTE.format("profile"), column))
             return DROPPED
 
     return soft_read
@@ -318,8 +351,10 @@ def _compile_source(rule: FieldRule) -> tuple[Callable[[Row], Any], str | None]:
 
         return get_column, name
     if isinstance(src, PathSource):
-        keys = parse_path(src.path)
-        return _path_getter(keys), src.path
+        getters = [_path_getter(parse_path(path)) for path in path_alternatives(src.path)]
+        if len(getters) == 1:
+            return getters[0], src.path
+        return _first_of(getters), src.path
     if isinstance(src, ConstantSource):
         constant = src.value
         return (lambda row: constant), None
@@ -347,14 +382,67 @@ def _path_getter(keys: tuple[str | int, ...]) -> Callable[[Row], Any]:
     return get_path
 
 
+def _first_of(getters: list[Callable[[Row], Any]]) -> Callable[[Row], Any]:
+    """The first alternative with a value (``revenue | total``)."""
+
+    def get_first(row: Row) -> Any:
+        for get in getters:
+            value = get(row)
+            if value is not None and value != "":
+                return value
+        return None
+
+    return get_first
+
+
+def template_field_getter(text: str) -> Callable[[Row], Any]:
+    """How a template reads one ``{field}``: a column of that exact name, else (for ``a.b``, ``a | b``
+    and ``a:unix``) a path with alternatives, optionally written as UNIX seconds."""
+    name, unix = (text[: -len(":unix")].strip(), True) if text.endswith(":unix") else (text, False)
+    getter: Callable[[Row], Any] | None = None
+    if unix or any(mark in name for mark in ".[|"):
+        try:
+            alternatives = [_path_getter(parse_path(path)) for path in path_alternatives(name)]
+            getter = alternatives[0] if len(alternatives) == 1 else _first_of(alternatives)
+        except ValueError:
+            getter = None
+    if getter is None:
+        return lambda row: row.get(text)
+    if not unix:
+        exact = getter
+
+        def column_or_path(row: Row) -> Any:
+            value = row.get(text)
+            return exact(row) if value is None else value
+
+        return column_or_path
+    dated = getter
+
+    def unix_seconds(row: Row) -> Any:
+        value = dated(row)
+        if value is None or value == "":
+            return None
+        try:
+            text_value, _ = tf.parse_datetime(value, None, "UTC")
+        except RuleError:
+            return None
+        return str(int(datetime.fromisoformat(text_value).timestamp()))
+
+    return unix_seconds
+
+
 def _template_getter(parts: list[tuple[bool, str]]) -> Callable[[Row], Any]:
+    readers: list[tuple[bool, Any]] = [
+        (is_column, template_field_getter(text) if is_column else text) for is_column, text in parts
+    ]
+
     def get_template(row: Row) -> Any:
         out: list[str] = []
-        for is_column, text in parts:
+        for is_column, part in readers:
             if not is_column:
-                out.append(text)
+                out.append(part)
                 continue
-            value = row.get(text)
+            value = part(row)
             if value is None or (text_value := str(value).strip()) == "":
                 return None  # a key built from a missing part is no key at all
             out.append(text_value)

@@ -42,7 +42,8 @@ class ColumnSource(_Spec):
 
 
 class PathSource(_Spec):
-    """A path into a nested record: ``customer.email``, ``line_items[0].sku``."""
+    """A path into a nested record: ``customer.email``, ``line_items[0].sku``; alternatives separated by
+    ``|`` are tried in order (``timestamp | originalTimestamp``): the first non-empty one is read."""
 
     kind: Literal["path"] = "path"
     path: str
@@ -50,7 +51,8 @@ class PathSource(_Spec):
     @field_validator("path")
     @classmethod
     def _check_path(cls, value: str) -> str:
-        parse_path(value)
+        for alternative in path_alternatives(value):
+            parse_path(alternative)
         return value
 
 
@@ -62,7 +64,10 @@ class ConstantSource(_Spec):
 
 
 class TemplateSource(_Spec):
-    """Text built from columns: ``{OrderId}_{SKU}``; ``{{`` and ``}}`` are literal braces."""
+    """Text built from columns: ``{OrderId}_{SKU}``; ``{{`` and ``}}`` are literal braces.
+
+    A field may also be a path with alternatives (``{properties.cart_id | properties.order_id}``), and
+    ``:unix`` after it writes a date as UNIX seconds (``{timestamp:unix}``)."""
 
     kind: Literal["template"] = "template"
     template: str
@@ -282,7 +287,7 @@ class Mapping(_Spec):
             elif isinstance(src, TemplateSource):
                 columns.extend(template_fields(src.template))
             elif isinstance(src, PathSource):
-                columns.append(str(parse_path(src.path)[0]))
+                columns.extend(str(parse_path(path)[0]) for path in path_alternatives(src.path))
         return list(dict.fromkeys(columns))
 
 
@@ -308,6 +313,14 @@ def parse_path(path: str) -> tuple[str | int, ...]:
     if not parts or isinstance(parts[0], int):
         raise ValueError(f"the path {path!r} must start with a key")
     return tuple(parts)
+
+
+def path_alternatives(path: str) -> list[str]:
+    """The paths of a ``a.b | c`` source, in order of preference."""
+    parts = [part.strip() for part in path.split("|")]
+    if not all(parts):
+        raise ValueError(f"the path {path!r} has an empty alternative between '|'")
+    return parts
 
 
 def template_fields(template: str) -> list[str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sync.compiler import EMPTY, CompiledMapping, compile_mapping
+from sync.compiler import DROPPED_NOTE, EMPTY, RESTORED_RULES, CompiledMapping, compile_mapping
 from sync.issues import Issue, RuleError, SkipRow
 from sync.mapping import Mapping, TargetKind, parse_path
 from sync.readers import CsvReader
@@ -156,7 +156,9 @@ class Pipeline:
                     if is_profile:
                         check_profile_identifier(item, errors)
                     check_item_strings(item, errors)
-            if is_profile and not errors:
+            if errors:
+                explain_missing_identifier(errors, warnings, row, None if items else values)
+            elif is_profile:
                 for item in items:
                     identities(item, number, warnings)
             yield RowResult(number, [] if errors else items, errors, warnings, (number,))
@@ -166,6 +168,7 @@ class Pipeline:
         resolve = self.compiled.resolve
         finished: set[int] = set()  # hashes of order ids already built, to catch non-adjacent rows
         key: str | None = None
+        first_row: Row = {}
         group: list[tuple[int, dict[str, Any], list[Issue], list[Issue]]] = []
         for number, row in rows:
             errors: list[Issue] = []
@@ -186,9 +189,9 @@ class Pipeline:
             if order_id != key:
                 if group:
                     finished.add(hash(key))
-                    yield self._build_order(builder, group, key)
+                    yield self._build_order(builder, group, key, first_row)
                     group = []
-                key = order_id
+                key, first_row = order_id, row
                 if hash(order_id) in finished:
                     errors.append(
                         Issue(
@@ -200,13 +203,14 @@ class Pipeline:
                     )
             group.append((number, values, errors, warnings))
         if group:
-            yield self._build_order(builder, group, key)
+            yield self._build_order(builder, group, key, first_row)
 
     def _build_order(
         self,
         builder: OrderBuilder,
         group: list[tuple[int, dict[str, Any], list[Issue], list[Issue]]],
         key: str | None,
+        first_row: Row,
     ) -> RowResult:
         numbers = tuple(dict.fromkeys(number for number, _, _, _ in group))  # JSON lines share a record
         errors = [issue.at_row(number) for number, _, errs, _ in group for issue in errs]
@@ -221,6 +225,8 @@ class Pipeline:
                 return RowResult(numbers[0], [], [], _dedupe(warnings), numbers, skipped=True, key=key)
             for item in items:
                 self.event_checks.check(item, errors, warnings)
+            if errors:
+                explain_missing_identifier(errors, warnings, first_row)
         return RowResult(numbers[0], [] if errors else items, errors, _dedupe(warnings), numbers, key=key)
 
 
@@ -375,6 +381,47 @@ class OrderLayout:
 def _rows_text(rows: list[int]) -> str:
     shown = ", ".join(str(r) for r in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
     return f"row {shown}" if len(rows) == 1 else f"rows {shown}"
+
+
+MISSING_IDENTIFIER = "missing_profile_identifier"
+
+
+_IDENTIFIER_VALUES = (
+    "email", "phone_number", "external_id", "profile.email", "profile.phone_number", "profile.external_id",
+)  # fmt: skip
+
+
+def explain_missing_identifier(
+    errors: list[Issue], warnings: list[Issue], row: Row, values: dict[str, Any] | None = None
+) -> None:
+    """When no identifier is left (``values``: a row refused for other reasons, so nothing was built),
+    the identifiers dropped for being invalid are the reason: they become errors again in place of
+    the generic one."""
+    missing = any(issue.rule == MISSING_IDENTIFIER for issue in errors)
+    if not missing and (values is None or any(values.get(key) for key in _IDENTIFIER_VALUES)):
+        return
+    dropped = [w for w in warnings if w.rule in RESTORED_RULES]
+    if not dropped:
+        if row.get("anonymousId"):
+            errors[:] = [
+                Issue(
+                    MISSING_IDENTIFIER,
+                    "the record has only an anonymousId, which names a browser, not a person: Klaviyo "
+                    "cannot attach a server-side event to it, so send userId, an email or a phone "
+                    "(context.traits) with the event",
+                    "anonymousId",
+                )
+                if issue.rule == MISSING_IDENTIFIER
+                else issue
+                for issue in errors
+            ]
+        return
+    restored = [
+        Issue(RESTORED_RULES[w.rule], w.message.partition(DROPPED_NOTE.partition("{")[0])[0], w.column)
+        for w in dropped
+    ]
+    errors[:] = restored + [issue for issue in errors if issue.rule != MISSING_IDENTIFIER]
+    warnings[:] = [w for w in warnings if w.rule not in RESTORED_RULES]
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:

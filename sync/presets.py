@@ -171,7 +171,7 @@ _NUMERIC_PROPERTIES = frozenset(
 )
 _INTEGER_PROPERTIES = frozenset({"Quantity", "AddedItemQuantity"})
 _LIST_PROPERTIES = frozenset(
-    {"Categories", "AddedItemCategories", "ProductCategories", "ItemNames", "Brands"}
+    {"Categories", "AddedItemCategories", "RemovedItemCategories", "ProductCategories", "ItemNames", "Brands"}
 )
 
 
@@ -221,13 +221,37 @@ def standard_event_mapping(
 
 # ---------------------------------------------------------------- ecommerce tracking spec (seed 002)
 
-# The common ecommerce event spec (Segment / RudderStack) -> Klaviyo metric names.
+# The common ecommerce event spec (Segment / RudderStack track calls) -> Klaviyo metric names. Order
+# events are order mappings: Order Completed also sends one Ordered Product per product.
 ECOMMERCE_EVENTS = {
+    "Products Searched": "Searched Site",
+    "Product List Viewed": "Viewed Category",
+    "Category Viewed": "Viewed Category",
+    "Promotion Clicked": "Clicked Banner",
     "Product Viewed": "Viewed Product",
     "Product Clicked": "Viewed Product",
     "Product Added": "Added to Cart",
+    "Product Removed": "Removed from Cart",
+    "Cart Viewed": "Viewed Cart",
     "Checkout Started": "Started Checkout",
+    "Order Completed": "Placed Order",
+    "Order Updated": "Updated Order",
+    "Order Refunded": "Refunded Order",
+    "Order Cancelled": "Canceled Order",
 }
+ORDER_EVENTS = frozenset({"Order Completed", "Order Updated", "Order Refunded", "Order Cancelled"})
+
+# Where the spec keeps the person, the time and the money, in order of preference.
+SPEC_EMAIL = "context.traits.email | traits.email | properties.email"
+SPEC_PHONE = "context.traits.phone | traits.phone | properties.phone"
+SPEC_TIME = "timestamp | originalTimestamp | sentAt"
+# The guide's value is "the total monetary value of the event". For orders that is the spec's total
+# (what the customer paid: after discounts, with shipping and tax), else revenue, else value; for a
+# cart (the guide's cart total) the spec's value (the cart's worth, discounts applied), else total,
+# else revenue.
+SPEC_VALUE = "properties.total | properties.revenue | properties.value"
+SPEC_CART_VALUE = "properties.value | properties.total | properties.revenue"
+
 _VIEWED = {
     "name": "ProductName",
     "product_id": "ProductID",
@@ -237,7 +261,7 @@ _VIEWED = {
     "brand": "Brand",
     "price": "Price",
     "compare_at_price": "CompareAtPrice",
-    "categories": "Categories",
+    "categories | properties.category": "Categories",
 }
 _ADDED = {
     "name": "AddedItemProductName",
@@ -247,11 +271,46 @@ _ADDED = {
     "url": "AddedItemURL",
     "price": "AddedItemPrice",
     "quantity": "AddedItemQuantity",
-    "categories": "AddedItemCategories",
+    "categories | properties.category": "AddedItemCategories",
     "item_names": "ItemNames",
     "checkout_url": "CheckoutURL",
 }
-_CHECKOUT = {"categories": "Categories", "item_names": "ItemNames", "checkout_url": "CheckoutURL"}
+_REMOVED = {
+    "name": "RemovedItemProductName",
+    "product_id": "RemovedItemProductID",
+    "sku": "RemovedItemSKU",
+    "image_url": "RemovedItemImageURL",
+    "url": "RemovedItemURL",
+    "price": "RemovedItemPrice",
+    "quantity": "RemovedItemQuantity",
+    "categories | properties.category": "RemovedItemCategories",
+    "item_names": "ItemNames",
+    "checkout_url": "CheckoutURL",
+}
+_CART = {"categories": "Categories", "item_names": "ItemNames", "checkout_url": "CheckoutURL"}
+_SIMPLE = {
+    "Searched Site": {"query": "SearchTerm", "results": "ReturnedResults"},
+    "Viewed Category": {
+        "category": "CategoryName",
+        "list_id": "CategoryID",
+        "image_url": "ImageURL",
+        "url": "URL",
+    },
+    "Clicked Banner": {
+        "name": "BannerTitle",
+        "promotion_id": "PromotionID",
+        "creative": "Creative",
+        "position": "Position",
+        "url": "DestinationURL",
+    },
+}
+_CART_PROPERTIES = {
+    "Viewed Product": _VIEWED,
+    "Added to Cart": _ADDED,
+    "Removed from Cart": _REMOVED,
+    "Viewed Cart": _CART,
+    "Started Checkout": _CART,
+}
 _SPEC_ITEM_KEYS = {
     "product_id": "ProductID",
     "sku": "SKU",
@@ -261,48 +320,141 @@ _SPEC_ITEM_KEYS = {
     "total": "RowTotal",
     "url": "ProductURL",
     "image_url": "ImageURL",
+    "category": "ProductCategories",
     "categories": "ProductCategories",
 }
+# Order line fields: the guide's Items keys for Placed Order (Brand becomes ProductBrand on the
+# Ordered Product events, as in the guide).
+_SPEC_LINE_FIELDS: tuple[tuple[str, str, tuple[Transform, ...]], ...] = (
+    ("line.product_id", "item.ProductID", ()),
+    ("line.sku", "item.SKU", ()),
+    ("line.name", "item.ProductName", ()),
+    ("line.quantity", "item.Quantity", (IntegerCast(),)),
+    ("line.price", "item.ItemPrice", (NumberCast(),)),
+    ("line.total", "item.RowTotal", (NumberCast(),)),
+    ("line.url", "item.ProductURL", ()),
+    ("line.image_url", "item.ImageURL", ()),
+    ("line.categories | line.category", "item.Categories", (Split(),)),
+    ("line.brand", "item.Brand", ()),
+    ("line.variant", "item.Variant", ()),
+)
+_SPEC_ORDER_FIELDS: tuple[tuple[str, str, tuple[Transform, ...]], ...] = (
+    ("properties.coupon", "properties.DiscountCode", ()),
+    ("properties.discount", "properties.DiscountValue", (NumberCast(),)),
+    ("properties.subtotal", "properties.Subtotal", (NumberCast(),)),
+    ("properties.shipping", "properties.ShippingTotal", (NumberCast(),)),
+    ("properties.tax", "properties.TaxTotal", (NumberCast(),)),
+    ("properties.affiliation", "properties.Affiliation", ()),
+)
+SPEC_CHECKOUT_ID = (
+    "{properties.cart_id | properties.checkout_id | properties.order_id}_{" + SPEC_TIME + ":unix}"
+)
+
+
+def _spec_rule(path: str, target: str, *transforms: Transform, required: bool = False) -> FieldRule:
+    return FieldRule(
+        source=PathSource(path=path), target=target, transforms=list(transforms), required=required
+    )
+
+
+def _spec_profile() -> list[FieldRule]:
+    """The person: context.traits (email, phone, names) and userId as the external id. anonymousId
+    names a browser, which Klaviyo cannot match server-side, so it is not read."""
+    return [
+        _spec_rule(SPEC_EMAIL, "email"),
+        _spec_rule(SPEC_PHONE, "phone_number"),
+        _spec_rule("userId", "external_id"),
+        _spec_rule("context.traits.first_name | context.traits.firstName", "profile.first_name"),
+        _spec_rule("context.traits.last_name | context.traits.lastName", "profile.last_name"),
+        _spec_rule(SPEC_TIME, "time"),
+    ]
 
 
 def ecommerce_event_mapping(source_event: str) -> Mapping:
-    """Mapping for JSON track calls of the ecommerce spec (``{"event", "properties", "context":
-    {"traits"}, "timestamp", "messageId"}``) to the matching Klaviyo metric, per RudderStack's table.
+    """Mapping for JSON track calls of the ecommerce spec (``{"event", "properties", "userId",
+    "context": {"traits"}, "timestamp", "messageId"}``) to the matching Klaviyo metric, with the
+    property names and value rules of Klaviyo's integration guide.
 
-    The profile comes from ``context.traits`` (email, phone); ``value`` / ``revenue`` map to value;
-    Checkout Started's ``order_id`` becomes the unique_id, other events use ``messageId``.
+    The profile comes from ``context.traits`` (email, phone) and ``userId`` (external_id); value is
+    ``total``, else ``revenue``, else ``value``, with ``currency``; the time is ``timestamp``, else
+    ``originalTimestamp``, else ``sentAt``. Order Completed is Placed Order plus one Ordered Product
+    per product (unique ids ``<order_id>`` and ``<order_id>_<sku>``, as the CSV order presets);
+    refunds and cancellations reuse the order's id; Started Checkout's id is the cart id and the
+    event's UNIX time; other events use ``messageId``.
     """
     if source_event not in ECOMMERCE_EVENTS:
         raise KeyError(f"unknown ecommerce event {source_event!r}; known: {', '.join(ECOMMERCE_EVENTS)}")
     metric = ECOMMERCE_EVENTS[source_event]
-    properties = {"Viewed Product": _VIEWED, "Added to Cart": _ADDED, "Started Checkout": _CHECKOUT}[metric]
-
-    def prop(path: str, target: str, *transforms: Transform) -> FieldRule:
-        return FieldRule(source=PathSource(path=path), target=target, transforms=list(transforms))
-
-    rules = [
-        prop("context.traits.email", "email"),
-        prop("context.traits.phone", "phone_number"),
-        prop("timestamp", "time"),
-        prop("properties.order_id" if metric == "Started Checkout" else "messageId", "unique_id"),
-    ]
-    if metric != "Viewed Product":
-        rules.append(prop("properties.value", "value"))
-        rules.append(
-            prop(
-                "properties.products",
-                "properties.Items",
-                MapObjects(keys=_SPEC_ITEM_KEYS, numbers=["ItemPrice", "RowTotal", "Quantity"]),
+    if source_event in ORDER_EVENTS:
+        return _spec_order_mapping(source_event, metric)
+    rules = _spec_profile()
+    if metric == "Started Checkout":
+        rules.append(FieldRule(source=TemplateSource(template=SPEC_CHECKOUT_ID), target="unique_id"))
+    else:
+        rules.append(_spec_rule("messageId", "unique_id"))
+    if metric in _SIMPLE:
+        for key, name in _SIMPLE[metric].items():
+            transforms = [IntegerCast()] if name == "ReturnedResults" else []
+            rules.append(_spec_rule(f"properties.{key}", f"properties.{name}", *transforms))
+    else:
+        if metric != "Viewed Product":
+            rules.append(_spec_rule(SPEC_CART_VALUE, "value"))
+            rules.append(_spec_rule("properties.currency", "value_currency"))
+            rules.append(
+                _spec_rule(
+                    "properties.products",
+                    "properties.Items",
+                    MapObjects(
+                        keys=_SPEC_ITEM_KEYS,
+                        numbers=["ItemPrice", "RowTotal", "Quantity"],
+                        lists=["ProductCategories"],
+                    ),
+                )
             )
-        )
-    for key, name in properties.items():
-        rules.append(prop(f"properties.{key}", f"properties.{name}", *_property_transforms(name)))
+        for key, name in _CART_PROPERTIES[metric].items():
+            rules.append(_spec_rule(f"properties.{key}", f"properties.{name}", *_property_transforms(name)))
+        if metric in ("Added to Cart", "Removed from Cart", "Viewed Cart"):
+            rules.append(_spec_rule("properties.cart_id", "properties.CartID"))
     return Mapping(
         name=f"Ecommerce spec: {source_event} -> {metric}",
         target=Target(kind=TargetKind.EVENT, metric=metric),
         options=MappingOptions(backfill=False),
         fields=rules,
     )
+
+
+def _spec_order_mapping(source_event: str, metric: str) -> Mapping:
+    rules = _spec_profile()
+    rules.append(_spec_rule("properties.order_id", "properties.OrderId", required=True))
+    rules.append(_spec_rule(SPEC_VALUE, "value"))
+    rules.append(_spec_rule("properties.currency", "value_currency"))
+    for path, target, transforms in _SPEC_ORDER_FIELDS:
+        rules.append(_spec_rule(path, target, *transforms))
+    if source_event in ("Order Refunded", "Order Cancelled"):
+        rules.append(_spec_rule("properties.reason", "properties.Reason"))
+    if source_event == "Order Updated":
+        # Every update is its own event; the order id alone would keep only the first one.
+        template = "{properties.order_id}_{" + SPEC_TIME + ":unix}"
+        rules.append(FieldRule(source=TemplateSource(template=template), target="unique_id"))
+    for path, target, transforms in _SPEC_LINE_FIELDS:
+        rules.append(_spec_rule(path, target, *transforms))
+    line_metric = "Ordered Product" if source_event == "Order Completed" else None
+    return Mapping(
+        name=f"Ecommerce spec: {source_event} -> {metric}" + (" + Ordered Product" if line_metric else ""),
+        target=Target(kind=TargetKind.ORDER),
+        options=MappingOptions(
+            backfill=False,
+            order_metric=metric,
+            line_metric=line_metric,
+            line_items_path="properties.products",
+        ),
+        fields=rules,
+    )
+
+
+def route_key(name: str) -> str:
+    """How event names are compared when routing: case-insensitive, runs of spaces as one."""
+    return " ".join(name.split()).casefold()
 
 
 # ---------------------------------------------------------------- order exports
@@ -456,7 +608,8 @@ SOURCE_PRESETS: dict[str, SourcePreset] = {
         *(
             SourcePreset(
                 f"ecommerce_spec:{event}",
-                f"Ecommerce tracking spec (JSON): {event} -> {metric}",
+                f"Ecommerce tracking spec (JSON): {event} -> {metric}"
+                + (" + Ordered Product" if event == "Order Completed" else ""),
                 partial(ecommerce_event_mapping, event),
             )
             for event, metric in ECOMMERCE_EVENTS.items()

@@ -38,7 +38,7 @@ from models import InboxStatus, IngestRecord, IngestSource
 from models.base import utcnow
 from services import ingest
 from services.accounts import get_account, klaviyo_target
-from services.ingest_inbox import PIPELINES
+from services.ingest_inbox import router_of
 from sync.targets.common import Item
 from workers.run_hooks import notify_ingest_failures
 
@@ -77,6 +77,7 @@ class Claimed:
     id: int
     body: dict[str, Any]
     attempts: int
+    route: str | None = None
 
 
 @dataclass
@@ -86,6 +87,7 @@ class Outcomes:
     sent: set[int] = field(default_factory=set)
     final: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (kind, message)
     transient: dict[int, str] = field(default_factory=dict)
+    unrouted: set[int] = field(default_factory=set)  # its route was removed since it arrived
 
     def fail(self, row_id: int, kind: str, message: str) -> None:
         self.final.setdefault(row_id, (kind, message[:2000]))
@@ -149,11 +151,16 @@ class Forwarder:
                     lease_until=now + CLAIM_LEASE,
                     attempts=IngestRecord.attempts + 1,
                 )
-                .returning(col(IngestRecord.id), col(IngestRecord.body), col(IngestRecord.attempts))
+                .returning(
+                    col(IngestRecord.id),
+                    col(IngestRecord.body),
+                    col(IngestRecord.attempts),
+                    col(IngestRecord.route),
+                )
             )
             rows = (await db.exec(claim)).all()  # type: ignore[call-overload]
             await db.commit()
-        claimed = [Claimed(int(r[0]), r[1], int(r[2])) for r in rows]
+        claimed = [Claimed(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
         return sorted(claimed, key=lambda record: record.id)
 
     async def take_over(self) -> None:
@@ -195,16 +202,19 @@ class Forwarder:
         outcomes = Outcomes()
         async with self.sessionmaker() as db:
             loaded = await ingest.load_source(db, self.source_id)
+            routes = await ingest.route_versions(db, self.source_id)
         version = loaded[1] if loaded is not None else None
-        if version is None:
-            for row in rows:
-                outcomes.retry(row.id, "the source's mapping was deleted; choose another mapping")
-            await self._record(rows, outcomes)
-            return len(rows)
-        pipeline = PIPELINES.get(version)
+        router = router_of(version, routes)
         items: list[tuple[int, Item]] = []
         for row in rows:
             row_id = row.id
+            pipeline = router.for_key(row.route)
+            if pipeline is None:
+                if row.route:
+                    outcomes.unrouted.add(row_id)  # kept until a route for its event is added
+                else:
+                    outcomes.retry(row_id, "the source's mapping was deleted; choose another mapping")
+                continue
             errors = []
             produced: list[Item] = []
             for result in pipeline.run([(row_id, row.body)]):
@@ -292,6 +302,12 @@ class Forwarder:
                     update(IngestRecord)
                     .where(table == row_id)
                     .values(status=InboxStatus.FAILED, lease_until=None, error_kind=kind, last_error=message)
+                )
+            if outcomes.unrouted:
+                await db.exec(  # type: ignore[call-overload]
+                    update(IngestRecord)
+                    .where(table.in_(sorted(outcomes.unrouted)))
+                    .values(status=InboxStatus.UNROUTED, lease_until=None, attempts=0)
                 )
             for row_id, message in outcomes.transient.items():
                 delay = ingest.retry_delay(attempts.get(row_id, 1), self.settings.klaviyo_time_scale)
@@ -404,6 +420,17 @@ async def sweep_ingest(ctx: dict[str, Any]) -> dict[str, Any]:
                             mine,
                             col(IngestRecord.status) == InboxStatus.SENT,
                             col(IngestRecord.sent_at) < cutoff,
+                        )
+                    )
+                )
+                pruned += int(result.rowcount or 0)
+                # Records of an event nobody routed within the retention period are let go too.
+                result = await db.exec(  # type: ignore[call-overload]
+                    delete(IngestRecord).where(
+                        and_(
+                            mine,
+                            col(IngestRecord.status) == InboxStatus.UNROUTED,
+                            col(IngestRecord.received_at) < cutoff,
                         )
                     )
                 )

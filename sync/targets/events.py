@@ -124,10 +124,15 @@ class EventBuilder:
         self.currency = mapping.options.default_currency
         self.placement = Placement(targets)
         self.has_unique_id = "unique_id" in targets
+        # A cart's Items list (a tracking spec's products) gets the guide's top-level roll-ups,
+        # unless the mapping sets them itself.
+        self.rollups = "properties.Items" in targets
 
     def build(self, values: dict[str, Any], row: RowMapping[str, Any]) -> list[Item]:
         """One event item; a row without a mapped key gets a stable hash of its content as unique_id."""
         properties, profile = self.placement.fill(values)
+        if self.rollups and type(properties.get("Items")) is list:
+            cart_rollups(properties)
         unique_id = values.get("unique_id")
         if unique_id is None:
             unique_id = row_hash(row, self.metric)
@@ -143,3 +148,30 @@ class EventBuilder:
                 unique_id=unique_id,
             )
         ]
+
+
+def cart_rollups(properties: dict[str, Any]) -> None:
+    """Each item's RowTotal (price x quantity) when missing, and top-level ItemNames and Categories
+    (the union of the items' categories) when the record has none: segments and flow filters see
+    only top-level values."""
+    items = [item for item in properties["Items"] if isinstance(item, dict)]
+    for item in items:
+        price, quantity = item.get("ItemPrice"), item.get("Quantity", 1)
+        if "RowTotal" not in item and _is_number(price) and _is_number(quantity):
+            item["RowTotal"] = round(price * quantity, 2)
+    if "ItemNames" not in properties:
+        names = [item["ProductName"] for item in items if item.get("ProductName")]
+        if names:
+            properties["ItemNames"] = names
+    if "Categories" not in properties:
+        seen: dict[str, None] = {}
+        for item in items:
+            found = item.get("ProductCategories", item.get("Categories"))
+            for name in found if isinstance(found, list) else [found] if found else []:
+                seen.setdefault(name, None)
+        if seen:
+            properties["Categories"] = list(seen)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -110,3 +110,56 @@ async def test_create_post_watch_and_revoke(
     await page.goto("/ingest")
     await expect(page.get_by_test_id("ingest-sources")).to_contain_text(f"Storefront {tag}")
     await screenshot(page, "ingest-sources")
+
+
+async def test_one_endpoint_for_a_whole_tracking_plan(
+    page: Page, user_factory, live_sessionmaker, live_server, simulator_url
+):
+    """A source routed for the whole ecommerce spec: events go out through their own presets; an
+    event nobody routed is kept and counted by name, then routed from the page and sent."""
+    tag = uuid.uuid4().hex[:6]
+    admin = await user_factory(Role.ADMIN)
+    await log_in(page, admin.username)
+    await page.goto("/ingest")
+    await page.get_by_test_id("ingest-name").fill(f"Tracking plan {tag}")
+    await page.get_by_test_id("ingest-mapping").select_option(value="")
+    await page.get_by_test_id("ingest-spec").check()
+    await page.get_by_test_id("ingest-create").click()
+    token = await page.get_by_test_id("new-token").input_value()
+    endpoint = (await page.get_by_test_id("endpoint").inner_text()).split()[1]
+    source_id = int(endpoint.rsplit("/", 1)[1])
+    await expect(page.locator('tr[data-route="Order Completed"]')).to_be_visible()
+
+    email = f"plan-{tag}@shop.test"
+    person = {"userId": f"plan-{tag}", "context": {"traits": {"email": email}}}
+    body = orjson.dumps(
+        [
+            {"event": "Order Completed", **person, "properties": {"order_id": f"P-{tag}", "total": 30,
+             "currency": "USD", "products": [{"sku": "MUG", "name": "Mug", "price": 15, "quantity": 2}]}},
+            {"event": "Product Viewed", **person, "messageId": f"v-{tag}", "properties": {"product_id": "1"}},
+            {"event": "Wishlist Product Added", **person, "messageId": f"w-{tag}",
+             "properties": {"sku": "MUG"}},
+        ]
+    )  # fmt: skip
+    answer = httpx.post(endpoint, content=body, headers={"authorization": f"Bearer {token}"})
+    assert answer.status_code == 202 and answer.json()["unrouted"] == 1, answer.text
+
+    await page.goto(f"/ingest/{source_id}")
+    order_row = page.locator('tr[data-route="Order Completed"]')
+    await expect(order_row.get_by_test_id("route-sent")).to_have_text("1", timeout=20_000)
+    await expect(page.locator('tr[data-route="Product Viewed"]').get_by_test_id("route-sent")).to_have_text(
+        "1"
+    )
+    kept = page.locator('tr[data-unrouted="Wishlist Product Added"]')
+    await expect(kept.get_by_test_id("unrouted-kept")).to_have_text("1")
+    await page.get_by_test_id("routes").scroll_into_view_if_needed()
+    await screenshot(page, "ingest-tracking-plan")
+
+    # Routing the kept event (through the Product Added preset here) sends the record it kept.
+    await kept.locator("select").select_option(label="Ecommerce spec: Product Added -> Added to Cart")
+    await kept.get_by_role("button").click()
+    wishlist = page.locator('tr[data-route="Wishlist Product Added"]')
+    await expect(wishlist.get_by_test_id("route-sent")).to_have_text("1", timeout=20_000)
+    await expect(page.locator('tr[data-unrouted="Wishlist Product Added"]')).to_have_count(0)
+    assert sim_count(simulator_url, "Placed Order") >= 1
+    await screenshot(page, "ingest-tracking-plan-routed")

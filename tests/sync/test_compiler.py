@@ -115,15 +115,14 @@ def test_implicit_transforms_by_target() -> None:
 
 
 def test_every_failing_field_is_reported_with_its_column() -> None:
-    _, errors, _ = _resolve(
+    _, errors, warnings = _resolve(
         [column("E", "email"), column("V", "value"), column("Q", "properties.Q", NumberCast())],
         {"E": "nope", "V": "abc", "Q": "nan"},
     )
-    assert [(e.rule, e.column) for e in errors] == [
-        ("invalid_email", "E"),
-        ("not_a_number", "V"),
-        ("not_finite", "Q"),
-    ]
+    assert [(e.rule, e.column) for e in errors] == [("not_a_number", "V"), ("not_finite", "Q")]
+    # An event's identifier is dropped with a warning; the pipeline refuses the event when no
+    # other identifier is left (tests/sync/test_pipeline.py).
+    assert [(w.rule, w.column) for w in warnings] == [("email_dropped", "E")]
 
 
 def test_date_only_warning_names_zone_and_hour() -> None:

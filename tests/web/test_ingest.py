@@ -432,8 +432,8 @@ async def test_create_refuses_bad_input_with_a_message(client, sessionmaker, as_
     profile_like = await make_mapping(sessionmaker, ordered_product_spec(unique("ok ")))
     answer = await post_form(client, "/ingest", {"name": "", "mapping_id": str(profile_like.id)})
     assert answer.status_code == 400 and "needs a name" in answer.text
-    answer = await post_form(client, "/ingest", {"name": unique("x "), "mapping_id": "0"})
-    assert answer.status_code == 400 and "Choose the event or order mapping" in answer.text
+    answer = await post_form(client, "/ingest", {"name": unique("x "), "mapping_id": "987654"})
+    assert answer.status_code == 400 and "no longer exists" in answer.text
 
 
 async def test_only_admins_manage_tokens_and_viewers_only_look(
@@ -449,3 +449,133 @@ async def test_only_admins_manage_tokens_and_viewers_only_look(
     page = await client.get("/ingest")
     assert page.status_code == 200 and "New source" not in page.text
     assert csrf(client)
+
+
+# ---------------------------------------------------------------- routes (one endpoint, a whole plan)
+
+
+def _route_cells(html: str, event: str) -> dict[str, str]:
+    import re
+
+    row = html.split(f'<tr data-route="{event}">', 1)[1].split("</tr>", 1)[0]
+    return dict(re.findall(r'data-testid="route-(\w+)">([^<]*)<', row))
+
+
+async def test_a_tracking_plan_source_shows_per_route_counts_over_the_last_day(client, sessionmaker, as_role):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from models.base import utcnow
+
+    await as_role(Role.ADMIN)
+    name = unique("Plan ")
+    created = await post_form(client, "/ingest", {"name": name, "mapping_id": "", "spec": "1"})
+    assert created.status_code == 201, created.text
+    token = created.text.split('data-testid="new-token"')[0].rsplit('value="', 1)[1].split('"')[0]
+    async with sessionmaker() as db:
+        src = (await db.exec(select(IngestSource).where(IngestSource.name == name))).one()
+    assert src.mapping_id is None
+    assert 'data-route="Order Completed"' in created.text and 'data-route="Checkout Started"' in created.text
+
+    def order(order_id: str | None) -> dict:
+        properties = {"total": 10, "products": [{"sku": "A", "price": 10}]}
+        if order_id:
+            properties["order_id"] = order_id
+        return {"event": "Order Completed", "userId": "u-1", "properties": properties}
+
+    shipped = {"event": "Order Shipped", "userId": "u-1", "properties": {"order_id": "P-1"}}
+    body = [order("P-1"), order("P-2"), order("P-3"), order(None), shipped, shipped | {"n": 2}]
+    answer = await client.post(f"/api/ingest/{src.id}", content=orjson.dumps(body), headers=bearer(token))
+    assert answer.status_code == 202, answer.text
+    assert (answer.json()["accepted"], answer.json()["rejected"], answer.json()["unrouted"]) == (3, 1, 2)
+    orders = [r for r in await records_of(sessionmaker, src.id) if r.status == InboxStatus.PENDING]
+    assert {r.route for r in orders} == {"order completed"}
+    async with sessionmaker() as db:
+        # One order went out, one arrived two days ago (outside the window).
+        await db.exec(update(IngestRecord).where(col(IngestRecord.id) == orders[0].id).values(status="sent"))
+        await db.exec(
+            update(IngestRecord)
+            .where(col(IngestRecord.id) == orders[1].id)
+            .values(received_at=utcnow() - timedelta(days=2))
+        )
+        await db.commit()
+
+    page = await client.get(f"/ingest/{src.id}")
+    assert _route_cells(page.text, "Order Completed") == {
+        "received": "3",
+        "sent": "1",
+        "refused": "1",
+    }
+    assert _route_cells(page.text, "Product Added") == {"received": "0", "sent": "0", "refused": "0"}
+    unrouted = page.text.split('<tr data-unrouted="Order Shipped">', 1)[1].split("</tr>", 1)[0]
+    assert 'data-testid="unrouted-kept">2<' in unrouted and "Route and send 2" in unrouted
+
+    # A viewer sees the plan but cannot change it.
+    await as_role(Role.VIEWER)
+    viewed = await client.get(f"/ingest/{src.id}")
+    assert 'data-testid="route-table"' in viewed.text and 'data-testid="route-form"' not in viewed.text
+    assert (
+        await post_form(client, f"/ingest/{src.id}/routes", {"event": "x", "mapping_id": "1"})
+    ).status_code == 403
+
+
+async def test_routes_refuse_bad_input_and_can_be_removed(client, sessionmaker, settings, as_role):
+    from services import ingest_routes
+    from tests.support.runs import make_mapping, ordered_product_spec
+
+    await as_role(Role.OPERATOR)
+    src, _, _, mapping = await make_source(sessionmaker, settings, event_spec(unique("Routes ")))
+    other = await make_mapping(sessionmaker, ordered_product_spec(unique("lines ")))
+    blank = await post_form(
+        client, f"/ingest/{src.id}/routes", {"event": "  ", "mapping_id": str(mapping.id)}
+    )
+    assert blank.status_code == 400 and "Type the event name" in blank.text
+    added = await post_form(
+        client, f"/ingest/{src.id}/routes", {"event": "Order Shipped", "mapping_id": str(mapping.id)}
+    )
+    assert added.status_code in (200, 303)
+    again = await post_form(
+        client, f"/ingest/{src.id}/routes", {"event": "order  SHIPPED", "mapping_id": str(other.id)}
+    )
+    assert again.status_code == 400 and "routed already" in again.text
+    async with sessionmaker() as db:
+        ((route, _),) = await ingest_routes.list_routes(db, src.id)
+    removed = await post_form(client, f"/ingest/{src.id}/routes/{route.id}/remove", follow_redirects=True)
+    assert removed.status_code == 200 and 'data-route="Order Shipped"' not in removed.text
+    async with sessionmaker() as db:
+        actions = (
+            await db.exec(
+                select(AuditEvent.action).where(col(AuditEvent.target) == f"ingest source {src.name}")
+            )
+        ).all()
+    assert {"ingest.route_add", "ingest.route_remove"} <= set(actions)
+
+
+async def test_concurrent_requests_share_one_read_of_the_source(settings, source, monkeypatch):
+    """When the cached credentials run out, the requests arriving meanwhile wait for one read of the
+    source and its routes, not one each (the tail latency of a busy second)."""
+    from models.db import make_engine, make_sessionmaker
+    from services.ingest_inbox import Inbox
+
+    src, token, _, _ = source
+    reads: list[int] = []
+    read = Inbox._read_credentials
+
+    async def counted(self: Inbox, source_id: int):
+        reads.append(source_id)
+        await asyncio.sleep(0.05)  # a read that takes a while, as under load
+        return await read(self, source_id)
+
+    monkeypatch.setattr(Inbox, "_read_credentials", counted)
+    engine = make_engine(settings.database_url)
+    inbox = Inbox(engine, make_sessionmaker(engine), settings)
+    try:
+        answers = await asyncio.gather(
+            *(inbox.accept(src.id, f"Bearer {token}", None, orjson.dumps(event_record(n))) for n in range(20))
+        )
+    finally:
+        await inbox.close()
+        await engine.dispose()
+    assert [a.accepted for a in answers] == [1] * 20
+    assert reads == [src.id]

@@ -439,6 +439,14 @@ def test_new_spec_presets():
     assert refunded.options.order_metric == "Refunded Order" and refunded.options.line_metric is None
     spec_event = mappings.new_spec("", TargetKind.EVENT, "Added to Cart", "ecommerce_spec")
     assert spec_event.target.metric == "Added to Cart" and spec_event.fields[0].source.kind == "path"
+    spec_order = mappings.new_spec("", TargetKind.ORDER, "Placed Order", "ecommerce_spec")
+    assert (spec_order.options.order_metric, spec_order.options.line_metric) == (
+        "Placed Order",
+        "Ordered Product",
+    )
+    assert spec_order.options.line_items_path == "properties.products"
+    with pytest.raises(mappings.MappingsError, match="order metrics as order mappings"):
+        mappings.new_spec("", TargetKind.EVENT, "Placed Order", "ecommerce_spec")
     suggested = mappings.new_spec(
         "x", TargetKind.PROFILE, None, "auto", ["E-mail Address", "Phone", "First Name"]
     )

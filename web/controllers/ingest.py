@@ -15,7 +15,7 @@ from litestar.types import HTTPResponseStartEvent, Receive, Scope, Send
 from redis.exceptions import RedisError
 
 from models import IngestSource, Role
-from services import audit, ingest
+from services import audit, ingest, ingest_routes
 from services.ingest import SIGNATURE_HEADER, IngestError
 from services.ingest_inbox import STORE_ERRORS, inbox_for
 from web.deps import Db, SettingsDep
@@ -74,6 +74,9 @@ async def _detail(
         row=row,
         retrying=retrying,
         failed=failed,
+        plan=await ingest_routes.route_plan(db, row.source),
+        mappings=await ingest.mapping_choices(db),
+        retention_days=request.app.state.settings.ingest_retention_days,
         endpoint=f"{str(request.base_url).rstrip('/')}/api/ingest/{source_id}",
         max_body=request.app.state.settings.ingest_max_body_bytes,
         **shown_once,
@@ -143,6 +146,8 @@ class IngestController(Controller):
                 form.get("signed") == "1",
                 current_user(request),
             )
+            if form.get("spec") == "1":
+                await ingest_routes.route_whole_spec(db, source, current_user(request))
         except (ingest.SourceError, ValueError) as exc:
             return _page(
                 request,
@@ -168,7 +173,63 @@ class IngestController(Controller):
         if row is None:
             raise NotFoundException()
         retrying, failed = await ingest.problem_records(db, source_id)
-        return _page(request, "ingest/_records.html", row=row, retrying=retrying, failed=failed)
+        plan = await ingest_routes.route_plan(db, row.source)
+        return _page(
+            request,
+            "ingest/_records.html",
+            row=row,
+            retrying=retrying,
+            failed=failed,
+            plan=plan,
+            mappings=await ingest.mapping_choices(db),
+            retention_days=request.app.state.settings.ingest_retention_days,
+        )
+
+    @post("/ingest/{source_id:int}/routes")
+    async def add_route(
+        self, request: Request[Any, Any, Any], db: Db, settings: SettingsDep, source_id: FromPath[int]
+    ) -> Template | Redirect:
+        """Route an event name through a mapping, and send the records kept for it."""
+        source = await self._source(db, source_id)
+        form = await request.form()
+        try:
+            route, replayed = await ingest_routes.add_route(
+                db, source, str(form.get("event", "")), int(form.get("mapping_id") or 0)
+            )
+        except (ingest.SourceError, ValueError) as exc:
+            await db.rollback()
+            return await _detail(request, db, source_id, 400, route_problem=str(exc))
+        _routes_changed(request, db, source, "ingest.route_add", event=route.event_name, replayed=replayed)
+        await db.commit()
+        if replayed:
+            await _wake(request, settings, source_id)
+        return Redirect(f"/ingest/{source_id}#routes", status_code=303)
+
+    @post("/ingest/{source_id:int}/routes/spec")
+    async def route_spec(
+        self, request: Request[Any, Any, Any], db: Db, settings: SettingsDep, source_id: FromPath[int]
+    ) -> Redirect:
+        """Route every event of the ecommerce spec not routed yet through its preset mapping."""
+        source = await self._source(db, source_id)
+        added = await ingest_routes.route_whole_spec(db, source, current_user(request))
+        _routes_changed(request, db, source, "ingest.route_spec", events=len(added))
+        await db.commit()
+        if added:
+            await _wake(request, settings, source_id)
+        return Redirect(f"/ingest/{source_id}#routes", status_code=303)
+
+    @post("/ingest/{source_id:int}/routes/{route_id:int}/remove")
+    async def remove_route(
+        self, request: Request[Any, Any, Any], db: Db, source_id: FromPath[int], route_id: FromPath[int]
+    ) -> Redirect:
+        source = await self._source(db, source_id)
+        try:
+            route = await ingest_routes.remove_route(db, source, route_id)
+        except ingest.SourceError:
+            raise NotFoundException() from None
+        _routes_changed(request, db, source, "ingest.route_remove", event=route.event_name)
+        await db.commit()
+        return Redirect(f"/ingest/{source_id}#routes", status_code=303)
 
     @post("/ingest/{source_id:int}/rotate", opt=ADMIN)
     async def rotate(self, request: Request[Any, Any, Any], db: Db, source_id: FromPath[int]) -> Template:
@@ -223,6 +284,21 @@ class IngestController(Controller):
         if source is None:
             raise NotFoundException()
         return source
+
+
+def _routes_changed(
+    request: Request[Any, Any, Any], db: Any, source: Any, action: str, **details: Any
+) -> None:
+    """Routes changed: this process reads them again at once (others within a second)."""
+    inbox_for(request.app.state).forget(source.id)
+    audit.record(db, request, action, target=f"ingest source {source.name}", **details)
+
+
+async def _wake(request: Request[Any, Any, Any], settings: Any, source_id: int) -> None:
+    try:
+        await ingest.wake(request.app.state.arq, settings.queue_name, source_id, force=True)
+    except (RedisError, OSError) as exc:
+        log.warning("ingest could not wake the forwarder", source_id=source_id, error=str(exc))
 
 
 def _credentials_changed(request: Request[Any, Any, Any], db: Any, source: Any, action: str) -> None:

@@ -94,3 +94,11 @@ def test_invalid_phone_dropped_with_warning_when_asked() -> None:
 def test_profile_without_identifier() -> None:
     result = _run({"First": "Ann"})
     assert [e.rule for e in result.errors] == ["missing_profile_identifier"]
+
+
+def test_a_dropped_phone_that_was_the_only_identifier_is_the_reason_the_row_fails() -> None:
+    result = _run({**ROW, "Email": "", "Customer": "", "Phone": "12345"}, drop_invalid_phone=True)
+    assert [(e.rule, e.message) for e in result.errors] == [
+        ("invalid_phone", '"12345" is not a valid phone number for region US')
+    ]
+    assert result.warnings == []
