@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from simulator import faults, handlers
+from simulator import client_api, faults, handlers
 from simulator.common import Request, Response
 from simulator.config import LATEST_REVISION, Account, SimConfig
 from simulator.ratelimit import Decision, RateLimiter, fmt_seconds
@@ -108,6 +108,7 @@ class SimulatorApp:
         self.state = state or SimulatorState(self.config)
         self.limiter = RateLimiter()
         self.routes = ROUTES
+        self.onsite = client_api.OnsiteStore()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -116,7 +117,9 @@ class SimulatorApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        if path.startswith("/__sim"):
+        if path.startswith(client_api.PREFIXES):
+            await client_api.serve(self, scope, receive, send)
+        elif path.startswith("/__sim"):
             await self._admin(scope, receive, send)
         else:
             await self._api(scope, receive, send)
@@ -317,6 +320,7 @@ class SimulatorApp:
 
     def reset(self, limits: bool = True) -> None:
         """Clear stored data and counters (and rate-limit windows)."""
+        self.onsite.reset()
         with self.state.lock:
             self.state.reset()
             if limits:
