@@ -480,7 +480,11 @@ async def sandbox_activity(settings: Settings, limit: int = 20) -> Activity:
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         return Activity([], [], f"The sandbox simulator at {settings.sandbox_url} did not answer ({exc}).")
     onsite_metrics = {*onsite.ONSITE_METRICS, "Active on Site"}
-    shown = [e for e in events if e.get("metric") in onsite_metrics][-limit:][::-1]
+    shown = [
+        {**e, "props": json.dumps(e.get("properties") or {}, ensure_ascii=False)}
+        for e in events
+        if e.get("metric") in onsite_metrics
+    ][-limit:][::-1]
     seen = [
         p
         for p in profiles
