@@ -66,6 +66,18 @@ async def test_try_it_sends_the_generated_snippets_from_a_sandbox_store_page(
     await page.wait_for_url("**/checkout")
     assert {e["call"]: e["status"] for e in await calls(page, 2)}["track Started Checkout"] == 202
     await screenshot(page, "onsite-04-demo-checkout")
+    # The klaviyo object's other forms: push with a callback, promises, and the legacy _learnq queue.
+    pushed = await page.evaluate(
+        "() => new Promise(done => klaviyo.push(['track', 'Searched Site', {SearchTerm: 'tee'}, done]))"
+    )
+    assert pushed is True
+    assert await page.evaluate("() => klaviyo.isIdentified()") is True
+    who = await page.evaluate("() => new Promise(done => klaviyo.identify({}, done))")
+    assert who == {"email": DEMO_EMAIL}
+    await page.evaluate("() => _learnq.push(['track', 'Clicked Banner', {BannerTitle: 'Sale'}])")
+    await page.wait_for_function(
+        "() => (window.__klaviyoSandboxLog || []).some(e => e.call === 'track Clicked Banner')"
+    )
 
     async with httpx.AsyncClient(base_url=simulator_url) as sim:
         events = (await sim.get("/__sim/events", params={"account": "SBX000"})).json()["data"]
@@ -92,6 +104,8 @@ async def test_try_it_sends_the_generated_snippets_from_a_sandbox_store_page(
     assert checkout["value"] == 39.0 and re.fullmatch(r"cart-1001_\d{10}", checkout["unique_id"])
     assert checkout["properties"]["Items"] == lines
     assert "Active on Site" in mine
+    assert mine["Searched Site"]["properties"] == {"SearchTerm": "tee"}
+    assert mine["Clicked Banner"]["properties"] == {"BannerTitle": "Sale"}
     (profile,) = profiles
     assert profile["first_name"] == "Onsite"
     assert profile["properties"]["$viewed_items"][0] == {
