@@ -2,7 +2,8 @@
 // parses every <script> of the result with acorn and runs it against a recording stand-in of the
 // klaviyo object. Reads {"cases": [...]} on stdin, writes {"results": [...]} on stdout.
 // A case: {id, engine: "html" | "liquid" | "handlebars" | "twig" | "ast", template, context,
-// helper (Handlebars helper source), globals (page variables for plain-JS snippets)}.
+// helper (Handlebars helper source), globals (page variables for plain-JS snippets), run (false:
+// parse only)}.
 import { readFileSync } from 'node:fs'
 import vm from 'node:vm'
 import * as acorn from 'acorn'
@@ -83,7 +84,9 @@ async function one(c) {
         result.errors.push(`${err.message}: ${code.slice(Math.max(0, err.pos - 40), err.pos + 40)}`)
       }
     }
-    if (!result.errors.length && opened === scripts.length) result.calls = run(scripts, c.globals)
+    if (c.run !== false && !result.errors.length && opened === scripts.length) {
+      result.calls = run(scripts, c.globals)
+    }
   } catch (err) {
     result.errors = [String(err && err.stack ? err.stack : err)]
   }

@@ -1,0 +1,75 @@
+"""Onsite service: defaults that follow the mappings, the public key rule, and the demo pages."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from models import Account
+from services import onsite
+from sync.mapping import FieldRule, PathSource, Target, TargetKind, column
+from sync.mapping import Mapping as Spec
+from tests.sync.test_onsite import node
+
+
+def test_defaults_take_the_catalog_and_order_mappings_field_names():
+    catalog = Spec(
+        name="Products",
+        target=Target(kind=TargetKind.CATALOG_ITEM),
+        fields=[column("Handle", "external_id"), column("Product Title", "title"), column("URL", "url")],
+    )
+    orders = Spec(
+        name="Orders",
+        target=Target(kind=TargetKind.ORDER),
+        fields=[
+            column("Name", "unique_id"),
+            column("Lineitem sku", "item.SKU"),
+            FieldRule(source=PathSource(path="line.product_id"), target="item.ProductID"),
+        ],
+    )
+    spec = onsite.suggested(catalog, orders)
+    viewed = spec.metrics["Viewed Product"].fields
+    assert viewed == {
+        "ProductID": "product.handle",
+        "ProductName": "product.product_title",
+        "URL": "product.url",
+    }
+    assert spec.metrics["Added to Cart"].fields["AddedItemProductID"] == "product.handle"
+    assert spec.metrics["Started Checkout"].item_fields == {"ProductID": "product_id", "SKU": "lineitem_sku"}
+    # Bound like this, nothing disagrees with the mappings it came from.
+    assert [f for f in onsite.onsite.check(spec, catalog, orders) if "ProductID" in f.field] == []
+
+
+def test_the_loader_needs_the_accounts_public_key_unless_sandbox():
+    assert onsite.public_key(Account(label="Sandbox", sandbox=True)) == "SBX000"
+    assert onsite.public_key(Account(label="Live", sandbox=False, public_key="AbC123")) == "AbC123"
+    with pytest.raises(onsite.OnsiteError, match="no public API key .* Connection page"):
+        onsite.public_key(Account(label="Live", sandbox=False, public_key=None))
+
+
+def test_demo_pages_are_valid_html_scripts_with_sample_values_at_every_bound_path():
+    spec = onsite.suggested(None, None)
+    viewed = spec.metrics["Viewed Product"].model_copy(
+        update={
+            "fields": {"ProductID": "product.id", "ProductName": "product.title", "Price": "product.price"}
+        }
+    )
+    spec = spec.model_copy(update={"metrics": {**spec.metrics, "Viewed Product": viewed}})
+    store = onsite.sample_store(spec)
+    assert store["product"] == {"id": "SBX-TEE-1", "title": 'Sandbox Tee "Classic" </script>', "price": 19.5}
+    assert [line["product_id"] for line in store["cart"]["items"]] == ["SBX-TEE-1-1", "SBX-TEE-1-2"]
+    assert store["customer"]["email"] == onsite.DEMO_EMAIL
+    pages = onsite.demo_pages(spec, "http://127.0.0.1:8100")
+    assert set(pages) == {"product", "cart", "checkout"}
+    results = node([{"id": k, "engine": "html", "template": v, "run": False} for k, v in pages.items()])
+    for key, result in results.items():
+        assert result["errors"] == [], key
+        # Each <script> opened is closed where it should be: no value ended one early.
+        assert result["scripts"] == result["opened"], key
+    assert 'src="http://127.0.0.1:8100/onsite/js/SBX000/klaviyo.js"' in pages["product"]
+    assert 'klaviyo.track("Viewed Product", item)' in pages["product"]
+    assert "Started Checkout" in pages["checkout"] and "Viewed Product" not in pages["checkout"]
+    variables = re.search(r"var product = (.*?);\n", pages["product"])
+    assert variables and json.loads(variables.group(1))["title"] == 'Sandbox Tee "Classic" </script>'
