@@ -418,6 +418,7 @@ def demo_pages(spec: OnsiteSpec, sandbox_url: str) -> dict[str, str]:
     store = sample_store(js_spec)
     # Page variables as the store would print them; '<' escaped so a value cannot end the script.
     variables = "\n".join(f"var {name} = {_script_json(value)};" for name, value in store.items())
+    shown = escape(json.dumps(store, indent=2, ensure_ascii=False))
     pages = {}
     nav = " · ".join(f'<a href="{key}" id="go-{key}">{title}</a>' for key, (title, _) in DEMO_PAGES.items())
     for key, (title, keys) in DEMO_PAGES.items():
@@ -430,6 +431,8 @@ def demo_pages(spec: OnsiteSpec, sandbox_url: str) -> dict[str, str]:
 <p>Demo store page served by the Klaviyo sandbox, running the generated onsite snippets. {nav}</p>
 <p>Calls made by klaviyo.js: <output id="kl-status">waiting</output></p>
 <pre id="kl-log"></pre>
+<h2>Page variables</h2>
+<pre id="store-data">{shown}</pre>
 <script>{variables}</script>
 {body}
 <script>

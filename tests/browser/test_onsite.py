@@ -55,7 +55,10 @@ async def test_try_it_sends_the_generated_snippets_from_a_sandbox_store_page(
     await page.get_by_test_id("try-it").click()
     await page.wait_for_url(f"{simulator_url}/onsite/demo/*/product")
     log = await calls(page, 4)
-    await expect(page.locator("#kl-status")).to_contain_text("call(s)")
+    await expect(page.locator("#kl-log")).to_contain_text("trackViewedItem -> 202")
+    await expect(page.locator("#store-data")).to_contain_text(
+        '"title": "Sandbox Tee \\"Classic\\" </script>"'
+    )
     await screenshot(page, "onsite-03-demo-product")
     done = {entry["call"]: entry["status"] for entry in log}
     assert done["identify"] == 202 and done["track Viewed Product"] == 202 and done["trackViewedItem"] == 202
@@ -65,6 +68,7 @@ async def test_try_it_sends_the_generated_snippets_from_a_sandbox_store_page(
     await page.click("#go-checkout")
     await page.wait_for_url("**/checkout")
     assert {e["call"]: e["status"] for e in await calls(page, 2)}["track Started Checkout"] == 202
+    await expect(page.locator("#kl-log")).to_contain_text("track Started Checkout -> 202")
     await screenshot(page, "onsite-04-demo-checkout")
     # The klaviyo object's other forms: push with a callback, promises, and the legacy _learnq queue.
     pushed = await page.evaluate(
