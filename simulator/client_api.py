@@ -20,8 +20,9 @@ from urllib.parse import parse_qs
 import orjson
 
 from simulator.common import Request
-from simulator.config import Account
+from simulator.config import Account, Limit
 from simulator.handlers import _store_event
+from simulator.ratelimit import fmt_seconds
 from simulator.state import IDENTIFIERS
 from simulator.validation import Problem, error
 
@@ -36,6 +37,7 @@ CORS = [
     (b"access-control-allow-headers", b"content-type, revision, accept"),
 ]
 MAX_PAGES = 50
+CLIENT_LIMIT = Limit(burst=350, steady=3500)
 MAX_BODY = 1024 * 1024
 
 
@@ -96,6 +98,7 @@ async def serve(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> Non
             if not headers.get("revision"):
                 raise Problem(400, [error(400, "invalid", "The revision header is required", None)])
             kind = "events" if "events" in path else "profiles"
+            limits = _rate_limit(app, account, kind)
             with store.lock:
                 store.requests.append({"endpoint": kind, "company_id": company, "body": body})
             with app.state.lock:
@@ -107,13 +110,29 @@ async def serve(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> Non
                     create_client_event(req)
                 else:
                     create_client_profile(req)
-            await _send(send, 202, b"", CORS)
+            await _send(send, 202, b"", [*limits, *CORS])
             return
         raise Problem(404, [error(404, "not_found", f"No endpoint {method} {path}")])
     except Problem as problem:
-        await _json(send, problem.status, {"errors": problem.errors}, CORS)
+        await _json(send, problem.status, {"errors": problem.errors}, [*problem.headers, *CORS])
     except orjson.JSONDecodeError as exc:
         await _json(send, 400, {"errors": [error(400, "parse_error", f"Malformed JSON: {exc}")]}, CORS)
+
+
+def _rate_limit(app: Any, account: Account, kind: str) -> list[tuple[bytes, bytes]]:
+    """Klaviyo's client endpoints: 350/s burst, 3500/min steady, per account and endpoint."""
+    config = app.config
+    scaled = config.time_scale != 1
+    with app.state.lock:
+        decision = app.limiter.acquire(
+            (account.id, f"client_{kind}"), CLIENT_LIMIT, config.time_scale, enforce=config.limits_enabled
+        )
+    if not decision.allowed:
+        app.state.stats.rate_limited += 1
+        wait = fmt_seconds(decision.retry_after, scaled)
+        detail = f"Request was throttled. Expected available in {wait} seconds."
+        raise Problem(429, [error(429, "throttled", detail)], decision.headers(scaled))
+    return decision.headers(scaled)
 
 
 def _account(app: Any, company: str) -> Account:

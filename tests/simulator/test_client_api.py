@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from simulator import client_api
+from simulator.config import Limit
 from tests.support.client_schema import errors
 
 HEADERS = {"revision": "2025-01-15", "content-type": "application/vnd.api+json"}
@@ -97,3 +99,19 @@ def test_klaviyo_js_is_served_per_company_and_demo_pages_are_hosted(browser, sim
     assert page.status_code == 200 and page.text == "<h1>Tee</h1>"
     assert browser.get(f"/onsite/demo/{saved['id']}/cart").status_code == 404
     assert browser.post("/__sim/onsite/pages", json={"pages": []}).status_code == 400
+
+
+def test_client_endpoints_have_their_own_rate_limit(browser, sim, monkeypatch):
+    monkeypatch.setattr(client_api, "CLIENT_LIMIT", Limit(burst=2, steady=5))
+    answers = [
+        browser.post("/client/events/", params={"company_id": "SBX000"}, json=event_body(unique_id=str(n)))
+        for n in range(3)
+    ]
+    assert [a.status_code for a in answers] == [202, 202, 429]
+    assert answers[0].headers["ratelimit-limit"].startswith("2, 2;w=")
+    assert float(answers[2].headers["retry-after"]) > 0
+    assert answers[2].json()["errors"][0]["code"] == "throttled"
+    assert len(sim.state.events(metric="Viewed Product")) == 2
+    # Profiles are counted apart from events.
+    body = {"data": {"type": "profile", "attributes": {"email": "shopper@sandbox.test"}}}
+    assert browser.post("/client/profiles/", params={"company_id": "SBX000"}, json=body).status_code == 202
