@@ -482,3 +482,19 @@ def test_no_identify_is_flagged():
     found = messages(spec, catalog("id"), orders("product_id"))
     assert list(found) == [("identify", "email")]
     assert "anonymous browsers" in found[("identify", "email")]
+
+
+def test_onsite_events_carry_what_the_server_side_presets_send_for_the_same_data():
+    """The guide's events, sent by the snippets, equal the properties the server-side presets build
+    from the same data (tests/sync/test_presets.py reproduces them from a flat CSV)."""
+    server = json.loads((Path(__file__).parent / "data" / "seed_onsite_events.json").read_text())["events"]
+    html = "\n".join(s.code for s in generate(guide_spec(), "ABC123"))
+    item = server["Viewed Product"]
+    result = node([{"id": "guide", "engine": "html", "template": html, "globals": {"item": item}}])["guide"]
+    assert result["errors"] == []
+    sent = {call[1]: call[2] for call in result["calls"] if call[0] == "track"}
+    for metric, properties in server.items():
+        # The flat CSV of the server-side test has no line items; the guide's are checked apart.
+        items = sent[metric].pop("Items", None)
+        assert sent[metric] == properties, metric
+        assert items in (None, json.loads(ADDED_ITEMS))
