@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import httpx
 import pytest
 
 from models import Account
@@ -73,3 +74,25 @@ def test_demo_pages_are_valid_html_scripts_with_sample_values_at_every_bound_pat
     assert "Started Checkout" in pages["checkout"] and "Viewed Product" not in pages["checkout"]
     variables = re.search(r"var product = (.*?);\n", pages["product"])
     assert variables and json.loads(variables.group(1))["title"] == 'Sandbox Tee "Classic" </script>'
+
+
+async def test_try_it_says_so_when_the_sandbox_is_not_running(settings):
+    down = settings.model_copy(update={"sandbox_url": "http://127.0.0.1:9"})
+    with pytest.raises(onsite.OnsiteError, match=r"sandbox simulator at http://127.0.0.1:9 did not take"):
+        await onsite.publish_demo(onsite.suggested(None, None), down)
+
+
+async def test_try_it_pages_are_hosted_by_the_sandbox(settings):
+    from simulator.server import SimulatorServer
+
+    with SimulatorServer() as sim:
+        url = await onsite.publish_demo(
+            onsite.suggested(None, None), settings.model_copy(update={"sandbox_url": sim.base_url})
+        )
+        assert url.startswith(f"{sim.base_url}/onsite/demo/") and url.endswith("/product")
+        async with httpx.AsyncClient() as client:
+            page = await client.get(url)
+            cart = await client.get(url.removesuffix("product") + "cart")
+    assert page.status_code == 200 and 'klaviyo.track("Viewed Product", item);' in page.text
+    assert f'src="{sim.base_url}/onsite/js/SBX000/klaviyo.js"' in page.text
+    assert cart.status_code == 200 and "Added to Cart" in cart.text
