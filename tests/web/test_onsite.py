@@ -131,6 +131,8 @@ async def test_a_bad_binding_is_refused_naming_the_field(client, as_role):
         "Viewed Product SKU: &#34;product.sku; fetch(&#39;//evil&#39;)&#34; is not a variable path"
         in answer.text
     )
+    assert 'value="product.sku; fetch(&#39;//evil&#39;)"' in answer.text
+    assert 'data-testid="snippets"' not in answer.text
 
 
 async def test_viewers_read_but_cannot_save_or_try(client, as_role):

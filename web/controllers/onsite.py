@@ -105,11 +105,15 @@ class OnsiteController(Controller):
         form = dict(await request.form())
         try:
             spec, catalog_id, order_id = onsite.parse_form(form)
-            onsite.validate(spec)
         except onsite.OnsiteError as exc:
             latest = await onsite.latest(db)
             spec = onsite.spec_of(latest) if latest else onsite.suggested(None, None)
             return await _page(request, db, settings, spec, None, None, None, 400, str(exc))
+        try:
+            onsite.validate(spec)
+        except onsite.OnsiteError as exc:
+            # The form comes back with what was typed, the bad binding named in the message.
+            return await _page(request, db, settings, spec, catalog_id, order_id, None, 400, str(exc))
         if form.get("action") == "preview":
             return await _page(request, db, settings, spec, catalog_id, order_id, None)
         row = await onsite.save(db, spec, catalog_id, order_id, current_user(request))
