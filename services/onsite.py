@@ -348,7 +348,7 @@ def _sample_for(prop: str) -> Any:
 
 def _put(store: Any, path: str, value: Any) -> None:
     """Set ``value`` at a store path, creating objects and lists on the way (conflicts are skipped)."""
-    parts = parse_path(path)
+    parts = parse_path(onsite.store_path(path))
     node = store
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
@@ -407,13 +407,33 @@ DEMO_PAGES = {
 }
 
 
+def _plain_js(spec: OnsiteSpec) -> OnsiteSpec:
+    """The spec in plain JavaScript: template filters dropped (the demo's variables already hold
+    the values the filters would produce)."""
+
+    def bare(fields: dict[str, str]) -> dict[str, str]:
+        return {k: v if _literal(v) else onsite.store_path(v) for k, v in fields.items()}
+
+    metrics = {
+        name: b.model_copy(
+            update={
+                "fields": bare(b.fields),
+                "item_fields": bare(b.item_fields),
+                "items_path": onsite.store_path(b.items_path),
+            }
+        )
+        for name, b in spec.metrics.items()
+    }
+    return spec.model_copy(update={"syntax": Syntax.JS, "identify": bare(spec.identify), "metrics": metrics})
+
+
 def _script_json(value: Any) -> str:
     return json.dumps(value).replace("<", "\\u003c")
 
 
 def demo_pages(spec: OnsiteSpec, sandbox_url: str) -> dict[str, str]:
     """Three store pages running the snippets in plain JavaScript against the sandbox."""
-    js_spec = spec.model_copy(update={"syntax": Syntax.JS})
+    js_spec = _plain_js(spec)
     snippets = {s.key: s.code for s in onsite.generate(js_spec, SANDBOX_PUBLIC_KEY, sandbox_url)}
     store = sample_store(js_spec)
     # Page variables as the store would print them; '<' escaped so a value cannot end the script.

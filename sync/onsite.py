@@ -44,6 +44,9 @@ _SPECIAL = {"Added to Cart": ("$value",), "Started Checkout": ("$event_id", "$va
 _WITH_ITEMS = frozenset({"Added to Cart", "Started Checkout"})
 # Store paths: identifiers joined by dots, with [n] indexes (no calls, no operators).
 _PATH_RE = re.compile(r"^[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*|\[\d+\])*$")
+# Template filters after a path: | name, | name: args (Liquid), | name(args) (Jinja, Twig); nothing
+# that could close or open a template tag.
+_FILTERS_RE = re.compile(r"^(?:\s*\|\s*[A-Za-z_]\w*\s*(?:\([^{}%#\n|]*\)|:[^{}%#\n|]+)?\s*)+$")
 # Characters a string literal must not carry raw: '<' ends a script ('</script>', '<!--');
 # braces could open a template tag ('{{', '{%'); U+2028/9 end a line in old JS engines.
 _UNSAFE_IN_STRINGS = {"<": "\\u003c", ">": "\\u003e", "{": "\\u007b", "}": "\\u007d"}
@@ -218,6 +221,18 @@ def js_literal(value: Any) -> str:
     return json.dumps(value)
 
 
+def split_filters(binding: str) -> tuple[str, str]:
+    """A template binding as (variable path, filter chain): 'p.price | divided_by: 100' ->
+    ('p.price', ' | divided_by: 100')."""
+    path, bar, rest = binding.partition("|")
+    return path.strip(), (bar + rest) if bar else ""
+
+
+def store_path(binding: str) -> str:
+    """The variable a binding reads, without its template filters."""
+    return split_filters(binding.strip())[0]
+
+
 def parse_binding(raw: str, syntax: Syntax, where: str) -> _Value | None:
     """A binding as a store path or a literal (None when empty); BindingError says what is wrong."""
     text = raw.strip()
@@ -232,14 +247,26 @@ def parse_binding(raw: str, syntax: Syntax, where: str) -> _Value | None:
                 'write text in double quotes, e.g. "Kids Books"'
             ) from None
         return _Value(True, js_literal(value))
-    if not _PATH_RE.match(text):
+    path, filters = split_filters(text)
+    if filters:
+        if syntax not in (Syntax.LIQUID, Syntax.JINJA, Syntax.TWIG):
+            raise BindingError(
+                f"{where}: {text!r}: filters ('|') work in Liquid, Jinja and Twig bindings; "
+                "in plain JavaScript and Handlebars bind the variable itself"
+            )
+        if not _FILTERS_RE.match(filters):
+            raise BindingError(
+                f"{where}: {filters.strip()!r} is not a filter chain such as | divided_by: 100.0 or "
+                "| round(2); braces, % and # are not allowed in a binding"
+            )
+    if not _PATH_RE.match(path):
         raise BindingError(
             f"{where}: {text!r} is not a variable path; use names joined by dots, e.g. product.id "
             "or cart.items[0].sku, or a JSON value in double quotes"
         )
-    if syntax is not Syntax.JS and "$" in text:
+    if syntax is not Syntax.JS and "$" in path:
         raise BindingError(f"{where}: {text!r}: template variables cannot contain '$'")
-    if syntax is Syntax.HANDLEBARS and "[" in text:
+    if syntax is Syntax.HANDLEBARS and "[" in path:
         raise BindingError(f"{where}: {text!r}: Handlebars paths cannot use [n]; bind a named field")
     return _Value(False, text)
 
@@ -469,7 +496,7 @@ def download_text(snippets: list[Snippet], header: list[str], spec: OnsiteSpec) 
 
 
 def _last_name(path: str) -> str:
-    parts = [p for p in parse_path(path) if isinstance(p, str)]
+    parts = [p for p in parse_path(store_path(path)) if isinstance(p, str)]
     return re.sub(r"[^a-z0-9]", "", parts[-1].lower()) if parts else ""
 
 

@@ -96,3 +96,14 @@ async def test_try_it_pages_are_hosted_by_the_sandbox(settings):
     assert page.status_code == 200 and 'klaviyo.track("Viewed Product", item);' in page.text
     assert f'src="{sim.base_url}/onsite/js/SBX000/klaviyo.js"' in page.text
     assert cart.status_code == 200 and "Added to Cart" in cart.text
+
+
+def test_demo_pages_run_a_liquid_set_as_plain_javascript_without_its_filters():
+    spec = onsite.suggested(None, None).model_copy(update={"syntax": onsite.Syntax.LIQUID})
+    viewed = spec.metrics["Viewed Product"].model_copy(
+        update={"fields": {"ProductID": "product.id", "Price": "product.price_cents | divided_by: 100.0"}}
+    )
+    spec = spec.model_copy(update={"metrics": {**spec.metrics, "Viewed Product": viewed}})
+    pages = onsite.demo_pages(spec, "http://127.0.0.1:8100")
+    assert '"Price": product.price_cents' in pages["product"] and "divided_by" not in pages["product"]
+    assert onsite.sample_store(spec)["product"]["price_cents"] == 19.5

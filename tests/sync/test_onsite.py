@@ -498,3 +498,63 @@ def test_onsite_events_carry_what_the_server_side_presets_send_for_the_same_data
         items = sent[metric].pop("Items", None)
         assert sent[metric] == properties, metric
         assert items in (None, json.loads(ADDED_ITEMS))
+
+
+def test_template_bindings_may_end_with_filters_that_run_before_the_json_output():
+    store = {"product": {"id": "1111", "price_cents": 1999, "title": "winnie </script>"}}
+    fields = {"ProductID": "product.id", "Price": "product.price_cents | divided_by: 100.0"}
+    liquid = OnsiteSpec(syntax=Syntax.LIQUID, metrics={"Viewed Product": MetricBinding(fields=fields)})
+    jinja_fields = {
+        "ProductID": "product.id",
+        "ProductName": "product.title | upper",
+        "Price": "product.price_cents / 100",
+    }
+    twig_fields = {
+        "ProductID": "product.id",
+        "ProductName": "product.title|upper",
+        "Price": "product.price_cents|round(0)",
+    }
+    with pytest.raises(BindingError, match="is not a variable path"):
+        generate(
+            OnsiteSpec(syntax=Syntax.JINJA, metrics={"Viewed Product": MetricBinding(fields=jinja_fields)}),
+            "ABC123",
+        )
+    jinja_fields["Price"] = "product.price_cents | round(0)"
+    jinja = OnsiteSpec(syntax=Syntax.JINJA, metrics={"Viewed Product": MetricBinding(fields=jinja_fields)})
+    twig = OnsiteSpec(syntax=Syntax.TWIG, metrics={"Viewed Product": MetricBinding(fields=twig_fields)})
+
+    def html(spec: OnsiteSpec) -> str:
+        return "\n".join(s.code for s in generate(spec, "ABC123") if s.key == "viewed_product")
+
+    cases = [
+        {"id": "liquid", "engine": "liquid", "template": html(liquid), "context": store},
+        {"id": "twig", "engine": "twig", "template": html(twig), "context": store},
+        {
+            "id": "jinja",
+            "engine": "html",
+            "template": jinja2.Environment(autoescape=True).from_string(html(jinja)).render(store),
+        },
+    ]
+    results = node(cases)
+    sent = {key: r["calls"][0][2] for key, r in results.items()}
+    assert sent["liquid"] == {"ProductID": "1111", "Price": 19.99}
+    assert (
+        sent["jinja"]
+        == sent["twig"]
+        == {"ProductName": "WINNIE </SCRIPT>", "ProductID": "1111", "Price": 1999}
+    )
+
+
+def test_filters_are_refused_where_they_cannot_work_or_could_break_the_template():
+    for syntax in (Syntax.JS, Syntax.HANDLEBARS):
+        spec = OnsiteSpec(
+            syntax=syntax, metrics={"Viewed Product": MetricBinding(fields={"Price": "p.price | round"})}
+        )
+        with pytest.raises(BindingError, match="filters .* work in Liquid, Jinja and Twig"):
+            generate(spec, "ABC123")
+    for bad in ("p.price | x }}{{ evil", "p.price | default: '{%'", "p.price |"):
+        spec = OnsiteSpec(
+            syntax=Syntax.LIQUID, metrics={"Viewed Product": MetricBinding(fields={"Price": bad})}
+        )
+        with pytest.raises(BindingError, match="is not a filter chain"):
+            generate(spec, "ABC123")
