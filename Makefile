@@ -5,7 +5,7 @@ RUN := $(UV) run --frozen
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help uv install dev test test-fast lint fmt types pytest migrate create-admin simulator worker web vendor chromium bench compose-check clean
+.PHONY: help uv install dev test test-fast lint fmt types pytest migrate create-admin simulator worker web vendor chromium node bench compose-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -51,13 +51,13 @@ fmt: install ## format and fix what ruff can
 types: install ## mypy (strict) on the domain packages
 	@$(RUN) mypy
 
-pytest: install chromium ## only the pytest suite
+pytest: install chromium node ## only the pytest suite
 	@$(RUN) pytest $(PYTEST_ARGS)
 
-test: install chromium lint types ## lint, types and the whole suite against PostgreSQL, SQLite and Redis
+test: install chromium node lint types ## lint, types and the whole suite against PostgreSQL, SQLite and Redis
 	@$(RUN) pytest $(PYTEST_ARGS)
 
-test-fast: install lint types ## lint, types and the tests that need no service (seconds; PostgreSQL and Redis pointed at closed ports)
+test-fast: install node lint types ## lint, types and the tests that need no service (seconds; PostgreSQL and Redis pointed at closed ports)
 	@REDIS_URL=redis://127.0.0.1:1 TEST_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:1/test \
 	  $(RUN) pytest -m fast -q -o addopts="" $(PYTEST_ARGS)
 
@@ -70,6 +70,13 @@ vendor: ## refresh static/vendor from the npm registry (versions pinned in packa
 	cp node_modules/@picocss/pico/css/pico.min.css static/vendor/pico.min.css
 	cp node_modules/uplot/dist/uPlot.iife.min.js static/vendor/uplot.min.js
 	cp node_modules/uplot/dist/uPlot.min.css static/vendor/uplot.min.css
+
+node: ## install Node and the npm dev packages the onsite snippet tests render and parse with
+	@command -v npm >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
+	@[ -d node_modules/acorn ] && [ -d node_modules/liquidjs ] && [ -d node_modules/handlebars ] && [ -d node_modules/twig ] \
+	  || npm ci --no-audit --no-fund --loglevel=error
 
 bench: install ## every benchmark in its quick form
 	@for b in bench/*.py; do n=$$(basename $$b .py); case $$n in __init__|harness) continue;; esac; echo "== $$n"; $(RUN) python -m bench.$$n --quick | tail -1; done

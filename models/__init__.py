@@ -7,6 +7,7 @@ from models.ingest import InboxStatus, IngestRecord, IngestRoute, IngestSource
 from models.klaviyo_list import KlaviyoList, ListOperation, ListOpStatus
 from models.mapping import Mapping, MappingVersion
 from models.monitoring import NotificationSettings, RequestSample
+from models.onsite import OnsiteSnippetSet
 from models.run import BatchStatus, RowError, RunSource, RunStatus, SyncBatch, SyncRun
 from models.schedule import (
     CursorKind,
@@ -40,6 +41,7 @@ __all__ = [
     "Mapping",
     "MappingVersion",
     "NotificationSettings",
+    "OnsiteSnippetSet",
     "RequestSample",
     "Role",
     "RowError",

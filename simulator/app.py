@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from simulator import faults, handlers
+from simulator import client_api, faults, handlers
 from simulator.common import Request, Response
 from simulator.config import LATEST_REVISION, Account, SimConfig
 from simulator.conformance import Recorder
@@ -113,6 +113,7 @@ class SimulatorApp:
         self.limiter = RateLimiter()
         self.conformance = Recorder()
         self.routes = ROUTES
+        self.onsite = client_api.OnsiteStore()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -121,7 +122,9 @@ class SimulatorApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        if path.startswith("/__sim"):
+        if path.startswith(client_api.PREFIXES):
+            await client_api.serve(self, scope, receive, send)
+        elif path.startswith("/__sim"):
             await self._admin(scope, receive, send)
         else:
             await self._api(scope, receive, send)
@@ -329,6 +332,7 @@ class SimulatorApp:
 
     def reset(self, limits: bool = True) -> None:
         """Clear stored data and counters (and rate-limit windows)."""
+        self.onsite.reset()
         with self.state.lock:
             self.state.reset()
             if limits:

@@ -30,6 +30,7 @@ from web.controllers.lists import ListsController
 from web.controllers.mappings import MappingsController
 from web.controllers.metrics import MetricsController
 from web.controllers.notifications import NotificationsController
+from web.controllers.onsite import OnsiteController
 from web.controllers.overview import OverviewController
 from web.controllers.runs import RunsController
 from web.controllers.schedules import SchedulesController
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             NotificationsController,
             IngestController,
             SchedulesController,
+            OnsiteController,
         ],
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,

@@ -23,6 +23,7 @@ NAV = [
     ("runs", "Runs", "/runs"),
     ("lists", "Lists", "/lists"),
     ("schedules", "Schedules", "/schedules"),
+    ("onsite", "Onsite tracking", "/onsite"),
     ("users", "Users", "/users"),
     ("audit", "Audit log", "/audit"),
 ]
