@@ -7,8 +7,10 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sync.outbound import AllowList
 
 VAR_DIR = Path("var")
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev"}
@@ -60,6 +62,9 @@ class Settings(BaseSettings):
     ingest_max_body_bytes: int = Field(default=1_000_000, gt=0)
     ingest_max_attempts: int = Field(default=10, ge=1)
     ingest_retention_days: float = Field(default=7.0, gt=0)
+    # Hosts (`feeds.internal`, `*.corp.example`) and networks (`10.2.0.0/16`) that feeds and the
+    # webhook may reach although their addresses are private; everything else must be public.
+    outbound_allow: str = ""
 
     @model_validator(mode="after")
     def _require_secret_outside_dev(self) -> Settings:
@@ -72,6 +77,17 @@ class Settings(BaseSettings):
                 )
             self.secret_key = SecretStr(_dev_secret_key())
         return self
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _valid_allow_list(cls, value: str) -> str:
+        AllowList.parse(value)
+        return value
+
+    @property
+    def outbound_allow_list(self) -> AllowList:
+        """OUTBOUND_ALLOW parsed."""
+        return AllowList.parse(self.outbound_allow)
 
     @property
     def secret(self) -> str:
