@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # failed for a transient reason (5xx, timeout) is tried before it is marked failed, and how long
     # sent records are kept (they are what catches a repeat of the same order).
     ingest_max_body_bytes: int = Field(default=1_000_000, gt=0)
+    # Records in one request (413 above it): bounds the work and the answer of one request.
+    ingest_max_records: int = Field(default=1000, ge=1)
     ingest_max_attempts: int = Field(default=10, ge=1)
     ingest_retention_days: float = Field(default=7.0, gt=0)
     # Hosts (`feeds.internal`, `*.corp.example`) and networks (`10.2.0.0/16`) that feeds and the
