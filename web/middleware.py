@@ -8,7 +8,7 @@ from typing import Any
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from models import User
+from services import sessions
 
 # A session idle longer than this is treated as expired, whatever the cookie's max-age says.
 IDLE_TIMEOUT_SECONDS = 12 * 3600
@@ -25,20 +25,25 @@ class AuthMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         scope["user"] = None  # type: ignore[typeddict-unknown-key]
         session: dict[str, Any] = scope.get("session") or {}  # type: ignore[assignment]
-        uid = session.get("uid")
-        if uid is not None:
+        sid = session.get("sid")
+        if sid is not None:
             seen = float(session.get("seen", 0))
             if time.time() - seen > IDLE_TIMEOUT_SECONDS:
                 session.clear()
                 session["expired"] = True
             else:
-                factory = scope["app"].state.sessionmaker
-                async with factory() as db:
-                    user = await db.get(User, uid)
+                # The session lives on the server: a cookie whose session was ended (logout, an
+                # admin, a deactivation) no longer works, wherever it was copied to.
+                async with scope["app"].state.sessionmaker() as db:
+                    found = await sessions.find(db, str(sid))
+                user = found[1] if found is not None else None
                 if user is not None and user.is_active and session.get("pwv") == user.password_hash[-12:]:
                     scope["user"] = user  # type: ignore[typeddict-unknown-key]
                     session["seen"] = time.time()
                 else:
-                    # Deactivated user or changed password: the old cookie must stop working.
                     session.clear()
+                    if found is None:
+                        session["expired"] = True
+        elif "uid" in session:
+            session.clear()  # a cookie from before sessions lived on the server
         await next_app(scope, receive, send)
