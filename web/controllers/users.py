@@ -54,7 +54,7 @@ class UsersController(Controller):
             data = UserCreate(
                 username=str(form.get("username", "")),
                 password=str(form.get("password", "")),
-                role=Role(str(form.get("role", "viewer"))),
+                role=_role(str(form.get("role", "viewer"))),
             )
             user = await users.create_user(db, data)
             audit.record(db, request, "user.create", target=user.username, role=user.role.value)
@@ -70,7 +70,10 @@ class UsersController(Controller):
         if user is None:
             raise NotFoundException()
         form = await request.form()
-        role = Role(str(form["role"])) if form.get("role") else None
+        try:
+            role = _role(str(form["role"])) if form.get("role") else None
+        except users.UserError as exc:
+            return await _table(request, db, error=str(exc))
         active = {"true": True, "false": False}.get(str(form.get("is_active", "")))
         error = None
         try:
@@ -101,3 +104,11 @@ async def _table(
         error=error,
         notice=notice,
     )
+
+
+def _role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        allowed = ", ".join(r.value for r in Role)
+        raise users.UserError(f"{value[:40]!r} is not a role; choose one of {allowed}.") from None
