@@ -10,4 +10,4 @@ COPY . .
 RUN useradd --create-home --uid 10001 console && mkdir -p /app/var && chown -R console /app/var
 USER console
 EXPOSE 8000
-CMD ["uvicorn", "web.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+CMD ["uvicorn", "web.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from enum import StrEnum
 from functools import lru_cache
@@ -67,6 +68,9 @@ class Settings(BaseSettings):
     # Hosts (`feeds.internal`, `*.corp.example`) and networks (`10.2.0.0/16`) that feeds and the
     # webhook may reach although their addresses are private; everything else must be public.
     outbound_allow: str = ""
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; from anyone
+    # else the header is ignored. Empty: the connection's own address is the client's.
+    trusted_proxies: str = ""
 
     @model_validator(mode="after")
     def _require_secret_outside_dev(self) -> Settings:
@@ -85,6 +89,23 @@ class Settings(BaseSettings):
     def _valid_allow_list(cls, value: str) -> str:
         AllowList.parse(value)
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        for entry in value.replace(",", " ").split():
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"TRUSTED_PROXIES: {entry!r} is not an address or network.") from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """TRUSTED_PROXIES parsed."""
+        return tuple(
+            ipaddress.ip_network(e, strict=False) for e in self.trusted_proxies.replace(",", " ").split()
+        )
 
     @property
     def outbound_allow_list(self) -> AllowList:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
 
@@ -46,4 +47,32 @@ class AuthMiddleware(ASGIMiddleware):
                         session["expired"] = True
         elif "uid" in session:
             session.clear()  # a cookie from before sessions lived on the server
+        await next_app(scope, receive, send)
+
+
+class ClientAddressMiddleware(ASGIMiddleware):
+    """The client's real address in ``scope["client"]``: the connection's peer, unless the peer is a
+    trusted proxy (TRUSTED_PROXIES); then the rightmost X-Forwarded-For entry that is not itself a
+    trusted proxy (entries to its left were written by the client and prove nothing). Login
+    throttling and the audit log key on this address."""
+
+    def __init__(self, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> None:
+        self.trusted = trusted
+
+    def _trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.strip())
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        client = scope.get("client")
+        if self.trusted and client and self._trusted(client[0]):
+            forwarded = b",".join(v for k, v in scope["headers"] if k == b"x-forwarded-for").decode("latin-1")
+            hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+            for hop in reversed(hops):
+                if not self._trusted(hop):
+                    scope["client"] = (hop, 0)
+                    break
         await next_app(scope, receive, send)
