@@ -6,8 +6,10 @@ import ipaddress
 import time
 from typing import Any
 
+from litestar.datastructures import MutableScopeHeaders
+from litestar.exceptions import PermissionDeniedException
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import sessions
 
@@ -75,4 +77,67 @@ class ClientAddressMiddleware(ASGIMiddleware):
                 if not self._trusted(hop):
                     scope["client"] = (hop, 0)
                     break
+        await next_app(scope, receive, send)
+
+
+# No inline scripts or styles, nothing from other sites, never framed. Pico draws its icons with
+# data: SVGs in CSS, hence img-src data:.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+async def security_headers(message: Message, scope: Scope) -> None:
+    """Add the security headers to every answer (pages, partials, static files, errors, the API)."""
+    if message["type"] == "http.response.start":
+        headers = MutableScopeHeaders.from_message(message)
+        for name, value in SECURITY_HEADERS.items():
+            headers.setdefault(name, value)
+
+
+class OriginCheckMiddleware(ASGIMiddleware):
+    """Refuse a state-changing request that a browser says comes from another site (its Origin
+    header names another host than the one it was sent to), before any handler runs. The ingest API
+    is called by stores' servers with a token, not by browsers with a session."""
+
+    def __init__(self, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()) -> None:
+        self.trusted = trusted
+
+    @staticmethod
+    def should_bypass_for_scope(scope: Scope) -> bool:
+        return scope.get("method") not in UNSAFE_METHODS or scope["path"].startswith("/api/ingest/")
+
+    def _hosts(self, scope: Scope, headers: dict[bytes, bytes]) -> set[str]:
+        """The host the request was sent to; behind a trusted proxy that rewrites Host, also the
+        X-Forwarded-Host it passes on."""
+        hosts = {headers.get(b"host", b"").decode("latin-1").lower()}
+        client = scope.get("client")
+        if self.trusted and client and b"x-forwarded-host" in headers:
+            try:
+                peer = ipaddress.ip_address(client[0])
+            except ValueError:
+                peer = None
+            if peer is not None and any(peer in network for network in self.trusted):
+                forwarded = headers[b"x-forwarded-host"].decode("latin-1").lower()
+                hosts.add(forwarded.split(",")[-1].strip())
+        return hosts - {""}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        headers = dict(scope["headers"])
+        origin = headers.get(b"origin")
+        if origin is not None:
+            _, _, netloc = origin.decode("latin-1").lower().partition("://")
+            if netloc.rstrip("/") not in self._hosts(scope, headers):
+                raise PermissionDeniedException(
+                    "This request came from another site (its Origin is not this console), so it was "
+                    "refused. Use the console's own pages."
+                )
         await next_app(scope, receive, send)
