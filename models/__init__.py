@@ -17,6 +17,7 @@ from models.schedule import (
     ScheduleTick,
     TickOutcome,
 )
+from models.session import UserSession
 from models.upload import Upload, UploadStatus
 from models.user import Role, User
 
@@ -52,4 +53,5 @@ __all__ = [
     "Upload",
     "UploadStatus",
     "User",
+    "UserSession",
 ]

@@ -37,7 +37,7 @@ from web.controllers.uploads import UploadsController
 from web.controllers.users import UsersController
 from web.deps import DEPENDENCIES
 from web.errors import EXCEPTION_HANDLERS
-from web.middleware import AuthMiddleware
+from web.middleware import AuthMiddleware, ClientAddressMiddleware, OriginCheckMiddleware, security_headers
 from web.security import role_guard
 from web.templating import template_config
 
@@ -127,10 +127,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         guards=[role_guard],
-        middleware=[session_config.middleware, AuthMiddleware()],
+        middleware=[
+            # Outermost first: the Origin check sees the connection's own peer.
+            OriginCheckMiddleware(settings.trusted_proxy_networks),
+            ClientAddressMiddleware(settings.trusted_proxy_networks),
+            session_config.middleware,
+            AuthMiddleware(),
+        ],
         csrf_config=csrf_config,
         plugins=[HTMXPlugin(), FlashPlugin(config=FlashConfig(template_config=template_config))],
         template_config=template_config,
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[security_headers],
         debug=False,
     )

@@ -16,6 +16,7 @@ from arq.worker import func
 from config.logging import configure_logging
 from config.settings import get_settings
 from models.db import make_engine, make_sessionmaker
+from sync import outbound
 from workers.analyse_upload import analyse_upload
 from workers.check_connection import check_connection
 from workers.forward_ingest import forward_ingest, sweep_ingest
@@ -43,6 +44,10 @@ async def startup(ctx: dict[str, Any]) -> None:
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         event_hooks=ctx["inspector"].hooks(),
     )
+    # Feeds and the webhook: URLs an operator typed, reached only through the outbound guard.
+    ctx["outbound_http"] = outbound.client(
+        settings.outbound_allow_list, timeout=httpx.Timeout(30.0, connect=5.0)
+    )
     ctx["heartbeat"] = asyncio.create_task(beat_forever(ctx["redis"], ctx, settings.queue_name))
     log.info("worker started", database=settings.database_url.split("@")[-1])
 
@@ -53,8 +58,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    if "http" in ctx:
-        await ctx["http"].aclose()
+    for name in ("http", "outbound_http"):
+        if name in ctx:
+            await ctx[name].aclose()
     if "inspector" in ctx:
         await ctx["inspector"].drain()
     if "engine" in ctx:
