@@ -3,6 +3,13 @@
 from models.account import Account, ConnectionStatus
 from models.audit import AuditEvent
 from models.catalog_state import CatalogState
+from models.consent import (
+    ConsentChange,
+    ConsentDelivery,
+    ConsentIntegration,
+    ConsentPollState,
+    KlaviyoWebhook,
+)
 from models.ingest import InboxStatus, IngestRecord, IngestSource
 from models.klaviyo_list import KlaviyoList, ListOperation, ListOpStatus
 from models.mapping import Mapping, MappingVersion
@@ -27,6 +34,10 @@ __all__ = [
     "BatchStatus",
     "CatalogState",
     "ConnectionStatus",
+    "ConsentChange",
+    "ConsentDelivery",
+    "ConsentIntegration",
+    "ConsentPollState",
     "CursorKind",
     "FeedFormat",
     "FeedRecordSeen",
@@ -35,6 +46,7 @@ __all__ = [
     "IngestRecord",
     "IngestSource",
     "KlaviyoList",
+    "KlaviyoWebhook",
     "ListOpStatus",
     "ListOperation",
     "Mapping",

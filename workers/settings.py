@@ -19,6 +19,7 @@ from models.db import make_engine, make_sessionmaker
 from sync import outbound
 from workers.analyse_upload import analyse_upload
 from workers.check_connection import check_connection
+from workers.consent import deliver_consent, poll_consent
 from workers.forward_ingest import forward_ingest, sweep_ingest
 from workers.heartbeat import beat_forever
 from workers.inspector import RequestInspector
@@ -91,6 +92,9 @@ def cron_jobs_for(queue_name: str) -> list[CronJob]:
         every(10, schedule_ticks),
         # Ingest records whose retry pause is over (or whose wake-up was lost) move on.
         every(5, sweep_ingest),
+        # Klaviyo's consent events into the ledger, and the ledger out to stores' webhooks.
+        every(60, poll_consent),
+        every(5, deliver_consent),
     ]
 
 
@@ -103,6 +107,8 @@ class WorkerSettings:
         func(list_operation, timeout=3600, max_tries=3),
         func(forward_ingest, timeout=600, max_tries=5),
         func(run_schedule, timeout=1800, max_tries=3),
+        func(poll_consent, timeout=900, max_tries=1),
+        func(deliver_consent, timeout=300, max_tries=1),
     ]
     cron_jobs = cron_jobs_for(get_settings().queue_name)
     on_startup = startup
