@@ -263,6 +263,18 @@ def new_webhook_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+async def note_rejected(sessionmaker: Any, webhook_id: int, why: str) -> None:
+    """Count a refused delivery on the webhook (its own transaction: no change is stored)."""
+    async with sessionmaker() as db:
+        row = await db.get(KlaviyoWebhook, webhook_id)
+        if row is not None:
+            row.rejected_count += 1
+            row.last_rejected_at = utcnow()
+            row.last_error = why[:300]
+            db.add(row)
+            await db.commit()
+
+
 async def list_webhooks(db: AsyncSession) -> list[KlaviyoWebhook]:
     return list((await db.exec(select(KlaviyoWebhook).order_by(col(KlaviyoWebhook.id)))).all())
 
@@ -312,6 +324,14 @@ async def create_integration(
     db.add(integration)
     await db.flush()
     return integration, token, secret
+
+
+async def delete_integration(db: AsyncSession, integration: ConsentIntegration) -> None:
+    """Forget an integration and its delivery ledger (its token stops working at once)."""
+    await db.exec(  # type: ignore[call-overload]
+        sa.delete(ConsentDelivery).where(col(ConsentDelivery.integration_id) == integration.id)
+    )
+    await db.delete(integration)
 
 
 async def integration_for_token(db: AsyncSession, token: str) -> ConsentIntegration | None:

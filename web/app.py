@@ -24,6 +24,7 @@ from models.db import make_engine, make_sessionmaker
 from web.controllers.audit import AuditController
 from web.controllers.auth import AuthController
 from web.controllers.connection import ConnectionController
+from web.controllers.consent import ConsentController
 from web.controllers.health import HealthController
 from web.controllers.ingest import IngestController
 from web.controllers.lists import ListsController
@@ -97,7 +98,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         httponly=True,
         samesite="lax",
         secure=settings.cookie_secure,
-        exclude=["^/static/", "^/healthz", "^/readyz", "^/metrics", "^/api/ingest/"],
+        exclude=[
+            "^/static/",
+            "^/healthz",
+            "^/readyz",
+            "^/metrics",
+            "^/api/ingest/",
+            "^/api/klaviyo-webhooks/",
+            "^/api/consent-changes",
+        ],
     )
     csrf_config = CSRFConfig(
         secret=_derive(settings.secret, "csrf").hex(),
@@ -123,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             NotificationsController,
             IngestController,
             SchedulesController,
+            ConsentController,
         ],
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,

@@ -16,7 +16,9 @@ from services import sessions
 # A session idle longer than this is treated as expired, whatever the cookie's max-age says.
 IDLE_TIMEOUT_SECONDS = 12 * 3600
 # The ingest API authenticates with its own bearer tokens, never a session.
-PUBLIC_PREFIXES = ("/static/", "/healthz", "/readyz", "/metrics", "/api/ingest/")
+# So do the consent pull API and the receiver of Klaviyo's signed system webhooks.
+MACHINE_APIS = ("/api/ingest/", "/api/klaviyo-webhooks/", "/api/consent-changes")
+PUBLIC_PREFIXES = ("/static/", "/healthz", "/readyz", "/metrics", *MACHINE_APIS)
 
 
 class AuthMiddleware(ASGIMiddleware):
@@ -113,7 +115,7 @@ class OriginCheckMiddleware(ASGIMiddleware):
 
     @staticmethod
     def should_bypass_for_scope(scope: Scope) -> bool:
-        return scope.get("method") not in UNSAFE_METHODS or scope["path"].startswith("/api/ingest/")
+        return scope.get("method") not in UNSAFE_METHODS or scope["path"].startswith(MACHINE_APIS)
 
     def _hosts(self, scope: Scope, headers: dict[bytes, bytes]) -> set[str]:
         """The host the request was sent to; behind a trusted proxy that rewrites Host, also the

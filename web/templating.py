@@ -23,6 +23,7 @@ NAV = [
     ("runs", "Runs", "/runs"),
     ("lists", "Lists", "/lists"),
     ("schedules", "Schedules", "/schedules"),
+    ("consent", "Consent", "/consent"),
     ("users", "Users", "/users"),
     ("audit", "Audit log", "/audit"),
 ]
