@@ -240,3 +240,55 @@ async def test_csv_download_for_a_date_range(client, as_role, sessionmaker):
     assert bad.status_code == 400 and "before the" in bad.text
     page = await client.get("/consent?kind=bounced")
     assert page.status_code == 200 and f"=cmd-{tag}@shop.io" in page.text
+
+
+async def test_subscription_import_form_warns_about_rows_that_undo_a_later_opt_out(
+    client, as_role, sessionmaker, settings
+):
+    from sync.mapping import Mapping as Spec
+    from sync.mapping import MappingOptions, Target, TargetKind, column
+    from tests.support.runs import make_mapping, make_upload
+
+    tag = uuid.uuid4().hex[:8]
+    await as_role(Role.OPERATOR)
+    spec = Spec(
+        name=f"subscribe {tag}",
+        target=Target(kind=TargetKind.SUBSCRIPTION),
+        options=MappingOptions(historical_import=True),
+        fields=[column("Email", "email"), column("Consented", "consented_at")],
+    )
+    await make_mapping(sessionmaker, spec)
+    gone, back, old = f"gone-{tag}@shop.io", f"back-{tag}@shop.io", f"old-{tag}@shop.io"
+    upload = await make_upload(
+        sessionmaker,
+        settings.upload_dir,
+        "Email,Consented\n"
+        f"{gone.upper()},2026-01-01T00:00:00+00:00\n"  # unsubscribed in March: warn
+        f"{back},2026-01-01T00:00:00+00:00\n"  # unsubscribed, then resubscribed: fine
+        f"{old},2026-06-01T00:00:00+00:00\n"  # unsubscribed before consenting again: fine
+        f"new-{tag}@shop.io,2026-01-01T00:00:00+00:00\n",
+        filename="subscribers.csv",
+    )
+    march = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def change(email: str, kind: str, when: datetime, n: int) -> Change:
+        return Change(f"{tag}-{n}", kind, "email", "m", when, email=email)
+
+    async with sessionmaker() as db:
+        await consent.record_changes(
+            db,
+            [
+                change(gone, "unsubscribed", march, 1),
+                change(back, "unsubscribed", march, 2),
+                change(back, "subscribed", march + timedelta(days=1), 3),
+                change(old, "bounced", march, 4),
+            ],
+            "poll",
+        )
+        await db.commit()
+    page = await client.get(f"/uploads/{upload.id}")
+    assert page.status_code == 200
+    warning = page.text.split('data-testid="resubscribe-warning"', 1)[1].split("</div>", 1)[0]
+    assert "1 row would resubscribe" in warning
+    assert f"row 1: {gone}" in warning.lower() and "unsubscribed in klaviyo 2026-03-01" in warning.lower()
+    assert back not in warning and old not in warning
