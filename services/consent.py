@@ -162,6 +162,27 @@ async def counts_since(db: AsyncSession, since: datetime) -> dict[str, int]:
     return {kind: found.get(kind, 0) for kind in KINDS}
 
 
+async def newest_by_source(db: AsyncSession) -> dict[str, ConsentChange]:
+    """The change each way in (poll, webhook) stored last: when it arrived and how late."""
+    found = {}
+    for source in ("poll", "webhook"):
+        query = select(ConsentChange).where(ConsentChange.source == source)
+        row = (await db.exec(query.order_by(col(ConsentChange.id).desc()).limit(1))).first()
+        if row is not None:
+            found[source] = row
+    return found
+
+
+def lag_seconds(change: ConsentChange | None) -> int | None:
+    """How long after its time in Klaviyo a change reached the ledger."""
+    if change is None:
+        return None
+    occurred, received = aware(change.occurred_at), aware(change.received_at)
+    if occurred is None or received is None:
+        return None
+    return max(0, int((received - occurred).total_seconds()))
+
+
 def change_dict(change: ConsentChange) -> dict[str, Any]:
     """A change as the pull API and the outbound webhook give it."""
     return {

@@ -19,7 +19,7 @@ from config.crypto import decrypt_secret, encrypt_secret
 from klaviyo.client import KlaviyoClient
 from klaviyo.errors import KlaviyoError
 from models import ConsentIntegration, KlaviyoWebhook, Role
-from models.base import aware, utcnow
+from models.base import utcnow
 from services import audit, consent
 from services.accounts import get_account, klaviyo_target
 from sync.consent import CHANNELS, CONSENT_TOPICS, KINDS, change_from_event, check_klaviyo_delivery
@@ -278,7 +278,7 @@ async def _page(request: Request[Any, Any, Any], db: Db, status: int = 200, **ex
                 "deliveries": await consent.recent_deliveries(db, row.id or 0, 5),
             }
         )
-    last_success = aware(state.last_success_at)
+    newest = await consent.newest_by_source(db)
     return render(
         request,
         "consent/index.html",
@@ -291,7 +291,7 @@ async def _page(request: Request[Any, Any, Any], db: Db, status: int = 200, **ex
         kinds=KINDS,
         channels=CHANNELS,
         poll=state,
-        poll_lag=(now - last_success) if last_success else None,
+        lag={source: consent.lag_seconds(newest.get(source)) for source in ("poll", "webhook")},
         webhooks=await consent.list_webhooks(db),
         integrations=integrations,
         default_from=(now - timedelta(days=7)).date().isoformat(),
