@@ -272,9 +272,11 @@ async def claim_poll(db: AsyncSession, owner: str, lease: timedelta) -> bool:
             sa.or_(col(ConsentPollState.lease_until).is_(None), col(ConsentPollState.lease_until) < now),
         )
         .values(lease_owner=owner, lease_until=now + lease)
+        .execution_options(synchronize_session=False)
     )
+    claimed = bool(result.rowcount)  # read before the commit: aiosqlite resets it
     await db.commit()
-    return bool(result.rowcount)
+    return claimed
 
 
 # --- system webhooks ----------------------------------------------------------------------------
