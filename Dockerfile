@@ -14,4 +14,4 @@ RUN useradd --create-home --uid 10001 console \
     && mkdir -p /app/var /data/uploads && chown -R console:console /app/var /data
 USER console
 EXPOSE 8000
-CMD ["uvicorn", "web.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+CMD ["uvicorn", "web.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers"]

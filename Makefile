@@ -27,7 +27,7 @@ create-admin: install ## create an admin: make create-admin USER=alice
 	@$(RUN) python -m cli create-admin $(USER)
 
 web: install ## run only the web app
-	@$(RUN) uvicorn web.app:create_app --factory --host 127.0.0.1 --port 8000
+	@$(RUN) uvicorn web.app:create_app --factory --host 127.0.0.1 --port 8000 --no-proxy-headers
 
 worker: install ## run only one arq worker
 	@$(RUN) python -m workers

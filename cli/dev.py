@@ -133,6 +133,8 @@ def dev() -> int:
                     WEB_HOST,
                     "--port",
                     str(WEB_PORT),
+                    # The app decides whom to believe about the client's address (TRUSTED_PROXIES).
+                    "--no-proxy-headers",
                 ]
             ),
         )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sync.outbound import AllowList
 
 VAR_DIR = Path("var")
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev"}
@@ -58,8 +61,16 @@ class Settings(BaseSettings):
     # failed for a transient reason (5xx, timeout) is tried before it is marked failed, and how long
     # sent records are kept (they are what catches a repeat of the same order).
     ingest_max_body_bytes: int = Field(default=1_000_000, gt=0)
+    # Records in one request (413 above it): bounds the work and the answer of one request.
+    ingest_max_records: int = Field(default=1000, ge=1)
     ingest_max_attempts: int = Field(default=10, ge=1)
     ingest_retention_days: float = Field(default=7.0, gt=0)
+    # Hosts (`feeds.internal`, `*.corp.example`) and networks (`10.2.0.0/16`) that feeds and the
+    # webhook may reach although their addresses are private; everything else must be public.
+    outbound_allow: str = ""
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; from anyone
+    # else the header is ignored. Empty: the connection's own address is the client's.
+    trusted_proxies: str = ""
 
     @model_validator(mode="after")
     def _require_secret_outside_dev(self) -> Settings:
@@ -72,6 +83,34 @@ class Settings(BaseSettings):
                 )
             self.secret_key = SecretStr(_dev_secret_key())
         return self
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _valid_allow_list(cls, value: str) -> str:
+        AllowList.parse(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        for entry in value.replace(",", " ").split():
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"TRUSTED_PROXIES: {entry!r} is not an address or network.") from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """TRUSTED_PROXIES parsed."""
+        return tuple(
+            ipaddress.ip_network(e, strict=False) for e in self.trusted_proxies.replace(",", " ").split()
+        )
+
+    @property
+    def outbound_allow_list(self) -> AllowList:
+        """OUTBOUND_ALLOW parsed."""
+        return AllowList.parse(self.outbound_allow)
 
     @property
     def secret(self) -> str:

@@ -416,6 +416,56 @@ class KlaviyoClient:
         """Every metric already in the account, all pages."""
         return [metric async for metric in self.paginate(ep.GET_METRICS)]
 
+    # -- events (read) and system webhooks ----------------------------------------------------
+
+    async def get_event_pages(
+        self, metric_id: str, since: str, page_size: int = 200
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]]:
+        """Events of one metric at or after ``since`` (ISO 8601), oldest first, page by page: each
+        page's events and its included profiles by id."""
+        params = {
+            "filter": f'and(equals(metric_id,"{metric_id}"),greater-or-equal(datetime,{since}))',
+            "sort": "datetime",
+            "include": "profile",
+            "fields[profile]": "email,phone_number,external_id",
+            "page[size]": str(page_size),
+        }
+        response = await self.request(ep.GET_EVENTS, params=params)
+        while True:
+            included = {
+                str(res["id"]): res
+                for res in response.doc.get("included") or []
+                if res.get("type") == "profile" and res.get("id") is not None
+            }
+            yield list(response.doc.get("data") or []), included
+            next_url = (response.doc.get("links") or {}).get("next")
+            if not next_url:
+                return
+            response = await self.request(ep.GET_EVENTS, url=str(next_url))
+
+    async def get_webhook_topics(self) -> list[dict[str, Any]]:
+        """Every system webhook topic the account offers (``event:klaviyo.<metric>``)."""
+        return list((await self.request(ep.GET_WEBHOOK_TOPICS)).doc.get("data") or [])
+
+    async def create_webhook(self, name: str, endpoint_url: str, secret_key: str, topics: list[str]) -> str:
+        """Create a system webhook posting the topics to ``endpoint_url``, signed with ``secret_key``."""
+        document = {
+            "data": {
+                "type": "webhook",
+                "attributes": {"name": name, "endpoint_url": endpoint_url, "secret_key": secret_key},
+                "relationships": {
+                    "webhook-topics": {"data": [{"type": "webhook-topic", "id": t} for t in topics]}
+                },
+            }
+        }
+        response = await self._json(ep.CREATE_WEBHOOK, document)
+        if response.id is None:
+            raise NetworkError("webhook create answered without an id")
+        return response.id
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self.request(ep.DELETE_WEBHOOK, path_params={"id": webhook_id})
+
 
 def lists_relationship(list_ids: Iterable[str]) -> dict[str, Any] | None:
     """The ``lists`` relationship of a profile bulk import job, or None for no lists."""

@@ -41,6 +41,8 @@ METRICS = RateClass("metrics", 10, 150)
 CATALOG_WRITE = RateClass("catalog_write", 75, 750)
 CATALOG_JOB_READ = RateClass("catalog_job_read", 75, 750)
 CATALOG_ITEMS_READ = RateClass("catalog_items_read", 350, 3500)
+EVENTS_READ = RateClass("events_read", 350, 3500)
+WEBHOOKS = RateClass("webhooks", 10, 150)
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,10 @@ SUPPRESS = _bulk(
     "profiles",
 )
 GET_METRICS = Endpoint("get_metrics", "GET", "/api/metrics", METRICS)
+GET_EVENTS = Endpoint("get_events", "GET", "/api/events", EVENTS_READ)
+GET_WEBHOOK_TOPICS = Endpoint("get_webhook_topics", "GET", "/api/webhook-topics", WEBHOOKS)
+CREATE_WEBHOOK = Endpoint("create_webhook", "POST", "/api/webhooks", WEBHOOKS)
+DELETE_WEBHOOK = Endpoint("delete_webhook", "DELETE", "/api/webhooks/{id}", WEBHOOKS)
 CATALOG_ITEMS_CREATE = _bulk(
     "catalog_items_create",
     "/api/catalog-item-bulk-create-jobs",

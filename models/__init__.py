@@ -3,6 +3,13 @@
 from models.account import Account, ConnectionStatus
 from models.audit import AuditEvent
 from models.catalog_state import CatalogState
+from models.consent import (
+    ConsentChange,
+    ConsentDelivery,
+    ConsentIntegration,
+    ConsentPollState,
+    KlaviyoWebhook,
+)
 from models.ingest import InboxStatus, IngestRecord, IngestRoute, IngestSource
 from models.klaviyo_list import KlaviyoList, ListOperation, ListOpStatus
 from models.mapping import Mapping, MappingVersion
@@ -18,6 +25,7 @@ from models.schedule import (
     ScheduleTick,
     TickOutcome,
 )
+from models.session import UserSession
 from models.upload import Upload, UploadStatus
 from models.user import Role, User
 
@@ -27,6 +35,10 @@ __all__ = [
     "BatchStatus",
     "CatalogState",
     "ConnectionStatus",
+    "ConsentChange",
+    "ConsentDelivery",
+    "ConsentIntegration",
+    "ConsentPollState",
     "CursorKind",
     "FeedFormat",
     "FeedRecordSeen",
@@ -36,6 +48,7 @@ __all__ = [
     "IngestRoute",
     "IngestSource",
     "KlaviyoList",
+    "KlaviyoWebhook",
     "ListOpStatus",
     "ListOperation",
     "Mapping",
@@ -55,4 +68,5 @@ __all__ = [
     "Upload",
     "UploadStatus",
     "User",
+    "UserSession",
 ]

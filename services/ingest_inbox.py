@@ -43,6 +43,10 @@ log = structlog.get_logger(__name__)
 
 CREDENTIALS_TTL = 1.0  # seconds a process trusts what it read about a source
 MAX_KEY = 200
+SIGNATURE_TOLERANCE_S = 300
+TIMESTAMP_HEADER = b"x-signature-timestamp"
+ERRORS_SHOWN = 20  # rejected records detailed in an answer: its size must not grow with the body
+MESSAGE_CHARS = 200
 COMMITS_IN_FLIGHT = 4  # per web process
 WAKE_EVERY = 0.1  # seconds: one Redis round trip per source and process, however busy
 INBOX = IngestRecord.__table__  # type: ignore[attr-defined]
@@ -99,12 +103,37 @@ def check_token(token_hash: str | None, authorization: str) -> None:
         raise IngestError(401, "This token is not valid for this source (wrong, rotated or revoked).")
 
 
-def check_signature(secret: str, body: bytes, header: str | None) -> None:
+def check_signature(
+    secret: str, body: bytes, header: str | None, timestamp: str | None = None, now: float | None = None
+) -> None:
+    """The plain signature covers the body; with ``X-Signature-Timestamp`` it covers
+    ``<timestamp>.<body>`` and must be within ``SIGNATURE_TOLERANCE_S`` of now, so a captured
+    request cannot be replayed later."""
     if not header:
         raise IngestError(
             401,
             "This source requires signed requests: send `X-Signature: sha256=<hex HMAC-SHA256 of the body>`.",
         )
+    if timestamp is not None:
+        stamp = timestamp.strip()
+        if not stamp.isdigit():
+            raise IngestError(401, "X-Signature-Timestamp must be the Unix time in whole seconds.")
+        skew = abs((time.time() if now is None else now) - int(stamp))
+        if skew > SIGNATURE_TOLERANCE_S:
+            raise IngestError(
+                401,
+                f"X-Signature-Timestamp is {int(skew)} s away from the console's clock (at most "
+                f"{SIGNATURE_TOLERANCE_S} s): sign each request when it is sent.",
+            )
+        if not hmac.compare_digest(
+            header.strip().lower().encode(), sign(secret, stamp.encode() + b"." + body).encode()
+        ):
+            raise IngestError(
+                401,
+                "X-Signature does not match: with X-Signature-Timestamp it must be sha256=<hex "
+                "HMAC-SHA256 of `<timestamp>.<raw body>`, keyed with the source's signing secret>.",
+            )
+        return
     if not hmac.compare_digest(header.strip().lower().encode(), sign(secret, body).encode()):
         raise IngestError(
             401,
@@ -113,8 +142,9 @@ def check_signature(secret: str, body: bytes, header: str | None) -> None:
         )
 
 
-def parse_records(body: bytes) -> list[dict[str, Any]]:
-    """One JSON object, or an array of objects; anything else is a 400 that says what is wrong."""
+def parse_records(body: bytes, max_records: int | None = None) -> list[dict[str, Any]]:
+    """One JSON object, or an array of objects; anything else is a 400 that says what is wrong,
+    and more than ``max_records`` a 413."""
     if not body.strip():
         raise IngestError(400, "The body is empty: send a JSON object, or an array of objects.")
     try:
@@ -124,6 +154,12 @@ def parse_records(body: bytes) -> list[dict[str, Any]]:
     records = document if isinstance(document, list) else [document]
     if not records:
         raise IngestError(400, "The array is empty: send at least one record.")
+    if max_records is not None and len(records) > max_records:
+        raise IngestError(
+            413,
+            f"The body holds {len(records):,} records; at most {max_records:,} per request "
+            "(INGEST_MAX_RECORDS). Send them in several requests.",
+        )
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             where = f"Item {index} of the array" if isinstance(document, list) else "The body"
@@ -209,8 +245,10 @@ def map_records(
         if errors:
             message = "; ".join(f"{e.column or e.rule}: {e.message}" for e in errors)
             row.update(status=InboxStatus.FAILED, error_kind="mapping", last_error=message[:2000])
-            details = [{"rule": e.rule, "field": e.column, "message": e.message} for e in errors]
-            rejected.append({"index": index, "errors": details})
+            details = [
+                {"rule": e.rule, "field": e.column, "message": e.message[:MESSAGE_CHARS]} for e in errors
+            ]
+            rejected.append({"index": index, "errors": details[:ERRORS_SHOWN]})
         rows.append(row)
     return rows, rejected, skipped, unrouted
 
@@ -470,18 +508,23 @@ class Accepted:
     unrouted: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        """received = accepted + unrouted + duplicates + skipped + rejected; ``errors`` details the first
+        ``ERRORS_SHOWN`` rejected records (their index in the body), so the answer stays small, and
+        ``errors_omitted`` (only when some were) says how many more there are."""
         answer = {
             "received": self.received,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "skipped": self.skipped,
             "rejected": len(self.rejected),
-            "errors": self.rejected,
+            "errors": self.rejected[:ERRORS_SHOWN],
         }
+        if len(self.rejected) > ERRORS_SHOWN:
+            answer["errors_omitted"] = len(self.rejected) - ERRORS_SHOWN
         if self.unrouted:
             # Only when there are some: the answer every store already parses stays as it was.
             answer["unrouted"] = len(self.unrouted)
-            answer["unrouted_events"] = self.unrouted
+            answer["unrouted_events"] = self.unrouted[:ERRORS_SHOWN]
         return answer
 
 
@@ -547,7 +590,12 @@ class Inbox:
         self.credentials.pop(source_id, None)
 
     async def accept(
-        self, source_id: int, authorization: str, signature: str | None, body: bytes
+        self,
+        source_id: int,
+        authorization: str,
+        signature: str | None,
+        body: bytes,
+        timestamp: str | None = None,
     ) -> Accepted:
         """Authenticate, map and store one request's records: when this returns they are committed."""
         creds = await self._credentials(source_id)
@@ -558,8 +606,8 @@ class Inbox:
             creds = await self._credentials(source_id, fresh=True)
             check_token(creds.token_hash, authorization)
         if creds.secret is not None:
-            check_signature(creds.secret, body, signature)
-        records = parse_records(body)
+            check_signature(creds.secret, body, signature, timestamp)
+        records = parse_records(body, self.settings.ingest_max_records)
         if creds.router is None:
             raise IngestError(409, "The source's mapping was deleted; choose another mapping in the console.")
         rows, rejected, skipped, unrouted = map_records(creds.router, records)
@@ -570,7 +618,9 @@ class Inbox:
         answer.unrouted = [
             {"index": index, "event": event_name(records[index])} for index, key in unrouted if key in stored
         ]
-        answer.duplicates = len(rows) - len(stored)
+        # Each record once: a refused record is rejected even when it repeats one; a kept unrouted
+        # record is counted as unrouted, not accepted.
+        answer.duplicates = len(rows) - len(rejected) - answer.accepted - len(answer.unrouted)
         if answer.accepted:
             self._wake_soon(source_id)
         return answer

@@ -4,13 +4,13 @@ or an ingest source's failed records report."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlparse
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import IngestSource, NotificationSettings, RunStatus, Schedule, SyncRun, User
 from models.base import utcnow
+from sync import outbound
 
 
 class WebhookError(ValueError):
@@ -30,13 +30,25 @@ async def get_settings(db: AsyncSession) -> NotificationSettings:
 
 
 async def save(
-    db: AsyncSession, *, url: str, enabled: bool, threshold: float, user: User | None
+    db: AsyncSession,
+    *,
+    url: str,
+    enabled: bool,
+    threshold: float,
+    user: User | None,
+    allow: outbound.AllowList | None = None,
 ) -> NotificationSettings:
+    """Store the webhook settings. With ``allow`` the URL's host is resolved and refused when it is
+    not public (nor allowed); every call is checked again where it connects."""
     url = url.strip()
     if url:
-        parts = urlparse(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise WebhookError("The webhook must be an http:// or https:// URL.")
+        problem = (
+            await outbound.url_problem(url, allow, "webhook URL")
+            if allow is not None
+            else outbound.check_syntax(url, "webhook URL")
+        )
+        if problem:
+            raise WebhookError(problem)
     if enabled and not url:
         raise WebhookError("Give a webhook URL before turning notifications on.")
     if not 0 <= threshold <= 100:

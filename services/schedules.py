@@ -46,6 +46,7 @@ from models import (
 )
 from models.base import aware, utcnow
 from services import runs
+from sync import outbound
 from sync.feeds import (
     FeedError,
     FeedSpec,
@@ -257,6 +258,7 @@ async def create_schedule(
     problems = form.problems()
     if problems:
         raise ScheduleError(" ".join(problems.values()))
+    await _check_reachable(settings, form.url)
     mapping = await _live_mapping(db, form.mapping_id)
     source = FeedSource(name=form.name, url=form.url, created_by=user.id if user else None)
     _apply_source(source, form)
@@ -275,6 +277,14 @@ async def create_schedule(
     db.add(schedule)
     await db.flush()
     return schedule
+
+
+async def _check_reachable(settings: Settings, url: str) -> None:
+    """Refuse a feed whose host resolves to an address the console does not reach (the fetch checks
+    again at every connection)."""
+    problem = await outbound.url_problem(url, settings.outbound_allow_list, "feed URL")
+    if problem:
+        raise ScheduleError(problem, field="url")
 
 
 async def _live_mapping(db: AsyncSession, mapping_id: int) -> Mapping:
@@ -366,6 +376,7 @@ async def update_schedule(
     problems = form.problems(stored_auth=bool(source.auth_header_encrypted))
     if problems:
         raise ScheduleError(" ".join(problems.values()))
+    await _check_reachable(settings, form.url)
     await _live_mapping(db, form.mapping_id)
     if form.position == "restart" and (aware(schedule.tick_until) or utcnow()) > utcnow():
         # The tick would write its own mark over the reset when it finishes.

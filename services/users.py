@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from models import Role, User
 from models.base import utcnow
 from models.user import UserCreate
+from services import sessions
 
 _hasher = PasswordHasher()
 
@@ -91,5 +92,7 @@ async def update_user(db: AsyncSession, user: User, *, role: Role | None, is_act
         user.role = role
     if is_active is not None:
         user.is_active = is_active
+        if not is_active:
+            await sessions.end_all(db, user.id or 0)
     db.add(user)
     return user

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from simulator import client_api, faults, handlers
+from simulator import client_api, consent, faults, handlers
 from simulator.common import Request, Response
 from simulator.config import LATEST_REVISION, Account, SimConfig
 from simulator.conformance import Recorder
@@ -86,8 +86,18 @@ ROUTES = [
     Route("GET", "/api/lists/{id}/profiles", handlers.get_list_profiles, "lists_read"),
     Route("POST", "/api/lists/{id}/relationships/profiles", handlers.add_list_members, "list_members"),
     Route("DELETE", "/api/lists/{id}/relationships/profiles", handlers.remove_list_members, "list_members"),
-    Route("POST", "/api/profile-subscription-bulk-create-jobs", handlers.subscribe, "subscriptions"),
-    Route("POST", "/api/profile-subscription-bulk-delete-jobs", handlers.unsubscribe, "subscriptions"),
+    Route(
+        "POST",
+        "/api/profile-subscription-bulk-create-jobs",
+        consent.watch(handlers.subscribe),
+        "subscriptions",
+    ),
+    Route(
+        "POST",
+        "/api/profile-subscription-bulk-delete-jobs",
+        consent.watch(handlers.unsubscribe),
+        "subscriptions",
+    ),
     Route("POST", "/api/profile-suppression-bulk-create-jobs", handlers.suppress, "suppressions"),
     Route("GET", "/api/metrics", handlers.get_metrics, "metrics"),
     Route("GET", "/api/catalog-items", handlers.get_catalog_items, "catalog_items_read"),
@@ -102,6 +112,7 @@ for _kind, _path in handlers.CATALOG_JOB_PATHS.items():
     ROUTES.append(Route("POST", f"/api/{_path}", handlers.catalog_job_creator(_kind), "catalog_write"))
     ROUTES.append(Route("GET", f"/api/{_path}", handlers.catalog_job_lister(_kind), _read))
     ROUTES.append(Route("GET", f"/api/{_path}/{{id}}", handlers.catalog_job_getter(_kind), _read))
+ROUTES.extend(Route(*entry) for entry in consent.API)
 
 
 class SimulatorApp:
@@ -328,6 +339,9 @@ class SimulatorApp:
                 return 200, {"ok": True}
             if name == "opt-ins/confirm":
                 return 200, {"confirmed": state.confirm_opt_ins(account_id)}
+        found = consent.admin(state, req, name)
+        if found is not None:
+            return found
         raise Problem(404, [error(404, "not_found", f"No admin endpoint {req.method} {req.path}")])
 
     def reset(self, limits: bool = True) -> None:

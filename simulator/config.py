@@ -55,6 +55,8 @@ def default_limits() -> dict[str, Limit]:
         "catalog_job_read": (75, 750),
         "catalog_job_read_xl": (350, 3500),
         "catalog_items_read": (350, 3500),
+        "events_read": (350, 3500),
+        "webhooks": (10, 150),
     }
     return {name: Limit(burst, steady) for name, (burst, steady) in table.items()}
 

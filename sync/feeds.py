@@ -23,12 +23,14 @@ from xml.etree import ElementTree
 import httpx
 import orjson
 
+from sync.outbound import OutboundRefused, check_syntax
 from sync.readers import SourceProblem, read_ndjson_file, sniff_delimiter
 
 FeedFormatName = Literal["json", "csv", "xml"]
 CursorKindName = Literal["none", "field", "page"]
 MAX_PAGES = 1000
 MAX_PAGE_BYTES = 64 * 1024 * 1024
+MAX_REDIRECTS = 5
 TIMEOUT_S = 30.0
 # An XML feed never needs a DTD; refusing one shuts out entity expansion and external entities.
 _DTD = re.compile(rb"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
@@ -82,14 +84,8 @@ class _Page:
 
 
 def check_url(url: str) -> str | None:
-    """Why a feed URL cannot be used, or None."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
-        return "The feed URL is not a valid URL."
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        return "The feed URL must start with http:// or https:// and name a host."
-    return None
+    """Why a feed URL cannot be used, judged without a DNS lookup (the fetch checks every address)."""
+    return check_syntax(url, "feed URL")
 
 
 def describe(url: str | httpx.URL) -> str:
@@ -122,7 +118,7 @@ async def fetch_feed(http: httpx.AsyncClient, spec: FeedSpec, state: FeedState) 
         records.extend(page.records)
         if page.next_token is not None:
             if page.next_token.startswith(("http://", "https://", "/")):
-                url = url.join(page.next_token)
+                url = _join(url, page.next_token, pages)
             elif spec.page_param:
                 page_cursor = page.next_token
                 url = httpx.URL(spec.url).copy_merge_params({spec.page_param: page.next_token})
@@ -134,38 +130,62 @@ async def fetch_feed(http: httpx.AsyncClient, spec: FeedSpec, state: FeedState) 
             if not page.records:
                 break  # an empty page with a cursor: the feed has nothing newer yet
         elif link_next is not None:
-            url = url.join(link_next)
+            url = _join(url, link_next, pages)
         else:
             break
     return _select_new(records, spec, state, pages, page_cursor)
 
 
+def _join(url: httpx.URL, link: str, page: int) -> httpx.URL:
+    try:
+        return url.join(link)
+    except httpx.InvalidURL:
+        raise FeedError(f"Page {page} links to an invalid next page.") from None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)
+
+
 async def _get(
     http: httpx.AsyncClient, url: httpx.URL, spec: FeedSpec, page: int
 ) -> tuple[bytes, str | None]:
+    """One page, following redirects itself: the feed's auth header goes only to the feed's own
+    origin (scheme, host, port), and every hop is a new connection the client's guard checks."""
+    home = _origin(httpx.URL(spec.url))
     where = f"page {page} ({describe(url)})"
     try:
-        async with http.stream("GET", url, headers=spec.headers, timeout=spec.timeout_s) as answer:
-            if answer.status_code >= 400:
-                text = (await answer.aread())[:300].decode("utf-8", "replace").strip()
-                hint = " Check the auth header." if answer.status_code in (401, 403) else ""
-                raise FeedError(
-                    f"The feed answered HTTP {answer.status_code} on {where}.{hint}"
-                    + (f" It said: {text}" if text else "")
-                )
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in answer.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_PAGE_BYTES:
-                    raise FeedError(
-                        f"{where} is larger than {MAX_PAGE_BYTES // (1024 * 1024)} MB; page the feed."
-                    )
-                chunks.append(chunk)
-            link = answer.links.get("next", {}).get("url")
-            return b"".join(chunks), link
+        for _hop in range(MAX_REDIRECTS + 1):
+            headers = spec.headers if _origin(url) == home else {}
+            async with http.stream("GET", url, headers=headers, timeout=spec.timeout_s) as answer:
+                location = answer.headers.get("location")
+                if answer.is_redirect and location:
+                    url = url.join(location)
+                    if url.scheme not in ("http", "https"):
+                        raise FeedError(f"{where} redirects to a {url.scheme or 'relative'} URL; refused.")
+                    continue
+                if answer.status_code >= 400:
+                    # Only the status line: a body may be an internal service's error page.
+                    hint = " Check the auth header." if answer.status_code in (401, 403) else ""
+                    raise FeedError(f"The feed answered HTTP {answer.status_code} on {where}.{hint}")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in answer.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_PAGE_BYTES:
+                        raise FeedError(
+                            f"{where} is larger than {MAX_PAGE_BYTES // (1024 * 1024)} MB; page the feed."
+                        )
+                    chunks.append(chunk)
+                link = answer.links.get("next", {}).get("url")
+                return b"".join(chunks), link
+        raise FeedError(f"{where} redirects more than {MAX_REDIRECTS} times.")
+    except OutboundRefused as exc:
+        raise FeedError(f"Refused {where}: {exc}. An admin can allow it with OUTBOUND_ALLOW.") from None
     except httpx.TimeoutException:
         raise FeedError(f"The feed did not answer within {spec.timeout_s:g} s on {where}.") from None
+    except httpx.InvalidURL:
+        raise FeedError(f"{where} leads to an invalid URL.") from None
     except httpx.HTTPError as exc:
         raise FeedError(f"Cannot fetch {where}: {type(exc).__name__} {exc}".strip()) from None
 

@@ -25,6 +25,8 @@ os.environ.update(
     ENVIRONMENT="test",
     SECRET_KEY="test-secret-key-that-is-long-enough-0123456789",
     LOG_LEVEL="WARNING",
+    # The tests' feeds and webhook receivers listen on loopback.
+    OUTBOUND_ALLOW="127.0.0.1/32,::1/128",
 )
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379")
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")

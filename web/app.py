@@ -24,6 +24,7 @@ from models.db import make_engine, make_sessionmaker
 from web.controllers.audit import AuditController
 from web.controllers.auth import AuthController
 from web.controllers.connection import ConnectionController
+from web.controllers.consent import ConsentController
 from web.controllers.health import HealthController
 from web.controllers.ingest import IngestController
 from web.controllers.lists import ListsController
@@ -38,7 +39,7 @@ from web.controllers.uploads import UploadsController
 from web.controllers.users import UsersController
 from web.deps import DEPENDENCIES
 from web.errors import EXCEPTION_HANDLERS
-from web.middleware import AuthMiddleware
+from web.middleware import AuthMiddleware, ClientAddressMiddleware, OriginCheckMiddleware, security_headers
 from web.security import role_guard
 from web.templating import template_config
 
@@ -98,7 +99,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         httponly=True,
         samesite="lax",
         secure=settings.cookie_secure,
-        exclude=["^/static/", "^/healthz", "^/readyz", "^/metrics", "^/api/ingest/"],
+        exclude=[
+            "^/static/",
+            "^/healthz",
+            "^/readyz",
+            "^/metrics",
+            "^/api/ingest/",
+            "^/api/klaviyo-webhooks/",
+            "^/api/consent-changes",
+        ],
     )
     csrf_config = CSRFConfig(
         secret=_derive(settings.secret, "csrf").hex(),
@@ -125,14 +134,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
             IngestController,
             SchedulesController,
             OnsiteController,
+            ConsentController,
         ],
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         guards=[role_guard],
-        middleware=[session_config.middleware, AuthMiddleware()],
+        middleware=[
+            # Outermost first: the Origin check sees the connection's own peer.
+            OriginCheckMiddleware(settings.trusted_proxy_networks),
+            ClientAddressMiddleware(settings.trusted_proxy_networks),
+            session_config.middleware,
+            AuthMiddleware(),
+        ],
         csrf_config=csrf_config,
         plugins=[HTMXPlugin(), FlashPlugin(config=FlashConfig(template_config=template_config))],
         template_config=template_config,
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[security_headers],
         debug=False,
     )

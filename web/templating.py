@@ -24,6 +24,7 @@ NAV = [
     ("lists", "Lists", "/lists"),
     ("schedules", "Schedules", "/schedules"),
     ("onsite", "Onsite tracking", "/onsite"),
+    ("consent", "Consent", "/consent"),
     ("users", "Users", "/users"),
     ("audit", "Audit log", "/audit"),
 ]

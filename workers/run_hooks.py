@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from models import IngestSource, NotificationSettings, Schedule, SyncRun
 from services import notifications
+from sync import outbound
 from workers.inspector import current_run_id
 from workers.send_run import send_run as run_job
 
@@ -60,7 +61,9 @@ async def notify_run_end(ctx: dict[str, Any], run_id: int) -> bool:
                 fresh = True
             if not fresh:
                 return False
-        return await _post(config.webhook_url, notifications.payload(run, why), run_id=run_id, reason=why)
+        return await _post(
+            ctx, config.webhook_url, notifications.payload(run, why), run_id=run_id, reason=why
+        )
     except Exception as exc:  # a webhook must never fail a run
         log.warning("webhook not delivered", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
         return False
@@ -80,9 +83,14 @@ async def _webhook_and(
     return config, row
 
 
-async def _post(url: str, body: dict[str, Any], **about: Any) -> bool:
-    async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT) as http:
-        answer = await http.post(url, json=body)
+async def _post(ctx: dict[str, Any], url: str, body: dict[str, Any], **about: Any) -> bool:
+    # Through the outbound guard; redirects are not followed (a webhook answers where it is).
+    http = ctx.get("outbound_http")
+    if http is None:  # a caller without the worker's startup (a one-off context)
+        async with outbound.client(ctx["settings"].outbound_allow_list) as own:
+            answer = await own.post(url, json=body, timeout=WEBHOOK_TIMEOUT)
+    else:
+        answer = await http.post(url, json=body, timeout=WEBHOOK_TIMEOUT)
     if answer.status_code >= 300:
         log.warning("webhook answered with an error", status=answer.status_code, **about)
         return False
@@ -122,7 +130,9 @@ async def notify_ingest_failures(ctx: dict[str, Any], sources: list[IngestSource
             await redis.set(seen_key, source.failed_count)
             body = notifications.ingest_payload(source, new_failed)
             try:
-                if await _post(config.webhook_url, body, source_id=source.id, reason="ingest.records_failed"):
+                if await _post(
+                    ctx, config.webhook_url, body, source_id=source.id, reason="ingest.records_failed"
+                ):
                     reported.append(source.id or 0)
             except httpx.HTTPError as exc:
                 log.warning(
@@ -150,7 +160,9 @@ async def notify_schedule_tick(ctx: dict[str, Any], schedule_id: int, outcome: s
         if not await redis.set(quiet, 1, nx=True, ex=SCHEDULE_NOTIFY_SECONDS):
             return False
         body = notifications.schedule_payload(schedule)
-        return await _post(config.webhook_url, body, schedule_id=schedule_id, reason="schedule.tick_failed")
+        return await _post(
+            ctx, config.webhook_url, body, schedule_id=schedule_id, reason="schedule.tick_failed"
+        )
     except Exception as exc:  # a webhook must never fail a tick
         log.warning("webhook not delivered", schedule_id=schedule_id, error=f"{type(exc).__name__}: {exc}")
         return False

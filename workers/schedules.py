@@ -30,7 +30,7 @@ async def run_schedule(ctx: dict[str, Any], schedule_id: int, trigger: str = "cr
     tick_ctx = schedules.TickContext(
         sessionmaker=ctx["sessionmaker"],
         settings=ctx["settings"],
-        http=ctx["http"],
+        http=ctx["outbound_http"],
         arq=ctx["redis"],
         owner=schedules.tick_owner(),
     )

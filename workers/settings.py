@@ -16,8 +16,10 @@ from arq.worker import func
 from config.logging import configure_logging
 from config.settings import get_settings
 from models.db import make_engine, make_sessionmaker
+from sync import outbound
 from workers.analyse_upload import analyse_upload
 from workers.check_connection import check_connection
+from workers.consent import deliver_consent, poll_consent
 from workers.forward_ingest import forward_ingest, sweep_ingest
 from workers.heartbeat import JobCount, beat_forever
 from workers.inspector import RequestInspector
@@ -44,6 +46,10 @@ async def startup(ctx: dict[str, Any]) -> None:
         event_hooks=ctx["inspector"].hooks(),
     )
     ctx["job_count"] = JobCount()
+    # Feeds and the webhook: URLs an operator typed, reached only through the outbound guard.
+    ctx["outbound_http"] = outbound.client(
+        settings.outbound_allow_list, timeout=httpx.Timeout(30.0, connect=5.0)
+    )
     ctx["heartbeat"] = asyncio.create_task(beat_forever(ctx["redis"], ctx, settings.queue_name))
     log.info("worker started", database=settings.database_url.split("@")[-1])
 
@@ -54,8 +60,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    if "http" in ctx:
-        await ctx["http"].aclose()
+    for name in ("http", "outbound_http"):
+        if name in ctx:
+            await ctx[name].aclose()
     if "inspector" in ctx:
         await ctx["inspector"].drain()
     if "engine" in ctx:
@@ -63,7 +70,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 # The checks that run every few seconds: not work done, so the Overview's "jobs done" leaves them out.
-PERIODIC = frozenset(job.__name__ for job in (reconcile_runs, schedule_ticks, sweep_ingest))
+PERIODIC = frozenset(
+    job.__name__ for job in (reconcile_runs, schedule_ticks, sweep_ingest, poll_consent, deliver_consent)
+)
 
 
 async def job_ended(ctx: dict[str, Any]) -> None:
@@ -97,6 +106,9 @@ def cron_jobs_for(queue_name: str) -> list[CronJob]:
         every(10, schedule_ticks),
         # Ingest records whose retry pause is over (or whose wake-up was lost) move on.
         every(5, sweep_ingest),
+        # Klaviyo's consent events into the ledger, and the ledger out to stores' webhooks.
+        every(60, poll_consent),
+        every(5, deliver_consent),
     ]
 
 
@@ -109,6 +121,8 @@ class WorkerSettings:
         func(list_operation, timeout=3600, max_tries=3),
         func(forward_ingest, timeout=600, max_tries=5),
         func(run_schedule, timeout=1800, max_tries=3),
+        func(poll_consent, timeout=900, max_tries=1),
+        func(deliver_consent, timeout=300, max_tries=1),
     ]
     cron_jobs = cron_jobs_for(get_settings().queue_name)
     on_startup = startup

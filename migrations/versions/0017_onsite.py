@@ -1,7 +1,7 @@
 """onsite tracking snippet sets: versioned bindings of store variables to onsite metric properties
 
 Revision ID: 0017_onsite
-Revises: 0014_event_routes
+Revises: 0015_sessions
 Create Date: 2026-12-03 18:30:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0017_onsite"
-down_revision: str | None = "0014_event_routes"
+down_revision: str | None = "0015_sessions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

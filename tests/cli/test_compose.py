@@ -178,3 +178,51 @@ def test_web_with_unreachable_database_exits_with_a_clear_log_line(env):
     )
     assert result.returncode != 0
     assert "database unreachable at start" in result.stderr and "DATABASE_URL" in result.stderr
+
+
+def _failed_logins(port: int, forwarded_for: list[str]) -> list[int]:
+    """Wrong passwords for a new user each time, each request claiming another X-Forwarded-For."""
+    statuses = []
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        client.get("/login")
+        for n, address in enumerate(forwarded_for):
+            answer = client.post(
+                "/login",
+                data={
+                    "username": f"u{n}-{uuid.uuid4().hex[:6]}",
+                    "password": "wrong",
+                    "_csrf_token": client.cookies["kc_csrf"],
+                },
+                headers={"X-Forwarded-For": address},
+            )
+            statuses.append(answer.status_code)
+    return statuses
+
+
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+def test_spoofed_forwarded_for_does_not_escape_login_throttling(env, trusted):
+    """The web command as deployed, reached from loopback: X-Forwarded-For counts only when the
+    peer is a trusted proxy, and then only its rightmost untrusted entry (the proxy's own)."""
+    migrate = subprocess.run(_command("migrate"), env=env, cwd=ROOT, capture_output=True, timeout=120)
+    assert migrate.returncode == 0
+    port = free_port()
+    queue = f"arq:xff:{uuid.uuid4().hex[:6]}"
+    web_env = {**env, "LOGIN_MAX_FAILURES": "1", "QUEUE_NAME": queue, "TRUSTED_PROXIES": trusted}
+    proc = subprocess.Popen(_command("web", port), env=web_env, cwd=ROOT)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+        # One address per address limit (4 failures for LOGIN_MAX_FAILURES=1), five tries.
+        spoofed = [f"203.0.113.{n}" for n in range(1, 6)]
+        if trusted:
+            # Behind a proxy that appends the address it saw, after whatever the client sent.
+            statuses = _failed_logins(port, [f"{fake}, 198.51.100.7" for fake in spoofed])
+        else:
+            statuses = _failed_logins(port, spoofed)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = client.keys(f"{queue}:login:fail:*")
+        if keys:
+            client.delete(*keys)
+    assert statuses == [401, 401, 401, 401, 429]

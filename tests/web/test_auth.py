@@ -10,7 +10,7 @@ from litestar.testing import AsyncTestClient
 from sqlmodel import select
 
 from config.settings import Settings
-from models import AuditEvent, Role, User
+from models import AuditEvent, Role, User, UserSession
 from models.db import make_engine, make_sessionmaker
 from tests.conftest import TEST_DATABASE_URL, unique
 from tests.support.databases import acreate_postgres_database, adrop_postgres_database
@@ -97,6 +97,54 @@ async def test_login_sets_hardened_cookie_and_logout_ends_session(client, sessio
     assert (await client.get("/", follow_redirects=False)).status_code == 302
 
 
+def _cookies(client) -> list:
+    """The client's cookies, to be put back later: a copy of the browser's cookie jar."""
+    return list(client.cookies.jar)
+
+
+def _use(client, cookies: list) -> None:
+    client.cookies.clear()
+    for cookie in cookies:
+        client.cookies.set(cookie.name, cookie.value, domain=cookie.domain, path=cookie.path)
+
+
+async def test_logout_ends_the_session_wherever_the_cookie_was_copied(client, sessionmaker):
+    user = await make_user(sessionmaker, unique("op"), Role.OPERATOR)
+    assert (await login(client, user.username)).status_code == 302
+    copied = _cookies(client)
+    assert (await post_form(client, "/logout", follow_redirects=False)).status_code in (302, 303)
+    _use(client, copied)  # the copy taken before logout, sent again
+    assert (await client.get("/", follow_redirects=False)).status_code == 302
+    async with sessionmaker() as db:
+        assert (await db.exec(select(UserSession).where(UserSession.user_id == user.id))).all() == []
+
+
+async def test_an_admin_ends_every_session_of_a_user(client, as_role, sessionmaker):
+    user = await make_user(sessionmaker, unique("op"), Role.OPERATOR)
+    devices = []
+    for _ in range(2):
+        client.cookies.clear()
+        assert (await login(client, user.username)).status_code == 302
+        assert (await client.get("/")).status_code == 200
+        devices.append(_cookies(client))
+    client.cookies.clear()
+    await as_role(Role.ADMIN)
+    admin = _cookies(client)
+    page = await client.get("/users/")
+    assert f'data-testid="sessions-{user.username}">2' in page.text
+    ended = await post_form(client, f"/users/{user.id}/sessions/end", headers={"hx-request": "true"})
+    assert ended.status_code == 200 and f"Ended 2 sessions of {user.username}." in ended.text
+    assert f'data-testid="sessions-{user.username}">0' in ended.text
+    for device in devices:
+        _use(client, device)
+        assert (await client.get("/", follow_redirects=False)).status_code == 302
+    _use(client, admin)
+    assert (await client.get("/users/")).status_code == 200  # the admin's own session lives on
+    async with sessionmaker() as db:
+        entry = (await db.exec(select(AuditEvent).where(AuditEvent.action == "user.sessions_end"))).all()[-1]
+    assert entry.target == user.username and entry.detail["ended"] == 2
+
+
 async def test_missing_csrf_token_is_refused_with_a_clear_page(client, as_role):
     await as_role(Role.ADMIN)
     response = await client.post(
@@ -151,6 +199,20 @@ async def test_deactivated_user_is_logged_out_at_once(client, as_role, sessionma
         row.is_active = False
         db.add(row)
         await db.commit()
+    assert (await client.get("/", follow_redirects=False)).status_code == 302
+
+
+async def test_deactivating_a_user_ends_their_sessions(client, as_role, sessionmaker):
+    user = await make_user(sessionmaker, unique("op"), Role.OPERATOR)
+    assert (await login(client, user.username)).status_code == 302
+    theirs = _cookies(client)
+    client.cookies.clear()
+    await as_role(Role.ADMIN)
+    answer = await post_form(client, f"/users/{user.id}", {"is_active": "false"})
+    assert answer.status_code == 200
+    async with sessionmaker() as db:
+        assert (await db.exec(select(UserSession).where(UserSession.user_id == user.id))).all() == []
+    _use(client, theirs)
     assert (await client.get("/", follow_redirects=False)).status_code == 302
 
 

@@ -579,3 +579,68 @@ async def test_concurrent_requests_share_one_read_of_the_source(settings, source
         await engine.dispose()
     assert [a.accepted for a in answers] == [1] * 20
     assert reads == [src.id]
+
+
+def _adds_up(answer: dict) -> bool:
+    parts = answer["accepted"] + answer["duplicates"] + answer["skipped"] + answer["rejected"]
+    return answer["received"] == parts
+
+
+async def test_more_records_than_the_cap_is_a_413_naming_the_setting(client, sessionmaker, source, settings):
+    src, token, _, _ = source
+    cap = settings.ingest_max_records
+    body = orjson.dumps([{}] * (cap + 1))
+    assert len(body) < settings.ingest_max_body_bytes
+    answer = await client.post(f"/api/ingest/{src.id}", content=body, headers=bearer(token))
+    assert answer.status_code == 413
+    assert "INGEST_MAX_RECORDS" in answer.json()["detail"] and f"{cap:,}" in answer.json()["detail"]
+    assert await records_of(sessionmaker, src.id) == []
+
+
+async def test_the_answer_does_not_grow_with_the_rejected_records(client, sessionmaker, source, settings):
+    src, token, _, _ = source
+    few = await client.post(f"/api/ingest/{src.id}", content=orjson.dumps([{"n": 1}]), headers=bearer(token))
+    records = [{"n": n} for n in range(settings.ingest_max_records)]
+    many = await client.post(f"/api/ingest/{src.id}", content=orjson.dumps(records), headers=bearer(token))
+    assert many.status_code == 202, many.text
+    answer = many.json()
+    assert answer["rejected"] == len(records) and _adds_up(answer)
+    assert [e["index"] for e in answer["errors"]] == list(range(20))
+    assert answer["errors_omitted"] == len(records) - 20
+    # The detail of twenty records, whatever the body held.
+    assert len(many.content) < len(few.content) * 25 < 20_000
+
+
+async def test_counts_add_up_and_a_repeated_refused_record_counts_once(client, sessionmaker, source):
+    src, token, _, _ = source
+    body = orjson.dumps([{}, event_record(7), event_record(7)])
+    first = (await client.post(f"/api/ingest/{src.id}", content=body, headers=bearer(token))).json()
+    again = (await client.post(f"/api/ingest/{src.id}", content=b"[{}]", headers=bearer(token))).json()
+    assert (first["received"], first["accepted"], first["duplicates"], first["rejected"]) == (3, 1, 1, 1)
+    assert (again["received"], again["duplicates"], again["rejected"]) == (1, 0, 1)
+    assert _adds_up(first) and _adds_up(again)
+
+
+async def test_a_timestamped_signature_is_accepted_only_within_five_minutes(client, sessionmaker, settings):
+    import time
+
+    src, token, secret, _ = await make_source(
+        sessionmaker, settings, event_spec(unique("Stamped ")), signed=True
+    )
+    body = orjson.dumps(event_record(11))
+
+    def stamped(at: int) -> dict[str, str]:
+        signature = ingest.sign(secret, f"{at}.".encode() + body)
+        return {**bearer(token), "x-signature": signature, "x-signature-timestamp": str(at)}
+
+    now = int(time.time())
+    fresh = await client.post(f"/api/ingest/{src.id}", content=body, headers=stamped(now))
+    assert fresh.status_code == 202, fresh.text
+    # A request captured six minutes ago and sent again: refused, nothing stored twice.
+    old = await client.post(f"/api/ingest/{src.id}", content=body, headers=stamped(now - 360))
+    assert old.status_code == 401 and "X-Signature-Timestamp" in old.json()["detail"]
+    # The timestamp is covered by the signature: a fresh stamp on the old signature does not match.
+    moved = {**stamped(now - 360), "x-signature-timestamp": str(now)}
+    forged = await client.post(f"/api/ingest/{src.id}", content=body, headers=moved)
+    assert forged.status_code == 401 and "does not match" in forged.json()["detail"]
+    assert len(await records_of(sessionmaker, src.id)) == 1

@@ -62,8 +62,12 @@ async def test_the_page_is_in_the_navigation_and_shows_snippets_only_as_text(cli
     blocks = code_blocks(page.text)
     assert {"loader", "proxy", "identify", "viewed_product", "viewed_item"} <= set(blocks)
     assert "&lt;script" in blocks["loader"] and "klaviyo.identify(" in blocks["identify"]
-    # The console runs none of it: its only script is htmx, and it carries no inline style.
-    assert re.findall(r"<script\b[^>]*>", page.text) == ['<script src="/static/vendor/htmx.min.js" defer>']
+    # The console runs none of it: its only scripts are its own static files, and no inline style.
+    scripts = re.findall(r"<script\b[^>]*>", page.text)
+    assert scripts == [
+        '<script src="/static/vendor/htmx.min.js" defer>',
+        '<script src="/static/app.js" defer>',
+    ]
     assert "style=" not in page.text
 
 

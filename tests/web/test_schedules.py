@@ -366,3 +366,24 @@ async def test_viewers_cannot_open_edit_or_delete(client, as_role, sessionmaker)
     assert (await post_form(client, f"/schedules/{schedule_id}/edit", form)).status_code == 403
     detail = await client.get(f"/schedules/{schedule_id}")
     assert 'data-testid="edit"' not in detail.text and 'data-testid="delete"' not in detail.text
+
+
+async def test_a_feed_url_on_an_internal_address_is_refused_and_the_allow_list_is_shown(
+    client, as_role, sessionmaker
+):
+    await as_role(Role.OPERATOR)
+    mapping = await make_mapping(sessionmaker, ordered_product_spec(unique("M ")))
+    for url, kind in [
+        ("http://169.254.169.254/computeMetadata/v1/instance", "cloud metadata"),
+        ("http://10.0.0.7/orders.json", "private"),
+        ("http://[::ffff:192.168.0.1]/orders.json", "private"),
+        ("http://167772161/orders.json", "private"),  # 10.0.0.1 as one decimal number
+    ]:
+        answer = await post_form(client, "/schedules/", _form(mapping.id, url=url))
+        assert answer.status_code == 400, url
+        assert f"is a {kind} address" in answer.text and "OUTBOUND_ALLOW" in answer.text
+    async with sessionmaker() as db:
+        stored = (await db.exec(select(FeedSource).where(col(FeedSource.url).contains("169.254")))).all()
+    assert stored == []
+    page = await client.get("/schedules/new")
+    assert "127.0.0.1/32" in page.text  # the test settings' OUTBOUND_ALLOW, shown where URLs are typed

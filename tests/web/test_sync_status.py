@@ -29,6 +29,7 @@ from models import (
 )
 from models.base import utcnow
 from models.db import make_engine, make_sessionmaker
+from services import notifications
 from services.accounts import get_account, set_private_key
 from services.status import account_key
 from tests.conftest import TEST_DATABASE_URL, unique
@@ -351,6 +352,21 @@ async def test_notifications_are_admin_only_and_validated(fresh, sessionmaker):
     assert (await login(client, operator.username)).status_code == 302
     assert (await client.get("/notifications/")).status_code == 403
     assert (await post_form(client, "/notifications/", {"webhook_url": ""})).status_code == 403
+
+
+async def test_a_webhook_on_an_internal_address_is_refused(fresh, sessionmaker):
+    client, _, _ = fresh
+    for url, kind in [
+        ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
+        ("http://[fd00:ec2::254]/latest/meta-data/", "cloud metadata"),
+        ("https://10.1.2.3/hook", "private"),
+        ("http://[::ffff:10.1.2.3]/hook", "private"),
+    ]:
+        answer = await post_form(client, "/notifications/", {"webhook_url": url, "enabled": "1"})
+        assert answer.status_code == 400, url
+        assert f"is a {kind} address" in answer.text
+    async with sessionmaker() as db:
+        assert (await notifications.get_settings(db)).webhook_url != "https://10.1.2.3/hook"
 
 
 async def test_throughput_and_error_groups_on_both_backends(db_url):

@@ -8,7 +8,7 @@ from sqlmodel import select
 
 from models import Role, User
 from tests.conftest import unique
-from tests.support.web import post_form
+from tests.support.web import make_user, post_form
 
 
 async def test_admin_adds_an_operator_and_it_is_audited(client, as_role, sessionmaker):
@@ -59,3 +59,17 @@ async def test_audit_log_filters_by_action(client, as_role):
     rows = page.text.split('id="audit-rows"', 1)[1]
     actions = re.findall(r"<code>([^<]+)</code>", rows)
     assert actions and set(actions) == {"login"}
+
+
+async def test_an_invalid_role_is_a_400_naming_the_roles(client, as_role, sessionmaker):
+    await as_role(Role.ADMIN)
+    target = await make_user(sessionmaker, unique("op"), Role.OPERATOR)
+    for url, form in [
+        (f"/users/{target.id}", {"role": "superuser"}),
+        ("/users/", {"username": unique("new"), "password": "x" * 12, "role": "root"}),
+    ]:
+        answer = await post_form(client, url, form, headers={"hx-request": "true"})
+        assert answer.status_code == 400, url
+        assert "is not a role; choose one of admin, operator, viewer." in answer.text
+    async with sessionmaker() as db:
+        assert (await db.get(User, target.id)).role == Role.OPERATOR

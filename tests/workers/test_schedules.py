@@ -186,7 +186,8 @@ async def _failing_feed_heals(
         feed.state.fail_next = 1
         failed = await _tick(sessionmaker, tick_settings, run_worker_burst, schedule.id)
         assert failed.outcome == "failed" and failed.run_id is None
-        assert "HTTP 503 on page 1" in failed.message and "feed backend is down" in failed.message
+        assert "HTTP 503 on page 1" in failed.message
+        assert "feed backend is down" not in failed.message  # the status line only, never the body
         async with sessionmaker() as db:
             saved = await db.get(Schedule, schedule.id)
         assert saved.last_outcome == "failed" and "HTTP 503" in saved.last_message
@@ -450,3 +451,38 @@ async def test_ledger_entries_not_seen_for_a_while_are_pruned_and_an_edit_can_st
         assert again.outcome == "queued_run" and again.records_new == 2
     # Klaviyo keeps one event per order all the same (unique_id).
     assert _order_ids(_events(simulator_url, metric)) == [f"{tag}-{n}" for n in range(1, 5)]
+
+
+async def test_a_worker_without_an_allow_list_fetches_nothing_internal_nor_posts_the_webhook_there(
+    run_settings,  # noqa: F811
+    sessionmaker,
+    run_worker_burst,
+):
+    """A schedule saved while loopback was allowed (or before the guard existed), its URL in decimal
+    form: the worker without OUTBOUND_ALLOW refuses at connection time, and the failure webhook to a
+    loopback receiver is refused too."""
+    from tests.workers.test_sync_status import Hook
+
+    tag = uuid.uuid4().hex[:6]
+    mapping = await make_mapping(sessionmaker, order_spec(f"Feed Order {tag}"))
+    hook = Hook()
+    async with sessionmaker() as db:
+        await notifications.save(db, url=hook.url, enabled=True, threshold=100.0, user=None)
+        await db.commit()
+    closed = run_settings.model_copy(update={"outbound_allow": ""})
+    try:
+        with feed_server() as feed:
+            feed.state.orders = [order(1, "2026-04-01T10:00:00Z", tag)]
+            port = feed.url.rsplit(":", 1)[1]
+            url = f"http://2130706433:{port}/orders.json"
+            schedule = await _schedule(sessionmaker, run_settings, mapping.id, url)
+            tick = await _tick(sessionmaker, closed, run_worker_burst, schedule.id)
+            assert feed.state.requests == []
+    finally:
+        hook.close()
+        async with sessionmaker() as db:
+            await notifications.save(db, url="", enabled=False, threshold=5.0, user=None)
+            await db.commit()
+    assert tick.outcome == "failed" and tick.run_id is None
+    assert "2130706433 is a loopback address" in tick.message and "OUTBOUND_ALLOW" in tick.message
+    assert hook.received == []

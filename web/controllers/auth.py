@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from models import Role, User
 from models.user import UserCreate
-from services import audit, users
+from services import audit, sessions, users
 from web.deps import Db, RedisDep, SettingsDep
 from web.security import LoginThrottle
 from web.templating import render
@@ -29,8 +29,10 @@ def _safe_next(target: str | None) -> str:
     return "/"
 
 
-def _start_session(request: Request[Any, Any, Any], user: User) -> None:
-    request.set_session({"uid": user.id, "pwv": user.password_hash[-12:], "seen": time.time()})
+async def _start_session(request: Request[Any, Any, Any], db: Db, user: User) -> None:
+    ip = request.client.host if request.client else None
+    sid = await sessions.start(db, user, ip, request.headers.get("user-agent"))
+    request.set_session({"sid": sid, "pwv": user.password_hash[-12:], "seen": time.time()})
 
 
 class AuthController(Controller):
@@ -75,12 +77,15 @@ class AuthController(Controller):
         with contextlib.suppress(RedisError):
             await throttle.succeeded(username, ip)
         audit.record(db, request, "login", target=user.username, user=user)
-        _start_session(request, user)
+        await _start_session(request, db, user)
         return Redirect(next_url)
 
     @post("/logout", opt={"role": Role.VIEWER})
     async def logout(self, request: Request[Any, Any, Any], db: Db) -> Redirect:
         audit.record(db, request, "logout")
+        sid = request.session.get("sid") if request.session else None
+        if sid:
+            await sessions.end(db, str(sid))
         request.clear_session()
         return Redirect("/login")
 
@@ -108,7 +113,7 @@ class AuthController(Controller):
         audit.record(
             db, request, "user.create", target=user.username, user=user, role="admin", first_run=True
         )
-        _start_session(request, user)
+        await _start_session(request, db, user)
         return Redirect("/")
 
 

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from models import IngestSource, Role
 from services import audit, ingest, ingest_routes
 from services.ingest import SIGNATURE_HEADER, IngestError
-from services.ingest_inbox import STORE_ERRORS, inbox_for
+from services.ingest_inbox import STORE_ERRORS, TIMESTAMP_HEADER, inbox_for
 from web.deps import Db, SettingsDep
 from web.security import current_user
 from web.templating import render
@@ -79,6 +79,7 @@ async def _detail(
         retention_days=request.app.state.settings.ingest_retention_days,
         endpoint=f"{str(request.base_url).rstrip('/')}/api/ingest/{source_id}",
         max_body=request.app.state.settings.ingest_max_body_bytes,
+        max_records=request.app.state.settings.ingest_max_records,
         **shown_once,
     )
 
@@ -110,6 +111,7 @@ class IngestController(Controller):
                 headers.get(b"authorization", b"").decode("latin-1"),
                 (headers.get(SIGNATURE_HEADER.encode()) or b"").decode("latin-1") or None,
                 body,
+                timestamp=(headers.get(TIMESTAMP_HEADER) or b"").decode("latin-1") or None,
             )
         except IngestError as exc:
             extra = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else []

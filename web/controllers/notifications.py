@@ -9,7 +9,7 @@ from litestar.response import Template
 
 from models import Role
 from services import audit, notifications
-from web.deps import Db
+from web.deps import Db, SettingsDep
 from web.security import current_user
 from web.templating import render
 
@@ -26,7 +26,7 @@ class NotificationsController(Controller):
         return render(request, "notifications/index.html", area="overview", config=config)
 
     @post("/", opt=ADMIN)
-    async def save(self, request: Request[Any, Any, Any], db: Db) -> Template:
+    async def save(self, request: Request[Any, Any, Any], db: Db, settings: SettingsDep) -> Template:
         form = await request.form()
         config = await notifications.get_settings(db)
         try:
@@ -37,6 +37,7 @@ class NotificationsController(Controller):
                 enabled=form.get("enabled") == "1",
                 threshold=threshold,
                 user=current_user(request),
+                allow=settings.outbound_allow_list,
             )
         except (notifications.WebhookError, ValueError) as exc:
             message = (

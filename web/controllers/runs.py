@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from arq.connections import ArqRedis
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
+from litestar.plugins.flash import flash
 from litestar.response import Redirect, Stream, Template
 from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -49,6 +51,21 @@ def _go(request: Request[Any, Any, Any], url: str) -> Response[Any]:
     if request.headers.get("hx-request") == "true":
         return Response(content="", headers={"HX-Redirect": url})
     return Redirect(url, status_code=303)
+
+
+async def _queue(request: Request[Any, Any, Any], arq: ArqRedis, queue_name: str, run: SyncRun) -> None:
+    """Queue a run just created. With Redis away the run stays queued in the database, where the
+    reconciler finds it once Redis is back: say so on its page rather than fail the request (a
+    retried request would create a second run)."""
+    try:
+        await runs.enqueue(arq, queue_name, run, "start")
+    except (RedisError, OSError):
+        flash(
+            request,
+            f"Run #{run.id} is saved, but the job queue (Redis) is unreachable: it will start by itself "
+            "when the queue is back. There is no need to start it again.",
+            category="warning",
+        )
 
 
 class RunsController(Controller):
@@ -130,7 +147,7 @@ class RunsController(Controller):
             **to_list,
         )
         await db.commit()
-        await runs.enqueue(arq, settings.queue_name, run, "start")
+        await _queue(request, arq, settings.queue_name, run)
         return _go(request, f"/runs/{run.id}")
 
     @get("/{run_id:int}")
@@ -214,7 +231,7 @@ class RunsController(Controller):
                 retry = await runs.retry_failed(db, run, current_user(request))
                 audit.record(db, request, "run.retry", target=f"run #{retry.id}", parent=run.id)
                 await db.commit()
-                await runs.enqueue(arq, settings.queue_name, retry, "start")
+                await _queue(request, arq, settings.queue_name, retry)
                 return _go(request, f"/runs/{retry.id}")
             if action not in moves:
                 raise NotFoundException()

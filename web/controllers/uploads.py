@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from models import Upload, UploadStatus
-from services import audit, uploads
+from services import audit, consent_import, uploads
 from services.workers import worker_health
 from web.deps import ArqDep, Db, RedisDep, SettingsDep
 from web.security import current_user
@@ -107,6 +107,7 @@ class UploadsController(Controller):
     ) -> Template:
         upload = await _get(db, upload_id)
         runnable, reason = uploads.can_run(upload)
+        mappings = await uploads.mapping_choices(db, upload) if runnable else []
         return render(
             request,
             "uploads/detail.html",
@@ -120,7 +121,8 @@ class UploadsController(Controller):
             stuck=uploads.waiting_too_long(upload),
             runnable=runnable,
             reason=reason,
-            mappings=await uploads.mapping_choices(db, upload) if runnable else [],
+            mappings=mappings,
+            resubscribe=await consent_import.resubscribe_warnings(db, settings, upload, mappings),
             health=await worker_health(redis, settings.queue_name),
             size=uploads.human_size,
             encodings=uploads.ENCODING_NAMES,
