@@ -6,7 +6,6 @@ import ipaddress
 import time
 from typing import Any
 
-from litestar.datastructures import MutableScopeHeaders
 from litestar.exceptions import PermissionDeniedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -97,12 +96,14 @@ SECURITY_HEADERS = {
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
+_ENCODED_HEADERS = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+
+
 async def security_headers(message: Message, scope: Scope) -> None:
-    """Add the security headers to every answer (pages, partials, static files, errors, the API)."""
+    """Add the security headers to every answer (pages, partials, static files, errors, the API).
+    Appended as they are: no handler sets them, and this runs on the ingest API's hot path."""
     if message["type"] == "http.response.start":
-        headers = MutableScopeHeaders.from_message(message)
-        for name, value in SECURITY_HEADERS.items():
-            headers.setdefault(name, value)
+        message["headers"] = [*message.get("headers", ()), *_ENCODED_HEADERS]
 
 
 class OriginCheckMiddleware(ASGIMiddleware):

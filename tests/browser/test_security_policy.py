@@ -94,8 +94,15 @@ async def test_no_page_reports_a_policy_violation(page: Page, user_factory, live
         "/audit/",
         "/notifications/",
     ]
+    shown = {
+        "/users/": "users-sessions",
+        "/schedules/new": "schedule-new-outbound",
+        "/notifications/": "notifications-outbound",
+    }
     for url in pages:
         found += await _visit(page, url)
+        if url in shown:
+            await screenshot(page, shown[url])
     found += await _visit(page, "/no-such-page", 404)
     # Behaviour moved out of inline handlers still works: a new user's form empties after it is added.
     await _visit(page, "/users/")
