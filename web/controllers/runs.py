@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
-from litestar.response import Redirect, Stream, Template
+from litestar.response import Stream, Template
 from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -18,7 +18,7 @@ from services import audit, catalog, inspector, runs
 from services.error_export import error_csv
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
-from web.templating import render
+from web.templating import redirect, render
 
 PAGE_SIZE = 50
 BATCH_PAGE = 20
@@ -42,13 +42,6 @@ async def _load(db: AsyncSession, run_id: int) -> SyncRun:
     if run is None:
         raise NotFoundException()
     return run
-
-
-def _go(request: Request[Any, Any, Any], url: str) -> Response[Any]:
-    # htmx follows HX-Redirect with a full page load; a plain form follows the 303.
-    if request.headers.get("hx-request") == "true":
-        return Response(content="", headers={"HX-Redirect": url})
-    return Redirect(url, status_code=303)
 
 
 class RunsController(Controller):
@@ -131,7 +124,7 @@ class RunsController(Controller):
         )
         await db.commit()
         await runs.enqueue(arq, settings.queue_name, run, "start")
-        return _go(request, f"/runs/{run.id}")
+        return redirect(request, f"/runs/{run.id}")
 
     @get("/{run_id:int}")
     async def detail(self, request: Request[Any, Any, Any], db: Db, run_id: FromPath[int]) -> Template:
@@ -215,7 +208,7 @@ class RunsController(Controller):
                 audit.record(db, request, "run.retry", target=f"run #{retry.id}", parent=run.id)
                 await db.commit()
                 await runs.enqueue(arq, settings.queue_name, retry, "start")
-                return _go(request, f"/runs/{retry.id}")
+                return redirect(request, f"/runs/{retry.id}")
             if action not in moves:
                 raise NotFoundException()
             await moves[action](db, run)
