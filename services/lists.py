@@ -169,7 +169,7 @@ async def active_sync(db: AsyncSession) -> ListOperation | None:
     """A list sync already queued or running (a second click does not start another)."""
     query = select(ListOperation).where(
         ListOperation.kind == "sync",
-        col(ListOperation.status).in_([ListOpStatus.QUEUED, ListOpStatus.RUNNING]),
+        col(ListOperation.status).in_(ListOpStatus.active_states()),
     )
     return (await db.exec(query.order_by(col(ListOperation.id).desc()))).first()
 

@@ -325,7 +325,7 @@ async def list_runs(
 
 async def active_runs(db: AsyncSession, limit: int = 10) -> list[SyncRun]:
     """Runs queued or in progress, oldest first (what the Overview shows)."""
-    active = [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING]
+    active = RunStatus.active_states()
     query = select(SyncRun).where(col(SyncRun.status).in_(active)).order_by(col(SyncRun.id)).limit(limit)
     return list((await db.exec(query)).all())
 

@@ -59,7 +59,7 @@ from workers.check_connection import INTERACTIVE_RETRY
 from workers.heartbeat import worker_name
 
 log = structlog.get_logger(__name__)
-WORKING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING)
+WORKING = RunStatus.active_states()
 YIELD_EVERY = 100
 ROW_CACHE = 20_000  # source rows kept in memory to attach their values to errors
 # Grouped orders whose rows are remembered while their items are out, so an error Klaviyo reports

@@ -377,7 +377,7 @@ async def list_operation(ctx: dict[str, Any], op_id: int, kind: str | None = Non
     """Run one queued list operation to its end and record the outcome (and an audit entry)."""
     async with ctx["sessionmaker"]() as db:
         op = await db.get(ListOperation, op_id)
-        if op is None or op.status not in (ListOpStatus.QUEUED, ListOpStatus.RUNNING):
+        if op is None or not op.status.active:
             return {"operation": op_id, "skipped": "missing or finished"}
         if op.status == ListOpStatus.RUNNING and op.kind == "create":
             # A worker died while creating: the list may exist; creating again could make a second.
