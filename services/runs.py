@@ -438,7 +438,3 @@ async def batch_page(
     if before_seq is not None:
         query = query.where(col(SyncBatch.seq) < before_seq)
     return list((await db.exec(query.order_by(col(SyncBatch.seq).desc()).limit(limit))).all())
-
-
-async def recent_batches(db: AsyncSession, run_id: int, limit: int = 20) -> list[SyncBatch]:
-    return await batch_page(db, run_id, limit=limit)

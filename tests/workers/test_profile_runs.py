@@ -19,7 +19,6 @@ from klaviyo.limiter import RateLimiter
 from models import RowError, RunStatus, SyncBatch, SyncRun
 from services import runs
 from services.accounts import get_account
-from services.profiles import upsert_profile
 from simulator.config import SANDBOX_KEY
 from sync.mapping import Mapping as Spec
 from sync.mapping import MappingOptions, Target, TargetKind, column
@@ -112,8 +111,8 @@ async def test_profiles_land_in_the_list_and_import_errors_hit_their_rows(
     tag = uuid.uuid4().hex[:8]
     mail = {n: f"p{n}-{tag}@shop.test" for n in range(1, 8)}
     # Two profiles already in the account: row 4 names the second by email but the first's external id.
-    owner = await upsert_profile(klaviyo, {"email": f"owner-{tag}@shop.test", "external_id": f"X-{tag}"})
-    await upsert_profile(klaviyo, {"email": mail[4], "first_name": "Dora"})
+    owner = await klaviyo.import_profile({"email": f"owner-{tag}@shop.test", "external_id": f"X-{tag}"})
+    await klaviyo.import_profile({"email": mail[4], "first_name": "Dora"})
     list_id = await klaviyo.create_list(unique("VIPs "))
 
     def row(n: int, **cells: str) -> dict[str, str]:
@@ -170,7 +169,7 @@ async def test_empty_cells_leave_fields_unless_the_mapping_clears_them(
     run_settings, klaviyo, sessionmaker, tmp_path, run_worker_burst, simulator_url
 ):
     email = f"clear-{uuid.uuid4().hex[:8]}@shop.test"
-    await upsert_profile(klaviyo, {"email": email, "first_name": "Old", "title": "Boss"})
+    await klaviyo.import_profile({"email": email, "first_name": "Old", "title": "Boss"})
     cells = {"phone": "", "customer_id": "", "first": "", "title": "", "city": "Rome", "tier": ""}
     text = csv_text([{"email": email, **cells}])
     upload = await make_upload(sessionmaker, tmp_path, text, "profiles.csv")
@@ -348,13 +347,13 @@ async def _conflicting_rows(klaviyo: KlaviyoClient, tag: str) -> tuple[list[dict
     """Six rows; rows 2 and 5 are known profiles naming another profile's external id, so the import
     job refuses them."""
     owners = [
-        await upsert_profile(klaviyo, {"email": f"owner{n}-{tag}@shop.test", "external_id": f"X{n}-{tag}"})
+        await klaviyo.import_profile({"email": f"owner{n}-{tag}@shop.test", "external_id": f"X{n}-{tag}"})
         for n in (2, 5)
     ]
     assert all(owners)
     mail = {n: f"a{n}-{tag}@shop.test" for n in range(1, 7)}
     for n in (2, 5):
-        await upsert_profile(klaviyo, {"email": mail[n], "first_name": "Kept"})
+        await klaviyo.import_profile({"email": mail[n], "first_name": "Kept"})
     rows = [
         {
             "email": mail[n],
