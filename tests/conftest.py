@@ -47,7 +47,7 @@ SLOW_FOLDERS = ("browser", "cli", "compose")
 from litestar import Litestar  # noqa: E402
 from litestar.testing import AsyncTestClient  # noqa: E402
 
-from config.settings import Settings  # noqa: E402
+from config.settings import Environment, Settings  # noqa: E402
 from models import Role  # noqa: E402
 from models.db import make_engine, make_sessionmaker  # noqa: E402
 from tests.support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
@@ -143,7 +143,7 @@ def simulator_url() -> Iterator[str]:
 def settings(pg_url: str, queue_name: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings for in-process apps and workers; tests that send to the simulator set sandbox_url."""
     return Settings(
-        environment="test",
+        environment=Environment.TEST,
         database_url=pg_url,
         redis_url=REDIS_URL,
         queue_name=queue_name,

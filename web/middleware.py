@@ -23,7 +23,7 @@ class AuthMiddleware(ASGIMiddleware):
         return scope["path"].startswith(PUBLIC_PREFIXES)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        scope["user"] = None  # type: ignore[typeddict-unknown-key]
+        scope["user"] = None
         session: dict[str, Any] = scope.get("session") or {}  # type: ignore[assignment]
         uid = session.get("uid")
         if uid is not None:
@@ -36,7 +36,7 @@ class AuthMiddleware(ASGIMiddleware):
                 async with factory() as db:
                     user = await db.get(User, uid)
                 if user is not None and user.is_active and session.get("pwv") == user.password_hash[-12:]:
-                    scope["user"] = user  # type: ignore[typeddict-unknown-key]
+                    scope["user"] = user
                     session["seen"] = time.time()
                 else:
                     # Deactivated user or changed password: the old cookie must stop working.

@@ -151,7 +151,7 @@ class Forwarder:
                 )
                 .returning(col(IngestRecord.id), col(IngestRecord.body), col(IngestRecord.attempts))
             )
-            rows = (await db.exec(claim)).all()  # type: ignore[call-overload]
+            rows = (await db.exec(claim)).all()
             await db.commit()
         claimed = [Claimed(int(r[0]), r[1], int(r[2])) for r in rows]
         return sorted(claimed, key=lambda record: record.id)
@@ -160,7 +160,7 @@ class Forwarder:
         """Just after taking the source's lock: rows still claimed were claimed by a forwarder that
         lost the lock (its worker died), so they are due again now, not when their lease runs out."""
         async with self.sessionmaker() as db:
-            result = await db.exec(  # type: ignore[call-overload]
+            result = await db.exec(
                 update(IngestRecord)
                 .where(
                     col(IngestRecord.source_id) == self.source_id,
@@ -177,7 +177,7 @@ class Forwarder:
     async def renew_leases(self) -> None:
         """Keep this forwarder's claimed rows from being freed by the sweep while it sends them."""
         async with self.sessionmaker() as db:
-            await db.exec(  # type: ignore[call-overload]
+            await db.exec(
                 update(IngestRecord)
                 .where(
                     col(IngestRecord.source_id) == self.source_id,
@@ -276,7 +276,7 @@ class Forwarder:
         async with self.sessionmaker() as db:
             table = col(IngestRecord.id)
             if outcomes.sent:
-                await db.exec(  # type: ignore[call-overload]
+                await db.exec(
                     update(IngestRecord)
                     .where(table.in_(sorted(outcomes.sent)))
                     .values(
@@ -288,14 +288,14 @@ class Forwarder:
                     )
                 )
             for row_id, (kind, message) in outcomes.final.items():
-                await db.exec(  # type: ignore[call-overload]
+                await db.exec(
                     update(IngestRecord)
                     .where(table == row_id)
                     .values(status=InboxStatus.FAILED, lease_until=None, error_kind=kind, last_error=message)
                 )
             for row_id, message in outcomes.transient.items():
                 delay = ingest.retry_delay(attempts.get(row_id, 1), self.settings.klaviyo_time_scale)
-                await db.exec(  # type: ignore[call-overload]
+                await db.exec(
                     update(IngestRecord)
                     .where(table == row_id)
                     .values(
@@ -306,7 +306,7 @@ class Forwarder:
                         last_error=message,
                     )
                 )
-            await db.exec(  # type: ignore[call-overload]
+            await db.exec(
                 update(IngestSource)
                 .where(col(IngestSource.id) == self.source_id)
                 .values(
@@ -383,7 +383,7 @@ async def sweep_ingest(ctx: dict[str, Any]) -> dict[str, Any]:
         source_ids = [source.id for source in sources]
         for source_id in source_ids:
             mine = col(IngestRecord.source_id) == source_id
-            await db.exec(  # type: ignore[call-overload]
+            await db.exec(
                 update(IngestRecord)
                 .where(
                     mine, col(IngestRecord.status) == InboxStatus.SENDING, col(IngestRecord.lease_until) < now
@@ -398,7 +398,7 @@ async def sweep_ingest(ctx: dict[str, Any]) -> dict[str, Any]:
             if (await db.exec(due.limit(1))).first() is not None:
                 woken.append(source_id or 0)
             if prune:
-                result = await db.exec(  # type: ignore[call-overload]
+                result = await db.exec(
                     delete(IngestRecord).where(
                         and_(
                             mine,

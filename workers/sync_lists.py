@@ -211,9 +211,7 @@ class Operation:
         async with self.ctx["sessionmaker"]() as db:
             upload = await db.get(Upload, int(self.op.params["upload_id"]))
             # A job run again after its worker died starts the (read-only) check over.
-            await db.exec(  # type: ignore[call-overload]
-                delete(ListOperationRow).where(col(ListOperationRow.operation_id) == self.op_id)
-            )
+            await db.exec(delete(ListOperationRow).where(col(ListOperationRow.operation_id) == self.op_id))
             await db.commit()
         if upload is None:
             raise OperationFailed("The upload no longer exists.")
@@ -423,6 +421,7 @@ async def list_operation(ctx: dict[str, Any], op_id: int, kind: str | None = Non
             None,
             f"list.{row.kind}.{status.value}",
             target=f"list {row.list_id}" if row.list_id else None,
+            user=None,
             username="worker",
             operation=op_id,
             **{k: v for k, v in row.summary.items() if isinstance(v, int | str)},

@@ -262,7 +262,9 @@ async def test_consent_endpoints(client, sim) -> None:
     await client.unsubscribe_profiles([unsub], list_id=lid)
     await client.suppress_profiles(["d@shop.test"])
     consent = sim.state.consent()
-    assert [(x.get("email"), x.get("list_id")) for x in consent["list_unsubscribes"]] == [("c@shop.test", lid)]
+    assert [(x.get("email"), x.get("list_id")) for x in consent["list_unsubscribes"]] == [
+        ("c@shop.test", lid)
+    ]
     assert [x.get("email") for x in consent["suppressions"]] == ["d@shop.test"]
 
 

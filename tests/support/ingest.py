@@ -103,7 +103,7 @@ async def drop_unsent_records(sessionmaker: Any) -> None:
     from models import InboxStatus, IngestRecord
 
     async with sessionmaker() as db:
-        await db.exec(  # type: ignore[call-overload]
+        await db.exec(
             delete(IngestRecord).where(
                 col(IngestRecord.status).in_([InboxStatus.PENDING, InboxStatus.SENDING])
             )

@@ -78,6 +78,7 @@ async def make_mapping(sessionmaker: Any, spec: Spec) -> Mapping:
         mapping = Mapping(name=spec.name, target_kind=spec.target.kind.value)
         db.add(mapping)
         await db.flush()
+        assert mapping.id is not None
         db.add(MappingVersion(mapping_id=mapping.id, version=1, spec=spec.model_dump(mode="json")))
         await db.commit()
         return mapping
@@ -132,6 +133,7 @@ async def start_run(
     backfill: bool = True,
 ) -> SyncRun:
     """Create a queued run and enqueue its job, as the Runs page does."""
+    assert upload.id is not None and mapping.id is not None
     async with sessionmaker() as db:
         run = await runs.create_run(
             db, upload_id=upload.id, mapping_id=mapping.id, dry_run=dry_run, backfill=backfill, user=None

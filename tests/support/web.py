@@ -33,15 +33,18 @@ def csrf(client: Any) -> str:
 
 async def login(client: Any, username: str, password: str = "correct horse battery") -> httpx.Response:
     await client.get("/login")
-    return await client.post(
+    answer: httpx.Response = await client.post(
         "/login",
         data={"username": username, "password": password, "_csrf_token": csrf(client)},
         follow_redirects=False,
     )
+    return answer
 
 
 async def post_form(
     client: Any, url: str, data: dict[str, str] | None = None, **kwargs: Any
 ) -> httpx.Response:
     """POST a form with the CSRF token, as the browser does."""
-    return await client.post(url, data={**(data or {}), "_csrf_token": csrf(client)}, **kwargs)
+    form = {**(data or {}), "_csrf_token": csrf(client)}
+    answer: httpx.Response = await client.post(url, data=form, **kwargs)
+    return answer

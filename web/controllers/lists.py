@@ -338,6 +338,7 @@ class ListsController(Controller):
             request,
             f"list.{kind}",
             target=f"list {list_id}" if list_id else None,
+            user=None,  # the request's user; named so the parameters below land in the detail
             **{k: v for k, v in (params or {}).items() if isinstance(v, str | int)},
             rows=len(contacts or []),
         )

@@ -89,6 +89,7 @@ class RunsController(Controller):
             scanned_to=page.scanned_to,
             progress=runs.progress,
             f=filters,
+            status_code=200,  # named so the filters below land in the context
             **filters,
         )
 
