@@ -19,7 +19,7 @@ from sync.mapping import (
     column,
 )
 from sync.mapping import Mapping as Spec
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.runs import make_mapping
 
 
