@@ -5,7 +5,7 @@ RUN := $(UV) run --frozen
 export PYTHONPATH := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help uv install dev test test-fast lint fmt types pytest migrate create-admin simulator worker web vendor chromium node bench compose-check clean
+.PHONY: help uv install dev test test-fast lint fmt types precommit pytest migrate create-admin simulator worker web vendor chromium node bench compose-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
@@ -48,8 +48,11 @@ fmt: install ## format and fix what ruff can
 	@$(RUN) ruff format .
 	@$(RUN) ruff check --fix .
 
-types: install ## mypy (strict) on the domain packages
+types: install ## mypy (strict) on every package
 	@$(RUN) mypy
+
+precommit: install ## the pre-commit hooks (ruff check, ruff format, mypy) over every file
+	@$(RUN) pre-commit run --all-files --show-diff-on-failure
 
 pytest: install chromium node ## only the pytest suite
 	@$(RUN) pytest $(PYTEST_ARGS)

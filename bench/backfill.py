@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bench.harness import fresh_database, queue_runs, run_on_workers
 from models import SyncBatch, SyncRun
@@ -126,13 +126,12 @@ async def main() -> None:
         ]
     async with sessionmaker() as db:
         first_batch, last_sent = (
-            await db.exec(select(func.min(SyncBatch.created_at), func.max(SyncBatch.sent_at)))  # type: ignore[call-overload]
+            await db.exec(select(func.min(SyncBatch.created_at), func.max(SyncBatch.sent_at)))
         ).one()
         span = (last_sent - first_batch).total_seconds()
         print(f"first batch cut -> last batch accepted: {span:.1f} s (scaled); wall {elapsed:.1f} s")
-        sent = sum(
-            run.items_sent for run in (await db.exec(select(SyncRun).where(SyncRun.id.in_(run_ids)))).all()
-        )  # type: ignore[union-attr]
+        finished = await db.exec(select(SyncRun).where(col(SyncRun.id).in_(run_ids)))
+        sent = sum(run.items_sent for run in finished.all())
     await engine.dispose()
     await adrop_postgres_database(ADMIN_DB, db_url)
     by_status = stats["requests"].get("POST /api/event-bulk-create-jobs", {})

@@ -80,7 +80,7 @@ async def worker(args: argparse.Namespace) -> None:
     redis = Redis.from_url(REDIS_URL)
     limiter = limiter_for(redis, args.prefix, args.time_scale)
     policy = RetryPolicy(max_attempts=20, base=0.05, cap=2.0)
-    records: list[tuple[float, int, int, int]] = []
+    records: list[tuple[float, int, int, int, float | None]] = []
     rows = ((n, bulk_item(n)) for n in range(args.first, args.first + args.count))
     async with KlaviyoClient(SANDBOX_KEY, base_url=args.base_url, limiter=limiter, retry=policy) as client:
         await asyncio.sleep(max(0.0, args.start_at - time.time()))

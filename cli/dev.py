@@ -15,7 +15,7 @@ import time
 from urllib.parse import urlparse
 
 import redis
-from sqlmodel import select
+from sqlmodel import col, select
 
 from cli.migrate import migrate
 from config.settings import get_settings
@@ -83,8 +83,8 @@ async def _has_live_key(url: str) -> bool:
     try:
         async with make_sessionmaker(engine)() as db:
             account = (
-                await db.exec(select(Account).where(Account.private_key_encrypted.is_not(None)))
-            ).first()  # type: ignore[union-attr]
+                await db.exec(select(Account).where(col(Account.private_key_encrypted).is_not(None)))
+            ).first()
             return account is not None and not account.sandbox
     finally:
         await engine.dispose()

@@ -36,17 +36,3 @@ class Account(SQLModel, table=True):
     tested_at: datetime | None = timestamp_field(nullable=True)
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
-
-
-class AccountRead(SQLModel):
-    id: int
-    label: str
-    sandbox: bool
-    key_hint: str | None
-    public_key: str | None
-    name: str | None
-    timezone: str | None
-    currency: str | None
-    status: ConnectionStatus
-    status_message: str | None
-    tested_at: datetime | None

@@ -39,7 +39,13 @@ class ListOpStatus(StrEnum):
 
     @property
     def active(self) -> bool:
+        """Queued or in progress: a worker holds the operation or will pick it up."""
         return self in {ListOpStatus.QUEUED, ListOpStatus.RUNNING}
+
+    @classmethod
+    def active_states(cls) -> list[ListOpStatus]:
+        """Every active state, for queries."""
+        return [status for status in cls if status.active]
 
 
 class ListOperation(SQLModel, table=True):

@@ -27,7 +27,13 @@ class RunStatus(StrEnum):
 
     @property
     def active(self) -> bool:
+        """Queued or in progress: a worker holds the run or will pick it up."""
         return self in {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING}
+
+    @classmethod
+    def active_states(cls) -> list[RunStatus]:
+        """Every active state, for queries."""
+        return [status for status in cls if status.active]
 
     @property
     def finished(self) -> bool:

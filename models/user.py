@@ -44,10 +44,3 @@ class User(UserBase, table=True):
 
 class UserCreate(UserBase):
     password: str = Field(min_length=10, max_length=256)
-
-
-class UserRead(UserBase):
-    id: int
-    is_active: bool
-    created_at: datetime
-    last_login_at: datetime | None

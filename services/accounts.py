@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from config.crypto import decrypt_secret, encrypt_secret
@@ -34,7 +34,7 @@ class KlaviyoTarget:
 
 async def get_account(db: AsyncSession) -> Account:
     """The console's account row, created as a sandbox on first use."""
-    account = (await db.exec(select(Account).order_by(Account.id).limit(1))).first()
+    account = (await db.exec(select(Account).order_by(col(Account.id)).limit(1))).first()
     if account is None:
         account = Account(label="Sandbox", sandbox=True)
         db.add(account)

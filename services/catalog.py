@@ -66,17 +66,15 @@ async def move_scope(db: AsyncSession, old: str, new: str) -> int:
         )
         .exists()
     )
-    await db.exec(delete(CatalogState).where(col(CatalogState.account) == old, held))  # type: ignore[call-overload]
-    moved = await db.exec(  # type: ignore[call-overload]
-        update(CatalogState).where(col(CatalogState.account) == old).values(account=new)
-    )
+    await db.exec(delete(CatalogState).where(col(CatalogState.account) == old, held))
+    moved = await db.exec(update(CatalogState).where(col(CatalogState.account) == old).values(account=new))
     return int(moved.rowcount or 0)
 
 
 async def forget_unattributed(db: AsyncSession, account: Account) -> None:
     """Drop state kept under the placeholder when the key changes: nobody knows which Klaviyo
     account it was sent to, and a key for another account must start from fresh state."""
-    await db.exec(delete(CatalogState).where(col(CatalogState.account) == placeholder_scope(account)))  # type: ignore[call-overload]
+    await db.exec(delete(CatalogState).where(col(CatalogState.account) == placeholder_scope(account)))
 
 
 def syncs(run: SyncRun, spec: MappingSpec) -> bool:
@@ -108,7 +106,8 @@ async def load_sync(db: AsyncSession, run: SyncRun) -> tuple[str, CatalogSync]:
     await db.commit()
     scope = account_scope(account)
     item_type = CATALOG_KINDS[run.kind]
-    query = sa.select(
+    # SQLModel types these attributes as plain values, which SQLAlchemy's select() overloads refuse.
+    query = sa.select(  # type: ignore[call-overload]
         CatalogState.external_id,
         CatalogState.content_hash,
         CatalogState.klaviyo_id,
@@ -121,7 +120,7 @@ async def load_sync(db: AsyncSession, run: SyncRun) -> tuple[str, CatalogSync]:
     )
     known = {
         external_id: Known(digest, klaviyo_id, action == "deleted", run_id)
-        for external_id, digest, klaviyo_id, action, run_id in (await db.exec(query)).all()  # type: ignore[call-overload]
+        for external_id, digest, klaviyo_id, action, run_id in (await db.exec(query)).all()
     }
     # Only entries sent through this run's mapping count as gone from its source.
     same_mapping = (
@@ -162,7 +161,7 @@ async def record_settled(
         col(CatalogState.entry_type) == entry_type,
     )
     # Delete then insert: portable across PostgreSQL and SQLite, and one run owns these ids.
-    await db.exec(delete(CatalogState).where(*where, col(CatalogState.external_id).in_(list(rows))))  # type: ignore[call-overload]
+    await db.exec(delete(CatalogState).where(*where, col(CatalogState.external_id).in_(list(rows))))
     now = utcnow()
     db.add_all(
         CatalogState(
@@ -181,7 +180,7 @@ async def record_settled(
     deleted = [e.external_id for e in rows.values() if e.action == "deleted"]
     if entry_type == "item" and deleted:
         # Klaviyo deleted these items' variants with them: the next variant sync creates them again.
-        await db.exec(  # type: ignore[call-overload]
+        await db.exec(
             update(CatalogState)
             .where(
                 col(CatalogState.account) == scope,

@@ -86,7 +86,7 @@ async def record_changes(db: AsyncSession, changes: Iterable[Change], source: st
     dialect = db.get_bind().dialect.name
     table = ConsentChange.__table__  # type: ignore[attr-defined]
     if dialect == "postgresql":
-        await db.exec(sa.text("SELECT pg_advisory_xact_lock(:key)"), params={"key": LEDGER_LOCK_KEY})
+        await db.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LEDGER_LOCK_KEY})
         stmt: Any = pg_insert(table).on_conflict_do_nothing(index_elements=["event_id"])
     else:
         stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=["event_id"])
@@ -265,7 +265,7 @@ async def claim_poll(db: AsyncSession, owner: str, lease: timedelta) -> bool:
     """Take the polling lease (one poll at a time across workers); commits."""
     state = await poll_state(db)
     now = utcnow()
-    result = await db.exec(  # type: ignore[call-overload]
+    result = await db.exec(
         sa.update(ConsentPollState)
         .where(
             col(ConsentPollState.id) == state.id,
@@ -351,9 +351,7 @@ async def create_integration(
 
 async def delete_integration(db: AsyncSession, integration: ConsentIntegration) -> None:
     """Forget an integration and its delivery ledger (its token stops working at once)."""
-    await db.exec(  # type: ignore[call-overload]
-        sa.delete(ConsentDelivery).where(col(ConsentDelivery.integration_id) == integration.id)
-    )
+    await db.exec(sa.delete(ConsentDelivery).where(col(ConsentDelivery.integration_id) == integration.id))
     await db.delete(integration)
 
 

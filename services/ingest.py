@@ -216,7 +216,7 @@ def drop_signing_secret(db: AsyncSession, source: IngestSource) -> None:
 
 async def retry_failed(db: AsyncSession, source: IngestSource) -> int:
     """Put every failed record of the source back in the queue (through the mapping's current version)."""
-    result = await db.exec(  # type: ignore[call-overload]
+    result = await db.exec(
         update(IngestRecord)
         .where(col(IngestRecord.source_id) == source.id, col(IngestRecord.status) == InboxStatus.FAILED)
         .values(

@@ -340,7 +340,9 @@ class PostgresWriter:
         args = [(sid, dup, refused) for sid, (dup, refused) in counts.items()]
         await self._on_connection(lambda conn: conn.executemany(PG_COUNTS, args))
 
-    async def _on_connection(self, operation: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    async def _on_connection(
+        self, operation: Callable[[asyncpg.pool.PoolConnectionProxy[asyncpg.Record]], Awaitable[Any]]
+    ) -> Any:
         pool = await self._pool()
         async with pool.acquire() as conn:
             try:

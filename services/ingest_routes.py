@@ -135,7 +135,7 @@ async def remove_route(db: AsyncSession, source: IngestSource, route_id: int) ->
 
 async def replay_unrouted(db: AsyncSession, source_id: int, key: str) -> int:
     """Queue the records kept unrouted for an event (now routed) to be sent; returns how many."""
-    result = await db.exec(  # type: ignore[call-overload]
+    result = await db.exec(
         update(IngestRecord)
         .where(
             col(IngestRecord.source_id) == source_id,
@@ -188,16 +188,16 @@ async def route_plan(db: AsyncSession, source: IngestSource, now: datetime | Non
         .where(col(IngestRecord.source_id) == source_id, col(IngestRecord.status) == InboxStatus.UNROUTED)
         .group_by(col(IngestRecord.route))
     )
-    kept = {(key or NO_EVENT): (int(n), int(last)) for key, n, last in (await db.exec(kept_query)).all()}
+    kept = {(key or NO_EVENT): (int(n), int(last or 0)) for key, n, last in (await db.exec(kept_query)).all()}
     rows = []
-    for route, mapping in await list_routes(db, source_id):
+    for entry, mapping in await list_routes(db, source_id):
         rows.append(
             RouteRow(
-                route,
+                entry,
                 mapping.name,
                 mapping.deleted,
-                by_route.pop(route.event_key, RouteCounts()),
-                kept.pop(route.event_key, (0, 0))[0],
+                by_route.pop(entry.event_key, RouteCounts()),
+                kept.pop(entry.event_key, (0, 0))[0],
             )
         )
     default = by_route.pop(NO_EVENT, RouteCounts())

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from sqlalchemy import func, insert, literal
+from sqlalchemy import ColumnElement, func, insert, literal
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -169,7 +169,7 @@ async def active_sync(db: AsyncSession) -> ListOperation | None:
     """A list sync already queued or running (a second click does not start another)."""
     query = select(ListOperation).where(
         ListOperation.kind == "sync",
-        col(ListOperation.status).in_([ListOpStatus.QUEUED, ListOpStatus.RUNNING]),
+        col(ListOperation.status).in_(ListOpStatus.active_states()),
     )
     return (await db.exec(query.order_by(col(ListOperation.id).desc()))).first()
 
@@ -196,7 +196,7 @@ async def rows_of(db: AsyncSession, ops: Iterable[ListOperation]) -> dict[int, l
     return {op.id: await operation_rows(db, op.id) for op in ops if op.id is not None and op.total}
 
 
-def csv_line(cells: list[object]) -> str:
+def csv_line(cells: Iterable[object]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerow([neutralise(c) for c in cells])
     return buffer.getvalue()
@@ -251,7 +251,7 @@ async def confirm_unsubscribe(
     if scope not in ("members", "all"):
         raise ListError("Choose whether to unsubscribe only the list's members or everyone.")
     assert check.id is not None
-    chosen = [col(ListOperationRow.error).is_(None)]
+    chosen: list[ColumnElement[bool]] = [col(ListOperationRow.error).is_(None)]
     if scope == "members":
         chosen.append(col(ListOperationRow.scope) == "list")
     total = await count_rows(db, check.id, *chosen)
@@ -271,11 +271,9 @@ async def confirm_unsubscribe(
     # The checked rows are copied in one statement, whatever their number.
     copied = ("row", "raw", "email", "phone_number", "profile_id", "scope")
     source = sa_select(literal(operation.id), *(getattr(ListOperationRow, name) for name in copied)).where(
-        ListOperationRow.operation_id == check.id, *chosen
+        col(ListOperationRow.operation_id) == check.id, *chosen
     )
-    await db.exec(  # type: ignore[call-overload]
-        insert(ListOperationRow).from_select(["operation_id", *copied], source)
-    )
+    await db.exec(insert(ListOperationRow).from_select(["operation_id", *copied], source))
     await db.commit()
     await enqueue(arq, queue_name, operation)
     return operation

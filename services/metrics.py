@@ -53,11 +53,11 @@ async def render_metrics(db: AsyncSession, redis: Redis, settings: Settings) -> 
     limit = gauge("kc_limiter_limit", "Grants the limiter allows per steady window.", ("rate_class",))
     waiting = gauge("kc_limiter_waiting", "Callers waiting for a grant now.", ("rate_class",))
     paused = gauge("kc_limiter_paused_seconds", "Seconds left on a 429 pause.", ("rate_class",))
-    for row in limits or []:
-        used.labels(row.name).set(row.used)
-        limit.labels(row.name).set(row.limit)
-        waiting.labels(row.name).set(row.waiting)
-        paused.labels(row.name).set(row.paused_s)
+    for headroom in limits or []:
+        used.labels(headroom.name).set(headroom.used)
+        limit.labels(headroom.name).set(headroom.limit)
+        waiting.labels(headroom.name).set(headroom.waiting)
+        paused.labels(headroom.name).set(headroom.paused_s)
 
     records = gauge(
         "kc_ingest_records", "Ingested records not yet sent, by source and state.", ("source", "state")

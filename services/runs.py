@@ -134,7 +134,7 @@ async def failed_rows(db: AsyncSession, run_id: int) -> list[int]:
         select(RowError.row_number)
         .where(RowError.run_id == run_id, RowError.severity == "error", RowError.row_number > 0)
         .distinct()
-        .order_by(RowError.row_number)
+        .order_by(col(RowError.row_number))
     )
     return list((await db.exec(query)).all())
 
@@ -161,6 +161,7 @@ async def failed_orders(db: AsyncSession, run_id: int) -> dict[str, list[int]]:
     )
     orders: dict[str, list[int]] = {}
     for key, row in (await db.exec(query)).all():
+        assert key is not None  # the query leaves out rows without a group
         orders.setdefault(key, []).append(row)
     return {key: sorted(rows) for key, rows in orders.items()}
 
@@ -234,7 +235,7 @@ async def _transition(db: AsyncSession, run: SyncRun, moves: dict[RunStatus, Run
     target = moves.get(run.status)
     if target is None:
         raise RunError(f"A {run.status.value} run cannot do that.")
-    result = await db.exec(  # type: ignore[call-overload]
+    result = await db.exec(
         update(SyncRun)
         .where(col(SyncRun.id) == run.id, col(SyncRun.status) == run.status)
         .values(status=target, updated_at=utcnow(), finished_at=utcnow() if target.finished else None)
@@ -325,7 +326,7 @@ async def list_runs(
 
 async def active_runs(db: AsyncSession, limit: int = 10) -> list[SyncRun]:
     """Runs queued or in progress, oldest first (what the Overview shows)."""
-    active = [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING]
+    active = RunStatus.active_states()
     query = select(SyncRun).where(col(SyncRun.status).in_(active)).order_by(col(SyncRun.id)).limit(limit)
     return list((await db.exec(query)).all())
 
@@ -353,7 +354,8 @@ async def run_names(db: AsyncSession, page: list[SyncRun]) -> dict[int, RunNames
     )
     return {
         run_id: RunNames(file, mapping, version)
-        for run_id, file, mapping, version in (await db.exec(query)).all()  # type: ignore[call-overload]
+        for run_id, file, mapping, version in (await db.exec(query)).all()
+        if run_id is not None
     }
 
 
@@ -386,7 +388,7 @@ async def errors_by_rule(db: AsyncSession, run: SyncRun | int) -> list[dict[str,
 
 async def _errors_by_rule(db: AsyncSession, run_id: int) -> list[dict[str, Any]]:
     query = (
-        select(
+        select(  # type: ignore[call-overload]  # sqlmodel's select() is typed for four columns at most
             RowError.rule,
             RowError.stage,
             RowError.severity,
@@ -438,7 +440,3 @@ async def batch_page(
     if before_seq is not None:
         query = query.where(col(SyncBatch.seq) < before_seq)
     return list((await db.exec(query.order_by(col(SyncBatch.seq).desc()).limit(limit))).all())
-
-
-async def recent_batches(db: AsyncSession, run_id: int, limit: int = 20) -> list[SyncBatch]:
-    return await batch_page(db, run_id, limit=limit)

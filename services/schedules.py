@@ -97,7 +97,7 @@ class ScheduleError(ValueError):
 def next_after(schedule: Schedule, after: datetime) -> datetime:
     """The first run time strictly after ``after`` (UTC)."""
     if schedule.cron:
-        return croniter(schedule.cron, after).get_next(datetime)  # type: ignore[no-any-return]
+        return croniter(schedule.cron, after).get_next(datetime)
     return after + timedelta(minutes=schedule.interval_minutes or 60)
 
 
@@ -406,9 +406,7 @@ async def update_schedule(
     ledger = await ledger_size(db, schedule.id or 0)
     if form.position == "restart":
         schedule.cursor_value = schedule.page_cursor = None
-        await db.exec(  # type: ignore[call-overload]
-            delete(FeedRecordSeen).where(col(FeedRecordSeen.schedule_id) == schedule.id)
-        )
+        await db.exec(delete(FeedRecordSeen).where(col(FeedRecordSeen.schedule_id) == schedule.id))
         position = "restarted"
         message = (
             f"Started over: the high-water mark and page cursor are cleared and {_records(ledger)} "
@@ -480,7 +478,7 @@ async def delete_schedule(db: AsyncSession, schedule: Schedule) -> DeletionPrevi
     """
     schedule_id = schedule.id or 0
     now = utcnow()
-    taken = await db.exec(  # type: ignore[call-overload]
+    taken = await db.exec(
         update(Schedule)
         .where(
             col(Schedule.id) == schedule_id,
@@ -494,7 +492,7 @@ async def delete_schedule(db: AsyncSession, schedule: Schedule) -> DeletionPrevi
         )
     removed = await deletion_preview(db, schedule)
     for table in (FeedRecordSeen, ScheduleTick):
-        await db.exec(delete(table).where(col(table.schedule_id) == schedule_id))  # type: ignore[call-overload]
+        await db.exec(delete(table).where(col(table.schedule_id) == schedule_id))
     source = await db.get(FeedSource, schedule.source_id)
     await db.delete(schedule)
     await db.flush()
@@ -582,10 +580,10 @@ def feed_spec(source: FeedSource, settings: Settings) -> FeedSpec:
         headers[source.auth_header_name] = decrypt_secret(settings.secret, source.auth_header_encrypted)
     return FeedSpec(
         url=source.url,
-        format=source.format.value,  # type: ignore[arg-type]
+        format=source.format.value,
         records_path=source.records_path,
         headers=headers,
-        cursor_kind=source.cursor_kind.value,  # type: ignore[arg-type]
+        cursor_kind=source.cursor_kind.value,
         cursor_field=source.cursor_field,
         cursor_param=source.cursor_param,
         key_field=source.key_field,
@@ -618,7 +616,7 @@ async def claim_due(db: AsyncSession, now: datetime | None = None) -> list[tuple
     for schedule in due:
         # Read before the UPDATE: an ORM update refreshes the loaded object's claim_seq.
         seen, upcoming_at = schedule.claim_seq, next_after(schedule, now)
-        result = await db.exec(  # type: ignore[call-overload]
+        result = await db.exec(
             update(Schedule)
             .where(col(Schedule.id) == schedule.id, col(Schedule.claim_seq) == seen)
             .values(claim_seq=seen + 1, next_run_at=upcoming_at)
@@ -739,7 +737,7 @@ async def run_tick(ctx: TickContext, schedule_id: int, trigger: str = "cron") ->
 
 async def _take_lease(db: AsyncSession, schedule_id: int, owner: str) -> bool:
     now = utcnow()
-    result = await db.exec(  # type: ignore[call-overload]
+    result = await db.exec(
         update(Schedule)
         .where(
             col(Schedule.id) == schedule_id,
@@ -846,7 +844,7 @@ async def _keep_ledger_current(db: AsyncSession, schedule_id: int, restamp: list
     """
     now = utcnow()
     for start in range(0, len(restamp), LEDGER_CHUNK):
-        await db.exec(  # type: ignore[call-overload]
+        await db.exec(
             update(FeedRecordSeen)
             .where(
                 col(FeedRecordSeen.schedule_id) == schedule_id,
@@ -854,7 +852,7 @@ async def _keep_ledger_current(db: AsyncSession, schedule_id: int, restamp: list
             )
             .values(seen_at=now)
         )
-    pruned = await db.exec(  # type: ignore[call-overload]
+    pruned = await db.exec(
         delete(FeedRecordSeen).where(
             col(FeedRecordSeen.schedule_id) == schedule_id, col(FeedRecordSeen.seen_at) < now - LEDGER_KEEP
         )
@@ -866,7 +864,7 @@ async def _record_ledger(db: AsyncSession, schedule_id: int, ledger: dict[str, s
     keys = list(ledger)
     for start in range(0, len(keys), LEDGER_CHUNK):
         chunk = keys[start : start + LEDGER_CHUNK]
-        await db.exec(  # type: ignore[call-overload]
+        await db.exec(
             delete(FeedRecordSeen).where(
                 col(FeedRecordSeen.schedule_id) == schedule_id, col(FeedRecordSeen.record_key).in_(chunk)
             )

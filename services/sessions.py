@@ -28,7 +28,7 @@ async def start(db: AsyncSession, user: User, ip: str | None, user_agent: str | 
     token = secrets.token_urlsafe(32)
     now = utcnow()
     # Sessions of this user that ran out are of no use to anyone: drop them as a new one starts.
-    await db.exec(  # type: ignore[call-overload]
+    await db.exec(
         delete(UserSession).where(
             col(UserSession.user_id) == user.id,
             or_(
@@ -68,25 +68,23 @@ async def find(db: AsyncSession, token: str) -> tuple[UserSession, User] | None:
     last_seen, created = aware(session.last_seen_at), aware(session.created_at)
     assert last_seen is not None and created is not None
     if now - last_seen > IDLE_TIMEOUT or now - created > LIFETIME:
-        await db.exec(delete(UserSession).where(col(UserSession.id) == session.id))  # type: ignore[call-overload]
+        await db.exec(delete(UserSession).where(col(UserSession.id) == session.id))
         await db.commit()
         return None
     if now - last_seen > TOUCH_EVERY:
-        await db.exec(  # type: ignore[call-overload]
-            update(UserSession).where(col(UserSession.id) == session.id).values(last_seen_at=now)
-        )
+        await db.exec(update(UserSession).where(col(UserSession.id) == session.id).values(last_seen_at=now))
         await db.commit()
     return session, user
 
 
 async def end(db: AsyncSession, token: str) -> None:
     """End this session (logout): the cookie stops working everywhere it was copied."""
-    await db.exec(delete(UserSession).where(col(UserSession.token_hash) == _hash(token)))  # type: ignore[call-overload]
+    await db.exec(delete(UserSession).where(col(UserSession.token_hash) == _hash(token)))
 
 
 async def end_all(db: AsyncSession, user_id: int) -> int:
     """End every session of the user; returns how many there were."""
-    result = await db.exec(delete(UserSession).where(col(UserSession.user_id) == user_id))  # type: ignore[call-overload]
+    result = await db.exec(delete(UserSession).where(col(UserSession.user_id) == user_id))
     return int(result.rowcount or 0)
 
 

@@ -166,9 +166,9 @@ class SimulatorApp:
         req = _make_request(scope)
         route, params, path_known = self._match(req.method, req.path)
         if route is None:
-            status = 405 if path_known else 404
+            code = 405 if path_known else 404
             detail = "Method not allowed" if path_known else f"No endpoint {req.method} {req.path}"
-            await _send(send, status, {"errors": [error(status, "not_found", detail)]}, [])
+            await _send(send, code, {"errors": [error(code, "not_found", detail)]}, [])
             return
         req.params = params
         stat_name = route.name

@@ -132,7 +132,8 @@ def _rate_limit(app: Any, account: Account, kind: str) -> list[tuple[bytes, byte
         wait = fmt_seconds(decision.retry_after, scaled)
         detail = f"Request was throttled. Expected available in {wait} seconds."
         raise Problem(429, [error(429, "throttled", detail)], decision.headers(scaled))
-    return decision.headers(scaled)
+    headers: list[tuple[bytes, bytes]] = decision.headers(scaled)
+    return headers
 
 
 def _account(app: Any, company: str) -> Account:

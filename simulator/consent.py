@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import operator
 import queue
 import re
 import threading
@@ -218,6 +219,12 @@ def _profile_resource(acct: AccountState, profile_id: str) -> dict[str, Any] | N
     return {"type": "profile", "id": profile.id, "attributes": attrs}
 
 
+def _stored_time(event: dict[str, Any]) -> datetime:
+    when = parse_time(event["datetime"])
+    assert when is not None  # the simulator stores only valid times
+    return when
+
+
 def get_events(req: Request) -> Response:
     """GET /api/events: filter by metric_id / datetime / profile_id, sort by datetime, 200 per page."""
     acct = req.acct
@@ -233,14 +240,14 @@ def get_events(req: Request) -> Response:
         else:
             bound = parse_time(value)
             assert bound is not None
-            check = {
-                "greater-than": lambda t, b=bound: t > b,
-                "greater-or-equal": lambda t, b=bound: t >= b,
-                "less-than": lambda t, b=bound: t < b,
-                "less-or-equal": lambda t, b=bound: t <= b,
-                "equals": lambda t, b=bound: t == b,
+            compare = {
+                "greater-than": operator.gt,
+                "greater-or-equal": operator.ge,
+                "less-than": operator.lt,
+                "less-or-equal": operator.le,
+                "equals": operator.eq,
             }[op]
-            events = [e for e in events if check(parse_time(e["datetime"]))]
+            events = [e for e in events if compare(_stored_time(e), bound)]
     sort = req.arg("sort") or "datetime"
     if sort.lstrip("-") not in ("datetime", "timestamp"):
         raise Problem(400, [invalid(f"Invalid sort {sort!r}", None)])

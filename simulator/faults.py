@@ -47,7 +47,7 @@ def drop_connection(send: Any) -> None:
     see as an answer; instead we reach the transport through the bound ``send`` of uvicorn's
     request cycle and abort it, so the client sees a transport error.
     """
-    cycle = getattr(send, "__self__", None)
+    cycle: Any = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
     if transport is None:
         raise DroppedConnection("no transport to drop")

@@ -437,6 +437,7 @@ def get_profiles(req: Request) -> Response:
     """GET /api/profiles: filter=equals(email,"x") (also phone_number, external_id, id; any(...))."""
     acct = _acct(req)
     expr = req.arg("filter")
+    assert req.config is not None
     lag = req.config.scaled(req.config.search_lag_seconds)
     profiles = _filter_profiles(acct, expr, lag) if expr else list(acct.profiles.values())
     page, links = paginate(req, profiles, 20, 100)
@@ -934,6 +935,7 @@ def subscribe(req: Request) -> Response:
                     continue
                 current = profile.subscriptions.setdefault(channel, {}).get(kind) or {}
                 if double and kind == "marketing":
+                    assert klist is not None
                     # A confirmation goes out first: consent stays pending, no list membership yet.
                     if current.get("consent") != "SUBSCRIBED":
                         profile.subscriptions[channel][kind] = {"consent": "PENDING", "list_id": klist.id}

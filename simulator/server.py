@@ -76,7 +76,6 @@ class SimulatorServer:
     def start(self) -> SimulatorServer:
         """Start uvicorn and wait until it accepts connections."""
         self._server = uvicorn.Server(uvicorn_config(self.app, self.host, self.port))
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._server.run, name="klaviyo-simulator", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10

@@ -304,7 +304,7 @@ class SimulatorState:
     def events(self, metric: str | None = None, account_id: str | None = None) -> list[dict[str, Any]]:
         """Stored events (after dedup and @example.com dropping), oldest first."""
         with self.lock:
-            out = []
+            out: list[dict[str, Any]] = []
             for acct in self._selected(account_id):
                 out.extend(e for e in acct.events if metric is None or e["metric"] == metric)
             return out

@@ -6,12 +6,9 @@ The environment is set before anything imports the app, so no test reads a devel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,18 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-os.environ.update(
-    ENVIRONMENT="test",
-    SECRET_KEY="test-secret-key-that-is-long-enough-0123456789",
-    LOG_LEVEL="WARNING",
-    # The tests' feeds and webhook receivers listen on loopback.
-    OUTBOUND_ALLOW="127.0.0.1/32,::1/128",
-)
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379")
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ["REDIS_URL"]
-ARTIFACTS = ROOT / "test-artifacts"
+# First: the environment is set before anything imports the app.
+from tests.support.env import REDIS_URL, ROOT, TEST_DATABASE_URL, unique
+
 # Fixtures behind which an app on this session's settings may have counted failed logins in Redis.
 LOGGING_IN = frozenset({"client", "app", "settings", "as_role"})
 # Fixtures that need PostgreSQL, Redis, a simulator or a browser; a test using none of them is
@@ -49,46 +37,17 @@ SLOW_FOLDERS = ("browser", "cli", "compose")
 from litestar import Litestar  # noqa: E402
 from litestar.testing import AsyncTestClient  # noqa: E402
 
-from config.settings import Settings  # noqa: E402
+from config.settings import Environment, Settings  # noqa: E402
 from models import Role  # noqa: E402
 from models.db import make_engine, make_sessionmaker  # noqa: E402
-from tests.support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
+from tests.support.databases import (  # noqa: E402
+    acreate_postgres_database,
+    adrop_postgres_database,
+    migrated_postgres,
+)
+from tests.support.processes import free_port, wait_for_http  # noqa: E402
 from tests.support.web import login, make_user  # noqa: E402
 from web.app import create_app  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_http(url: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll until the URL answers (any status below 500), or fail with the process's output."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
-@contextlib.contextmanager
-def migrated_postgres() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database, dropped on exit."""
-    url = create_postgres_database(TEST_DATABASE_URL, f"kc_test_{uuid.uuid4().hex[:10]}")
-    from cli.migrate import migrate
-
-    assert migrate(url) == 0
-    try:
-        yield url
-    finally:
-        drop_postgres_database(TEST_DATABASE_URL, url)
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +104,7 @@ def simulator_url() -> Iterator[str]:
 def settings(pg_url: str, queue_name: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings for in-process apps and workers; tests that send to the simulator set sandbox_url."""
     return Settings(
-        environment="test",
+        environment=Environment.TEST,
         database_url=pg_url,
         redis_url=REDIS_URL,
         queue_name=queue_name,
@@ -202,10 +161,6 @@ async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
         yield test_client
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
-
-
 @pytest.fixture
 def as_role(client: AsyncTestClient[Litestar], sessionmaker: Any) -> Any:
     """Log the client in as a new user of the given role; returns the user."""
@@ -217,6 +172,28 @@ def as_role(client: AsyncTestClient[Litestar], sessionmaker: Any) -> Any:
         return user
 
     return _as
+
+
+@pytest.fixture
+async def fresh(settings):
+    """(client logged in as admin, sessionmaker, settings) on a database of this test's own."""
+    from cli.migrate import migrate
+
+    url = await acreate_postgres_database(TEST_DATABASE_URL, f"kc_status_{uuid.uuid4().hex[:10]}")
+    assert await asyncio.to_thread(migrate, url) == 0
+    # Other suites sharing this Redis fail logins from the test client's address on purpose; a high
+    # failure limit keeps their lockouts from reaching these tests.
+    test_settings = settings.model_copy(update={"database_url": url, "login_max_failures": 10_000})
+    engine = make_engine(url)
+    maker = make_sessionmaker(engine)
+    try:
+        async with AsyncTestClient(create_app(test_settings)) as client:
+            admin = await make_user(maker, unique("admin"), Role.ADMIN)
+            assert (await login(client, admin.username)).status_code == 302
+            yield client, maker, test_settings
+    finally:
+        await engine.dispose()
+        await adrop_postgres_database(TEST_DATABASE_URL, url)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -27,7 +27,7 @@ class AuthMiddleware(ASGIMiddleware):
         return scope["path"].startswith(PUBLIC_PREFIXES)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        scope["user"] = None  # type: ignore[typeddict-unknown-key]
+        scope["user"] = None
         session: dict[str, Any] = scope.get("session") or {}  # type: ignore[assignment]
         sid = session.get("sid")
         if sid is not None:
@@ -42,7 +42,7 @@ class AuthMiddleware(ASGIMiddleware):
                     found = await sessions.find(db, str(sid))
                 user = found[1] if found is not None else None
                 if user is not None and user.is_active and session.get("pwv") == user.password_hash[-12:]:
-                    scope["user"] = user  # type: ignore[typeddict-unknown-key]
+                    scope["user"] = user
                     session["seen"] = time.time()
                 else:
                     session.clear()

@@ -1,4 +1,4 @@
-"""Template engine setup and the one helper handlers use to render pages and partials."""
+"""Template engine setup and the helpers handlers answer with: render a page or partial, redirect."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from litestar import MediaType, Request
+from litestar import MediaType, Request, Response
 from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.response import Template
+from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 
 from web.security import current_user
@@ -74,3 +74,11 @@ def render(request: Request[Any, Any, Any], name: str, status_code: int = 200, *
     context.setdefault("user", current_user(request))
     context.setdefault("area", name.split("/", 1)[0])
     return Template(template_name=name, context=context, status_code=status_code, media_type=MediaType.HTML)
+
+
+def redirect(request: Request[Any, Any, Any], url: str) -> Response[Any]:
+    """Send the browser to ``url`` after a form post: htmx follows HX-Redirect with a full page load,
+    a plain form follows the 303."""
+    if request.headers.get("hx-request") == "true":
+        return Response(content="", headers={"HX-Redirect": url})
+    return Redirect(url, status_code=303)

@@ -158,7 +158,7 @@ class Forwarder:
                     col(IngestRecord.route),
                 )
             )
-            rows = (await db.exec(claim)).all()  # type: ignore[call-overload]
+            rows = (await db.exec(claim)).all()
             await db.commit()
         claimed = [Claimed(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
         return sorted(claimed, key=lambda record: record.id)
@@ -167,7 +167,7 @@ class Forwarder:
         """Just after taking the source's lock: rows still claimed were claimed by a forwarder that
         lost the lock (its worker died), so they are due again now, not when their lease runs out."""
         async with self.sessionmaker() as db:
-            result = await db.exec(  # type: ignore[call-overload]
+            result = await db.exec(
                 update(IngestRecord)
                 .where(
                     col(IngestRecord.source_id) == self.source_id,
@@ -184,7 +184,7 @@ class Forwarder:
     async def renew_leases(self) -> None:
         """Keep this forwarder's claimed rows from being freed by the sweep while it sends them."""
         async with self.sessionmaker() as db:
-            await db.exec(  # type: ignore[call-overload]
+            await db.exec(
                 update(IngestRecord)
                 .where(
                     col(IngestRecord.source_id) == self.source_id,
@@ -286,7 +286,7 @@ class Forwarder:
         async with self.sessionmaker() as db:
             table = col(IngestRecord.id)
             if outcomes.sent:
-                await db.exec(  # type: ignore[call-overload]
+                await db.exec(
                     update(IngestRecord)
                     .where(table.in_(sorted(outcomes.sent)))
                     .values(
@@ -298,20 +298,20 @@ class Forwarder:
                     )
                 )
             for row_id, (kind, message) in outcomes.final.items():
-                await db.exec(  # type: ignore[call-overload]
+                await db.exec(
                     update(IngestRecord)
                     .where(table == row_id)
                     .values(status=InboxStatus.FAILED, lease_until=None, error_kind=kind, last_error=message)
                 )
             if outcomes.unrouted:
-                await db.exec(  # type: ignore[call-overload]
+                await db.exec(
                     update(IngestRecord)
                     .where(table.in_(sorted(outcomes.unrouted)))
                     .values(status=InboxStatus.UNROUTED, lease_until=None, attempts=0)
                 )
             for row_id, message in outcomes.transient.items():
                 delay = ingest.retry_delay(attempts.get(row_id, 1), self.settings.klaviyo_time_scale)
-                await db.exec(  # type: ignore[call-overload]
+                await db.exec(
                     update(IngestRecord)
                     .where(table == row_id)
                     .values(
@@ -322,7 +322,7 @@ class Forwarder:
                         last_error=message,
                     )
                 )
-            await db.exec(  # type: ignore[call-overload]
+            await db.exec(
                 update(IngestSource)
                 .where(col(IngestSource.id) == self.source_id)
                 .values(
@@ -399,7 +399,7 @@ async def sweep_ingest(ctx: dict[str, Any]) -> dict[str, Any]:
         source_ids = [source.id for source in sources]
         for source_id in source_ids:
             mine = col(IngestRecord.source_id) == source_id
-            await db.exec(  # type: ignore[call-overload]
+            await db.exec(
                 update(IngestRecord)
                 .where(
                     mine, col(IngestRecord.status) == InboxStatus.SENDING, col(IngestRecord.lease_until) < now
@@ -414,7 +414,7 @@ async def sweep_ingest(ctx: dict[str, Any]) -> dict[str, Any]:
             if (await db.exec(due.limit(1))).first() is not None:
                 woken.append(source_id or 0)
             if prune:
-                result = await db.exec(  # type: ignore[call-overload]
+                result = await db.exec(
                     delete(IngestRecord).where(
                         and_(
                             mine,
@@ -425,7 +425,7 @@ async def sweep_ingest(ctx: dict[str, Any]) -> dict[str, Any]:
                 )
                 pruned += int(result.rowcount or 0)
                 # Records of an event nobody routed within the retention period are let go too.
-                result = await db.exec(  # type: ignore[call-overload]
+                result = await db.exec(
                     delete(IngestRecord).where(
                         and_(
                             mine,

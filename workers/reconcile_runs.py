@@ -25,9 +25,7 @@ async def reconcile_runs(ctx: dict[str, Any]) -> dict[str, Any]:
         stale = (
             await db.exec(
                 select(SyncRun).where(
-                    col(SyncRun.status).in_(
-                        (RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING, RunStatus.QUEUED)
-                    ),
+                    col(SyncRun.status).in_(RunStatus.active_states()),
                     or_(col(SyncRun.lease_until).is_(None), col(SyncRun.lease_until) < now),
                 )
             )

@@ -47,7 +47,7 @@ async def notify_run_end(ctx: dict[str, Any], run_id: int) -> bool:
         found = await _webhook_and(ctx, SyncRun, run_id)
         if found is None:
             return False
-        config, run = found
+        config, url, run = found
         why = notifications.reason(run, config)
         if why is None:
             return False
@@ -61,9 +61,7 @@ async def notify_run_end(ctx: dict[str, Any], run_id: int) -> bool:
                 fresh = True
             if not fresh:
                 return False
-        return await _post(
-            ctx, config.webhook_url, notifications.payload(run, why), run_id=run_id, reason=why
-        )
+        return await _post(ctx, url, notifications.payload(run, why), run_id=run_id, reason=why)
     except Exception as exc:  # a webhook must never fail a run
         log.warning("webhook not delivered", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
         return False
@@ -71,16 +69,16 @@ async def notify_run_end(ctx: dict[str, Any], run_id: int) -> bool:
 
 async def _webhook_and(
     ctx: dict[str, Any], model: type[T], row_id: int
-) -> tuple[NotificationSettings, T] | None:
-    """The notification settings and the row a call would be about, when notifications are on (with
-    a URL) and the row exists."""
+) -> tuple[NotificationSettings, str, T] | None:
+    """The notification settings, their webhook URL and the row a call would be about, when
+    notifications are on (with a URL) and the row exists."""
     async with ctx["sessionmaker"]() as db:
         config = await notifications.get_settings(db)
         row = await db.get(model, row_id)
         await db.commit()
     if row is None or not config.enabled or not config.webhook_url:
         return None
-    return config, row
+    return config, config.webhook_url, row
 
 
 async def _post(ctx: dict[str, Any], url: str, body: dict[str, Any], **about: Any) -> bool:
@@ -156,13 +154,11 @@ async def notify_schedule_tick(ctx: dict[str, Any], schedule_id: int, outcome: s
         found = await _webhook_and(ctx, Schedule, schedule_id)
         if found is None:
             return False
-        config, schedule = found
+        _, url, schedule = found
         if not await redis.set(quiet, 1, nx=True, ex=SCHEDULE_NOTIFY_SECONDS):
             return False
         body = notifications.schedule_payload(schedule)
-        return await _post(
-            ctx, config.webhook_url, body, schedule_id=schedule_id, reason="schedule.tick_failed"
-        )
+        return await _post(ctx, url, body, schedule_id=schedule_id, reason="schedule.tick_failed")
     except Exception as exc:  # a webhook must never fail a tick
         log.warning("webhook not delivered", schedule_id=schedule_id, error=f"{type(exc).__name__}: {exc}")
         return False

@@ -59,7 +59,7 @@ from workers.check_connection import INTERACTIVE_RETRY
 from workers.heartbeat import worker_name
 
 log = structlog.get_logger(__name__)
-WORKING = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSING, RunStatus.CANCELLING)
+WORKING = RunStatus.active_states()
 YIELD_EVERY = 100
 ROW_CACHE = 20_000  # source rows kept in memory to attach their values to errors
 # Grouped orders whose rows are remembered while their items are out, so an error Klaviyo reports
@@ -140,7 +140,7 @@ class RunExecutor:
 
     async def _take_lease(self, db: AsyncSession) -> bool:
         now = utcnow()
-        result = await db.exec(  # type: ignore[call-overload]
+        result = await db.exec(
             update(SyncRun)
             .where(
                 col(SyncRun.id) == self.run_id,
@@ -164,7 +164,7 @@ class RunExecutor:
         while True:
             await asyncio.sleep(interval)
             async with self.sessionmaker() as db:
-                result = await db.exec(  # type: ignore[call-overload]
+                result = await db.exec(
                     update(SyncRun)
                     .where(col(SyncRun.id) == self.run_id, col(SyncRun.lease_owner) == self.owner)
                     .values(lease_until=utcnow() + timedelta(seconds=self.settings.run_lease_seconds))
@@ -369,7 +369,7 @@ class RunExecutor:
         # The state table is this mode's ledger: entries whose job settled are skipped, the rest
         # (batches left in flight included) are decided and sent again, so no ordinal replay.
         if inflight:
-            await db.exec(  # type: ignore[call-overload]
+            await db.exec(
                 update(SyncBatch)
                 .where(col(SyncBatch.id).in_([b.id for b in inflight]))
                 .values(status=BatchStatus.FAILED)
@@ -518,7 +518,7 @@ class RunExecutor:
                     await asyncio.sleep(0)
         if len(plan.rows) != run.total_rows:
             async with self.sessionmaker() as db:
-                await db.exec(  # type: ignore[call-overload]
+                await db.exec(
                     update(SyncRun).where(col(SyncRun.id) == self.run_id).values(total_rows=len(plan.rows))
                 )
                 await db.commit()
@@ -635,7 +635,7 @@ class RunExecutor:
                     )
                     db.add(record)
             db.add_all(state.errors)
-            await db.exec(update(SyncRun).where(col(SyncRun.id) == self.run_id).values(**values))  # type: ignore[call-overload]
+            await db.exec(update(SyncRun).where(col(SyncRun.id) == self.run_id).values(**values))
             await db.commit()
         state.cursor_row = max(state.row, state.cursor_row)
         state.errors = []
@@ -674,7 +674,7 @@ class RunExecutor:
         """Mark an unfinished batch failed and count its requests on the run (a resume sends it again)."""
         try:
             async with self.sessionmaker() as db:
-                closed = await db.exec(  # type: ignore[call-overload]
+                closed = await db.exec(
                     update(SyncBatch)
                     .where(
                         col(SyncBatch.id) == batch_id,
@@ -692,7 +692,7 @@ class RunExecutor:
                     )
                 )
                 if closed.rowcount == 1:
-                    await db.exec(  # type: ignore[call-overload]
+                    await db.exec(
                         update(SyncRun)
                         .where(col(SyncRun.id) == self.run_id)
                         .values(
@@ -784,7 +784,7 @@ class RunExecutor:
         if self.router is not None:
             settled = self.router.settled(batch.seq, outcome.accepted, adopted)
         async with self.sessionmaker() as db:
-            await db.exec(  # type: ignore[call-overload]
+            await db.exec(
                 update(SyncBatch)
                 .where(col(SyncBatch.id) == batch_id)
                 .values(
@@ -806,7 +806,7 @@ class RunExecutor:
                 # Only entries Klaviyo accepted are remembered: a refused one is tried again next sync.
                 router = self.router
                 await catalog.record_settled(db, router.scope, router.entry_type, self.run_id, settled)
-            await db.exec(  # type: ignore[call-overload]
+            await db.exec(
                 update(SyncRun)
                 .where(col(SyncRun.id) == self.run_id)
                 .values(

@@ -211,9 +211,7 @@ class Operation:
         async with self.ctx["sessionmaker"]() as db:
             upload = await db.get(Upload, int(self.op.params["upload_id"]))
             # A job run again after its worker died starts the (read-only) check over.
-            await db.exec(  # type: ignore[call-overload]
-                delete(ListOperationRow).where(col(ListOperationRow.operation_id) == self.op_id)
-            )
+            await db.exec(delete(ListOperationRow).where(col(ListOperationRow.operation_id) == self.op_id))
             await db.commit()
         if upload is None:
             raise OperationFailed("The upload no longer exists.")
@@ -377,7 +375,7 @@ async def list_operation(ctx: dict[str, Any], op_id: int, kind: str | None = Non
     """Run one queued list operation to its end and record the outcome (and an audit entry)."""
     async with ctx["sessionmaker"]() as db:
         op = await db.get(ListOperation, op_id)
-        if op is None or op.status not in (ListOpStatus.QUEUED, ListOpStatus.RUNNING):
+        if op is None or not op.status.active:
             return {"operation": op_id, "skipped": "missing or finished"}
         if op.status == ListOpStatus.RUNNING and op.kind == "create":
             # A worker died while creating: the list may exist; creating again could make a second.
@@ -423,6 +421,7 @@ async def list_operation(ctx: dict[str, Any], op_id: int, kind: str | None = Non
             None,
             f"list.{row.kind}.{status.value}",
             target=f"list {row.list_id}" if row.list_id else None,
+            user=None,
             username="worker",
             operation=op_id,
             **{k: v for k, v in row.summary.items() if isinstance(v, int | str)},

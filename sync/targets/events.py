@@ -53,12 +53,6 @@ def event_attributes(item: Item) -> dict[str, Any]:
     return attrs
 
 
-def profile_attributes(item: Item) -> dict[str, Any]:
-    """The profile attributes inside an event item."""
-    attrs: dict[str, Any] = item["attributes"]["profile"]["data"]["attributes"]
-    return attrs
-
-
 class Slots:
     """Targets placed into one output object: flat keys fast, dotted paths as nested objects."""
 

@@ -17,7 +17,9 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from models import Role
 from models.db import make_engine, make_sessionmaker
-from tests.conftest import ARTIFACTS, REDIS_URL, ROOT, free_port, migrated_postgres, wait_for_http
+from tests.support.databases import migrated_postgres
+from tests.support.env import ARTIFACTS, REDIS_URL, ROOT
+from tests.support.processes import free_port, wait_for_http
 from tests.support.web import make_user
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

@@ -14,7 +14,7 @@ from models import Role
 from tests.browser.conftest import log_in, screenshot
 from tests.support.feed_server import feed_server, order
 from tests.support.runs import make_mapping
-from tests.workers.test_schedules import order_spec
+from tests.support.specs import order_spec
 
 pytestmark = pytest.mark.browser
 

@@ -13,7 +13,7 @@ from config.settings import Settings
 from models import Role
 from services import schedules
 from tests.browser.conftest import log_in, screenshot
-from tests.conftest import ARTIFACTS, REDIS_URL
+from tests.support.env import ARTIFACTS, REDIS_URL
 from tests.support.ingest import event_spec, make_source
 from tests.support.runs import (
     csv_text,

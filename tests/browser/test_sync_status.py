@@ -22,7 +22,8 @@ from models import Role, RunStatus, SyncRun
 from services import runs
 from simulator.server import SimulatorProcess
 from tests.browser.conftest import PASSWORD, log_in, screenshot
-from tests.conftest import REDIS_URL, ROOT, free_port, wait_for_http
+from tests.support.env import REDIS_URL, ROOT
+from tests.support.processes import free_port, wait_for_http
 from tests.support.runs import csv_text, make_mapping, make_upload, ordered_product_spec
 from tests.support.web import make_user
 

@@ -13,7 +13,7 @@ from playwright.async_api import Page, expect
 from models import Mapping, MappingVersion, Role
 from tests.browser.conftest import log_in, screenshot
 from tests.support.runs import csv_text
-from tests.workers.test_profile_runs import profile_spec
+from tests.support.specs import profile_spec
 
 pytestmark = pytest.mark.browser
 

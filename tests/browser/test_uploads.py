@@ -19,7 +19,7 @@ from models import Mapping, MappingVersion, Role, Upload, UploadStatus
 from sync.mapping import Mapping as MappingSpec
 from sync.mapping import Target, TargetKind, column
 from tests.browser.conftest import PASSWORD, log_in, screenshot
-from tests.conftest import ARTIFACTS
+from tests.support.env import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 

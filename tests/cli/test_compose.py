@@ -17,8 +17,9 @@ import redis
 from config.settings import Settings
 from services.workers import heartbeat_pattern
 from tests.compose import spec as compose_spec
-from tests.conftest import REDIS_URL, ROOT, TEST_DATABASE_URL, free_port, wait_for_http
 from tests.support.databases import create_postgres_database, drop_postgres_database
+from tests.support.env import REDIS_URL, ROOT, TEST_DATABASE_URL
+from tests.support.processes import free_port, wait_for_http
 
 COMPOSE = compose_spec.load()
 

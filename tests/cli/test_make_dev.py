@@ -11,7 +11,8 @@ import time
 import httpx
 import redis
 
-from tests.conftest import ROOT, free_port, wait_for_http
+from tests.support.env import ROOT
+from tests.support.processes import free_port, wait_for_http
 
 
 def _port_open(port: int) -> bool:

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from tests.compose.check import CONF
-from tests.conftest import ROOT
+from tests.support.env import ROOT
 
 
 def _why_podman_cannot_run() -> str | None:

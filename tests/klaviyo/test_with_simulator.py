@@ -368,3 +368,15 @@ async def test_steady_window_headers_reveal_another_clients_use(client, sim) -> 
     r429 = sum(o.rate_limited for o in outcomes)
     assert r429 / requests < 0.01, (r429, requests)
     assert sum(len(o.accepted) for o in outcomes) == 2000 and len(stored(sim)) == 2100
+
+
+async def test_import_profile_creates_then_updates_and_clears(client, sim) -> None:
+    first = await client.import_profile({"email": "rt@shop.test", "first_name": "Ann", "last_name": "Lee"})
+    [stored] = [p for p in sim.state.profiles() if p.get("email") == "rt@shop.test"]
+    assert stored["id"] == first and stored["first_name"] == "Ann"
+    # Same email: the same profile; a field left out is unchanged, a None clears it.
+    again = await client.import_profile({"email": "rt@shop.test", "first_name": None, "title": "CTO"})
+    [stored] = [p for p in sim.state.profiles() if p.get("email") == "rt@shop.test"]
+    assert again == first
+    assert "first_name" not in stored
+    assert stored["last_name"] == "Lee" and stored["title"] == "CTO"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterator
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -39,3 +42,18 @@ async def acreate_postgres_database(admin_url: str, name: str) -> str:
 
 async def adrop_postgres_database(admin_url: str, url: str) -> None:
     await _execute(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def migrated_postgres() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database on the test server, dropped on exit."""
+    # Imported here: bench/ uses this module too, and must not get the test environment.
+    from cli.migrate import migrate
+    from tests.support.env import TEST_DATABASE_URL
+
+    url = create_postgres_database(TEST_DATABASE_URL, f"kc_test_{uuid.uuid4().hex[:10]}")
+    assert migrate(url) == 0
+    try:
+        yield url
+    finally:
+        drop_postgres_database(TEST_DATABASE_URL, url)

@@ -19,7 +19,7 @@ from sync.mapping import (
     column,
 )
 from sync.mapping import Mapping as Spec
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.runs import make_mapping
 
 
@@ -103,7 +103,7 @@ async def drop_unsent_records(sessionmaker: Any) -> None:
     from models import InboxStatus, IngestRecord
 
     async with sessionmaker() as db:
-        await db.exec(  # type: ignore[call-overload]
+        await db.exec(
             delete(IngestRecord).where(
                 col(IngestRecord.status).in_([InboxStatus.PENDING, InboxStatus.SENDING])
             )

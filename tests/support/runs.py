@@ -21,7 +21,7 @@ from models import Mapping, MappingVersion, SyncRun, Upload, UploadStatus
 from services import runs
 from sync.mapping import DateParse, Email, FieldRule, NumberCast, Target, TargetKind, TemplateSource, column
 from sync.mapping import Mapping as Spec
-from tests.conftest import REDIS_URL, ROOT
+from tests.support.env import REDIS_URL, ROOT
 
 
 def ordered_product_spec(metric: str = "Ordered Product", *, with_price: bool = True) -> Spec:
@@ -78,6 +78,7 @@ async def make_mapping(sessionmaker: Any, spec: Spec) -> Mapping:
         mapping = Mapping(name=spec.name, target_kind=spec.target.kind.value)
         db.add(mapping)
         await db.flush()
+        assert mapping.id is not None
         db.add(MappingVersion(mapping_id=mapping.id, version=1, spec=spec.model_dump(mode="json")))
         await db.commit()
         return mapping
@@ -132,6 +133,7 @@ async def start_run(
     backfill: bool = True,
 ) -> SyncRun:
     """Create a queued run and enqueue its job, as the Runs page does."""
+    assert upload.id is not None and mapping.id is not None
     async with sessionmaker() as db:
         run = await runs.create_run(
             db, upload_id=upload.id, mapping_id=mapping.id, dry_run=dry_run, backfill=backfill, user=None
@@ -179,3 +181,23 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> None:
     while not await predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.2)
+
+
+async def run_to_end(
+    sessionmaker: Any, run_worker_burst: Any, settings: Any, upload: Any, mapping: Any, **options: Any
+) -> SyncRun:
+    """Start a run with these create_run options, and work the queue until it ends."""
+    options.setdefault("dry_run", False)
+    async with sessionmaker() as db:
+        run = await runs.create_run(
+            db, upload_id=upload.id, mapping_id=mapping.id, backfill=True, user=None, **options
+        )
+        await db.commit()
+    arq = ArqRedis.from_url(settings.redis_url)
+    await runs.enqueue(arq, settings.queue_name, run, "start")
+    await arq.aclose()
+    await run_worker_burst(settings)
+    async with sessionmaker() as db:
+        done: SyncRun | None = await db.get(SyncRun, run.id)
+    assert done is not None
+    return done

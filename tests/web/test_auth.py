@@ -12,8 +12,8 @@ from sqlmodel import select
 from config.settings import Settings
 from models import AuditEvent, Role, User, UserSession
 from models.db import make_engine, make_sessionmaker
-from tests.conftest import TEST_DATABASE_URL, unique
 from tests.support.databases import acreate_postgres_database, adrop_postgres_database
+from tests.support.env import TEST_DATABASE_URL, unique
 from tests.support.web import csrf, login, make_user, post_form
 from web.app import create_app
 

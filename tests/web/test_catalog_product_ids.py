@@ -11,7 +11,7 @@ from services.accounts import get_account
 from sync.mapping import Mapping as Spec
 from sync.mapping import NumberCast, Target, TargetKind, column
 from tests.support.runs import make_mapping
-from tests.web.test_mappings import _form_items, _multi
+from tests.support.web import mapping_form_items, repeated_fields
 
 SAMPLE = "email,sku,price\nana@shop.test,{tag}-1,5\nben@shop.test,{tag}-2,7\n"
 
@@ -26,9 +26,11 @@ def ordered_product(tag: str, *, as_number: bool = False) -> Spec:
 
 
 async def _issues(client, spec_id: int, spec: Spec, tag: str) -> str:
-    items = [*_form_items(spec), ("sample_text", SAMPLE.format(tag=tag))]
+    items = [*mapping_form_items(spec), ("sample_text", SAMPLE.format(tag=tag))]
     page = await client.post(
-        f"/mappings/{spec_id}/preview", data=_multi(items), headers={"x-csrftoken": client.cookies["kc_csrf"]}
+        f"/mappings/{spec_id}/preview",
+        data=repeated_fields(items),
+        headers={"x-csrftoken": client.cookies["kc_csrf"]},
     )
     assert page.status_code == 200
     return page.text

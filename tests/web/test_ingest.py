@@ -11,7 +11,7 @@ from sqlmodel import col, select
 
 from models import AuditEvent, InboxStatus, IngestRecord, IngestSource, Role
 from services import ingest
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.ingest import (
     bearer,
     drop_unsent_records,
@@ -249,8 +249,8 @@ async def own_database_app(settings):
 
     from cli.migrate import migrate
     from models.db import make_engine, make_sessionmaker
-    from tests.conftest import TEST_DATABASE_URL
     from tests.support.databases import acreate_postgres_database, adrop_postgres_database
+    from tests.support.env import TEST_DATABASE_URL
     from web.app import create_app
 
     url = await acreate_postgres_database(TEST_DATABASE_URL, unique("kc_ingest_"))
@@ -269,8 +269,8 @@ async def own_database_app(settings):
 
 async def test_a_database_gone_mid_traffic_is_a_503_in_json_and_keeps_nothing(settings):
     """The store's integration must know to retry: JSON (never the HTML error page) and Retry-After."""
-    from tests.conftest import TEST_DATABASE_URL
     from tests.support.databases import adrop_postgres_database
+    from tests.support.env import TEST_DATABASE_URL
 
     async with own_database_app(settings) as (client, src, token, url):
         path = f"/api/ingest/{src.id}"
@@ -289,7 +289,7 @@ async def test_the_api_recovers_once_its_database_connections_were_cut(settings)
     import asyncpg
     from sqlalchemy.engine import make_url
 
-    from tests.conftest import TEST_DATABASE_URL
+    from tests.support.env import TEST_DATABASE_URL
 
     async with own_database_app(settings) as (client, src, token, url):
         path = f"/api/ingest/{src.id}"

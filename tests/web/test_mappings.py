@@ -16,14 +16,14 @@ from klaviyo import endpoints as ep
 from klaviyo.serialization import dumps
 from models import AuditEvent, Mapping, MappingVersion, Role, RunSource, RunStatus, SyncRun
 from services import mappings, metric_cache
-from services.mapping_editor import FormErrors, rows_from_spec, spec_from_form
+from services.mapping_editor import FormErrors, spec_from_form
 from services.metric_cache import MetricCache
 from sync import presets
 from sync.mapping import Mapping as Spec
 from sync.mapping import TargetKind
 from sync.pipeline import run_pipeline
-from tests.support.web import post_form
-from tests.web.conftest import unique
+from tests.support.env import unique
+from tests.support.web import mapping_form_items, post_form, repeated_fields
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 SHOPIFY_CSV = """Name,Email,Financial Status,Created at,Currency,Subtotal,Shipping,Taxes,Total,Discount Code,\
@@ -195,13 +195,13 @@ def test_studio_form_round_trips_a_spec_losslessly():
         presets.ecommerce_event_mapping("Product Added"),
         presets.woocommerce_orders_mapping(),
     ):
-        form = FormMultiDict(_form_items(spec))
+        form = FormMultiDict(mapping_form_items(spec))
         assert spec_from_form(form).model_dump() == spec.model_dump()
 
 
 def test_studio_form_errors_name_the_field():
     spec = shopify_spec()
-    items = _form_items(spec)
+    items = mapping_form_items(spec)
     items = [(k, "template" if k == "f-x0-source_kind" else v) for k, v in items]
     items = [(k, "nothing here" if k == "f-x0-source" else v) for k, v in items]
     with pytest.raises(FormErrors) as info:
@@ -209,46 +209,6 @@ def test_studio_form_errors_name_the_field():
     assert info.value.messages == [
         "Field 1 (properties.OrderId) source: a template needs at least one {column}"
     ]
-
-
-def _form_items(spec: Spec) -> list[tuple[str, str]]:
-    """The fields the studio page posts for ``spec`` (what the templates render)."""
-    items = [
-        ("kind", spec.target.kind.value),
-        ("name", spec.name),
-        ("base_options", spec.options.model_dump_json()),
-    ]
-    if spec.target.metric:
-        items.append(("metric", spec.target.metric))
-    for index, row in enumerate(rows_from_spec(spec)):
-        key = f"x{index}"
-        items.append(("rule", key))
-        for name in (
-            "source_kind",
-            "source",
-            "target",
-            "op",
-            "decimal",
-            "separator",
-            "date_format",
-            "timezone",
-        ):
-            items.append((f"f-{key}-{name}", str(getattr(row, name))))
-        items += [(f"f-{key}-date_only_hour", row.date_only_hour), (f"f-{key}-dayfirst", row.dayfirst)]
-        items += [(f"f-{key}-region", row.region), (f"f-{key}-default", row.default)]
-        if row.more:
-            items.append((f"f-{key}-more", row.more))
-        if row.source_json:
-            items.append((f"f-{key}-source_json", "1"))
-        if row.default_json:
-            items.append((f"f-{key}-default_json", "1"))
-        items.append((f"f-{key}-required", "0"))
-        if row.required:
-            items.append((f"f-{key}-required", "1"))
-        items.append((f"f-{key}-skip", "0"))
-        if row.skip:
-            items.append((f"f-{key}-skip", "1"))
-    return items
 
 
 # ---------------------------------------------------------------- HTTP
@@ -309,7 +269,7 @@ async def test_operator_creates_from_a_sample_and_the_studio_preview_matches_the
     assert spec.options.default_currency == "CAD"
     preview = await client.post(
         f"/mappings/{mapping_id}/preview",
-        data=_multi(items),
+        data=repeated_fields(items),
         headers={"x-csrftoken": client.cookies["kc_csrf"]},
     )
     assert preview.status_code == 200
@@ -321,28 +281,20 @@ async def test_operator_creates_from_a_sample_and_the_studio_preview_matches_the
     assert 'id="columns" hx-swap-oob="true"' in preview.text and "note-" in preview.text
 
 
-def _multi(items: list[tuple[str, str]]) -> dict[str, list[str]]:
-    """Form items as httpx wants repeated fields: name -> values in order."""
-    out: dict[str, list[str]] = {}
-    for key, value in items:
-        out.setdefault(key, []).append(value)
-    return out
-
-
 async def test_save_duplicate_delete_and_audit_over_http(client, as_role, sessionmaker):
     await as_role(Role.OPERATOR)
     mapping_id = await _create(client, what="event:Viewed Product")
     items = await _studio_form(client, mapping_id)
     saved = await client.post(
         f"/mappings/{mapping_id}/versions",
-        data=_multi(items),
+        data=repeated_fields(items),
         headers={"x-csrftoken": client.cookies["kc_csrf"]},
     )
     assert saved.status_code == 200 and "Saved as version 2" in saved.text
     bad = [(k, "") if k == "name" else (k, v) for k, v in items]
     refused = await client.post(
         f"/mappings/{mapping_id}/versions",
-        data=_multi(bad),
+        data=repeated_fields(bad),
         headers={"x-csrftoken": client.cookies["kc_csrf"]},
     )
     assert refused.status_code == 400 and "Not saved" in refused.text and "Name:" in refused.text
@@ -398,7 +350,7 @@ async def test_viewer_reads_and_previews_but_every_write_is_refused(client, as_r
     assert 'data-testid="save"' not in page.text
     token = {"x-csrftoken": client.cookies["kc_csrf"]}
     assert (
-        await client.post(f"/mappings/{mapping_id}/preview", data=_multi(items), headers=token)
+        await client.post(f"/mappings/{mapping_id}/preview", data=repeated_fields(items), headers=token)
     ).status_code == 200
     for url in (
         "/mappings/",
@@ -408,7 +360,7 @@ async def test_viewer_reads_and_previews_but_every_write_is_refused(client, as_r
         f"/mappings/{mapping_id}/delete",
         "/mappings/metrics/refresh",
     ):
-        response = await client.post(url, data=_multi(items), headers=token)
+        response = await client.post(url, data=repeated_fields(items), headers=token)
         assert response.status_code == 403, url
 
 

@@ -12,7 +12,7 @@ from config.crypto import decrypt_secret
 from models import AuditEvent, FeedRecordSeen, FeedSource, Role, Schedule, ScheduleTick, SyncRun, TickOutcome
 from models.base import utcnow
 from services import runs
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.runs import make_mapping, make_upload, ordered_product_spec
 from tests.support.web import post_form
 

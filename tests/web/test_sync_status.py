@@ -12,7 +12,6 @@ import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
 from litestar.testing import AsyncTestClient
 from pydantic import SecretStr
 from sqlalchemy import text
@@ -32,36 +31,11 @@ from models.db import make_engine, make_sessionmaker
 from services import notifications
 from services.accounts import get_account, set_private_key
 from services.status import account_key
-from tests.conftest import TEST_DATABASE_URL, unique
-from tests.support.databases import acreate_postgres_database, adrop_postgres_database
+from tests.support.env import unique
 from tests.support.web import login, make_user, post_form
 from web.app import create_app
 
 LIVE_KEY = f"pk_live_{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-async def fresh(settings):
-    """(client logged in as admin, sessionmaker, settings) on a database of this test's own."""
-    from cli.migrate import migrate
-
-    url = await acreate_postgres_database(TEST_DATABASE_URL, f"kc_status_{uuid.uuid4().hex[:10]}")
-    import asyncio
-
-    assert await asyncio.to_thread(migrate, url) == 0
-    # Other suites sharing this Redis fail logins from the test client's address on purpose; a high
-    # failure limit keeps their lockouts from reaching these tests.
-    test_settings = settings.model_copy(update={"database_url": url, "login_max_failures": 10_000})
-    engine = make_engine(url)
-    maker = make_sessionmaker(engine)
-    try:
-        async with AsyncTestClient(create_app(test_settings)) as client:
-            admin = await make_user(maker, unique("admin"), Role.ADMIN)
-            assert (await login(client, admin.username)).status_code == 302
-            yield client, maker, test_settings
-    finally:
-        await engine.dispose()
-        await adrop_postgres_database(TEST_DATABASE_URL, url)
 
 
 def _batch(run_id: int, seq: int, sent_at: datetime | None, **values) -> SyncBatch:

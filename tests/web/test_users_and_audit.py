@@ -7,7 +7,7 @@ import re
 from sqlmodel import select
 
 from models import Role, User
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.web import make_user, post_form
 
 

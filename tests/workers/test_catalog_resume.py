@@ -14,9 +14,9 @@ from sqlmodel import select
 from models import BatchStatus, CatalogState, RunStatus, SyncBatch, SyncRun
 from services import catalog, runs
 from simulator.server import SimulatorProcess
-from tests.conftest import REDIS_URL
+from tests.support.env import REDIS_URL
 from tests.support.runs import csv_text, make_mapping, make_upload, spawn_worker, wait_until, worker_env
-from tests.workers.test_catalog_runs import item_spec
+from tests.support.specs import item_spec
 
 ITEMS = 3_000
 

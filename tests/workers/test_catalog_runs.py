@@ -4,78 +4,20 @@ item errors from finished jobs on their rows. Real PostgreSQL, Redis, worker and
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import httpx
 import pytest
-from arq.connections import ArqRedis
 from sqlmodel import col, select
 
-from models import Role, RowError, RunStatus, SyncBatch, SyncRun
-from services import runs
-from sync.mapping import Mapping as Spec
-from sync.mapping import MappingOptions, Target, TargetKind, column
-from tests.conftest import unique
-from tests.support.runs import csv_text, make_mapping, make_upload
-from tests.workers.test_profile_runs import _run, run_settings  # noqa: F401  (fixture)
-
-
-def item_spec(name: str, mode: str = "create") -> Spec:
-    fields = [column("sku", "external_id"), column("price", "price")]
-    if mode == "create":
-        fields += [column("name", "title"), column("about", "description"), column("link", "url")]
-    return Spec(
-        name=name,
-        target=Target(kind=TargetKind.CATALOG_ITEM),
-        options=MappingOptions(catalog_mode=mode),  # type: ignore[arg-type]
-        fields=fields,
-    )
-
-
-def variant_spec(name: str) -> Spec:
-    return Spec(
-        name=name,
-        target=Target(kind=TargetKind.CATALOG_VARIANT),
-        fields=[
-            column("vsku", "external_id"),
-            column("vsku", "sku"),
-            column("sku", "item_external_id"),
-            column("name", "title"),
-            column("about", "description"),
-            column("link", "url"),
-            column("price", "price"),
-            column("stock", "inventory_quantity"),
-        ],
-    )
-
-
-async def run_to_end(
-    sessionmaker: Any, run_worker_burst: Any, settings: Any, upload: Any, mapping: Any, **options: Any
-) -> SyncRun:
-    """Start a run with these create_run options, and work the queue until it ends."""
-    options.setdefault("dry_run", False)
-    async with sessionmaker() as db:
-        run = await runs.create_run(
-            db, upload_id=upload.id, mapping_id=mapping.id, backfill=True, user=None, **options
-        )
-        await db.commit()
-    arq = ArqRedis.from_url(settings.redis_url)
-    await runs.enqueue(arq, settings.queue_name, run, "start")
-    await arq.aclose()
-    await run_worker_burst(settings)
-    async with sessionmaker() as db:
-        done = await db.get(SyncRun, run.id)
-    assert done is not None
-    return done
-
-
-def _catalog(simulator_url: str, tag: str) -> dict[str, list[dict[str, Any]]]:
-    everything = httpx.get(f"{simulator_url}/__sim/catalog").json()
-    return {kind: [e for e in entries if tag in e["id"]] for kind, entries in everything.items()}
+from models import Role, RowError, RunStatus, SyncBatch
+from tests.support.env import unique
+from tests.support.runs import csv_text, make_mapping, make_upload, run_to_end
+from tests.support.sandbox import sim_catalog
+from tests.support.specs import item_spec, variant_spec
 
 
 async def test_catalog_items_then_price_update_then_variants(
-    run_settings,  # noqa: F811
+    run_settings,
     sessionmaker,
     tmp_path,
     run_worker_burst,
@@ -108,7 +50,7 @@ async def test_catalog_items_then_price_update_then_variants(
         (151, "klaviyo", "duplicate"),
     ]
     assert [(b.item_count, b.accepted, b.rejected) for b in batches] == [(100, 100, 0), (50, 49, 1)]
-    items = {i["external_id"]: i for i in _catalog(simulator_url, tag)["items"]}
+    items = {i["external_id"]: i for i in sim_catalog(simulator_url, tag)["items"]}
     assert len(items) == 149 and f"{tag}-20" not in items
     assert items[f"{tag}-7"]["price"] == 17.5 and items[f"{tag}-7"]["title"] == "Mug 7"
     await as_role(Role.VIEWER)
@@ -119,9 +61,9 @@ async def test_catalog_items_then_price_update_then_variants(
     changed = csv_text([{"sku": f"{tag}-7", "price": "99.00"}])
     update_upload = await make_upload(sessionmaker, tmp_path, changed, "prices.csv")
     update = await make_mapping(sessionmaker, item_spec(unique("prices "), mode="update"))
-    run = await _run(sessionmaker, run_worker_burst, run_settings, update_upload, update)
+    run = await run_to_end(sessionmaker, run_worker_burst, run_settings, update_upload, update)
     assert run.status == RunStatus.COMPLETED and run.items_sent == 1 and run.rows_failed == 0
-    items = {i["external_id"]: i for i in _catalog(simulator_url, tag)["items"]}
+    items = {i["external_id"]: i for i in sim_catalog(simulator_url, tag)["items"]}
     assert items[f"{tag}-7"]["price"] == 99.0 and items[f"{tag}-7"]["title"] == "Mug 7"
     assert items[f"{tag}-8"]["price"] == 18.5
 
@@ -131,9 +73,9 @@ async def test_catalog_items_then_price_update_then_variants(
     ]
     variant_upload = await make_upload(sessionmaker, tmp_path, csv_text(variants), "variants.csv")
     variant_mapping = await make_mapping(sessionmaker, variant_spec(unique("variants ")))
-    run = await _run(sessionmaker, run_worker_burst, run_settings, variant_upload, variant_mapping)
+    run = await run_to_end(sessionmaker, run_worker_burst, run_settings, variant_upload, variant_mapping)
     assert run.status == RunStatus.COMPLETED and run.items_sent == 2 and run.rows_failed == 1
-    stored = {v["sku"]: v for v in _catalog(simulator_url, tag)["variants"]}
+    stored = {v["sku"]: v for v in sim_catalog(simulator_url, tag)["variants"]}
     assert set(stored) == {f"{tag}-1-blue", f"{tag}-2-blue"}
     assert stored[f"{tag}-1-blue"]["item_id"] == f"$custom:::$default:::{tag}-1"
     async with sessionmaker() as db:
@@ -144,7 +86,7 @@ async def test_catalog_items_then_price_update_then_variants(
 @pytest.mark.parametrize("pointers", ["relative", "none"])
 async def test_catalog_job_errors_land_on_their_row_without_an_item_index(
     pointers,
-    run_settings,  # noqa: F811
+    run_settings,
     sessionmaker,
     tmp_path,
     run_worker_burst,
@@ -173,5 +115,5 @@ async def test_catalog_job_errors_land_on_their_row_without_an_item_index(
         errors = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
     assert [(e.row_number, e.rule) for e in errors] == [(5, "duplicate")]
     assert run.items_sent == 4 and run.rows_failed == 1
-    items = {i["external_id"]: i for i in _catalog(simulator_url, tag)["items"]}
+    items = {i["external_id"]: i for i in sim_catalog(simulator_url, tag)["items"]}
     assert items[f"{tag}-1"]["title"] == "Mug 1"

@@ -12,13 +12,12 @@ from sqlmodel import col, select
 from models import CatalogState, Role, RunStatus, SyncRun
 from services import catalog
 from services.accounts import get_account
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.runs import csv_text, make_mapping, make_upload
+from tests.support.runs import run_to_end as _sync
+from tests.support.sandbox import catalog_rows
+from tests.support.specs import item_spec
 from tests.support.web import post_form
-from tests.workers.test_catalog_runs import item_spec
-from tests.workers.test_catalog_runs import run_to_end as _sync
-from tests.workers.test_catalog_sync import _rows
-from tests.workers.test_profile_runs import run_settings  # noqa: F401  (fixture)
 
 OTHER_KEY = "pk_other_account_00000000000000000000"
 
@@ -30,7 +29,7 @@ def _items(simulator_url: str, tag: str, account: str | None = None) -> set[str]
 
 
 async def test_connection_test_keeps_the_sync_state_and_another_account_starts_fresh(
-    run_settings,  # noqa: F811
+    run_settings,
     sessionmaker,
     tmp_path,
     run_worker_burst,
@@ -46,7 +45,7 @@ async def test_connection_test_keeps_the_sync_state_and_another_account_starts_f
         assert (await get_account(db)).klaviyo_account_id is None
 
     tag = uuid.uuid4().hex[:8]
-    rows = _rows(tag, 40)
+    rows = catalog_rows(tag, 40)
     mapping = await make_mapping(sessionmaker, item_spec(unique("scope items ")))
 
     async def sync(rows: list[dict[str, str]], **options: Any) -> SyncRun:

@@ -10,24 +10,16 @@ import httpx
 from sqlmodel import col, select
 
 from models import CatalogState, RowError, RunStatus, SyncRun
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.runs import csv_text, make_mapping, make_upload
-from tests.workers.test_catalog_runs import item_spec, variant_spec
-from tests.workers.test_catalog_runs import run_to_end as _sync
-from tests.workers.test_profile_runs import run_settings  # noqa: F401  (fixture)
+from tests.support.runs import run_to_end as _sync
+from tests.support.sandbox import catalog_rows
+from tests.support.specs import item_spec, variant_spec
 
 
 def _items(simulator_url: str, tag: str) -> dict[str, dict[str, Any]]:
     everything = httpx.get(f"{simulator_url}/__sim/catalog").json()["items"]
     return {i["external_id"]: i for i in everything if tag in i["id"]}
-
-
-def _rows(tag: str, n: int) -> list[dict[str, str]]:
-    return [
-        {"sku": f"{tag}-{k}", "name": f"Mug {k}", "about": "Stoneware", "link": f"https://shop.test/{k}",
-         "price": f"{10 + k}.50"}
-        for k in range(n)
-    ]  # fmt: skip
 
 
 async def _counts(sessionmaker: Any, run: SyncRun) -> dict[str, Any]:
@@ -40,14 +32,14 @@ async def _counts(sessionmaker: Any, run: SyncRun) -> dict[str, Any]:
 
 
 async def test_second_sync_sends_only_what_changed_and_deletes_what_is_gone(
-    run_settings,  # noqa: F811
+    run_settings,
     sessionmaker,
     tmp_path,
     run_worker_burst,
     simulator_url,
 ):
     tag = uuid.uuid4().hex[:8]
-    rows = _rows(tag, 120)
+    rows = catalog_rows(tag, 120)
     mapping = await make_mapping(sessionmaker, item_spec(unique("sync items ")))
 
     async def sync(rows: list[dict[str, str]], **options: Any) -> SyncRun:
@@ -99,14 +91,14 @@ async def test_second_sync_sends_only_what_changed_and_deletes_what_is_gone(
 
 
 async def test_variant_errors_on_their_rows_and_retried_next_sync(
-    run_settings,  # noqa: F811
+    run_settings,
     sessionmaker,
     tmp_path,
     run_worker_burst,
     simulator_url,
 ):
     tag = uuid.uuid4().hex[:8]
-    items = _rows(tag, 4)
+    items = catalog_rows(tag, 4)
     item_mapping = await make_mapping(sessionmaker, item_spec(unique("parents ")))
     variant_mapping = await make_mapping(sessionmaker, variant_spec(unique("variants ")))
 
@@ -158,14 +150,14 @@ async def test_variant_errors_on_their_rows_and_retried_next_sync(
 
 
 async def test_entries_already_in_klaviyo_are_adopted_by_update(
-    run_settings,  # noqa: F811
+    run_settings,
     sessionmaker,
     tmp_path,
     run_worker_burst,
     simulator_url,
 ):
     tag = uuid.uuid4().hex[:8]
-    rows = _rows(tag, 10)
+    rows = catalog_rows(tag, 10)
     mapping = await make_mapping(sessionmaker, item_spec(unique("adopt ")))
     upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "catalog.csv")
     # A plain create run (no sync state) puts the items in Klaviyo.

@@ -7,7 +7,7 @@ from litestar.testing import AsyncTestClient
 
 from models import Role
 from services.accounts import get_account
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.web import login, make_user, post_form
 from web.app import create_app
 

@@ -13,18 +13,18 @@ from sqlmodel import col, select
 
 from models import BatchStatus, Role, RunStatus, SyncBatch, SyncRun
 from services import status
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.runs import (
     csv_text,
     make_mapping,
     make_upload,
     order_rows,
     ordered_product_spec,
+    run_to_end,
     start_run,
 )
+from tests.support.specs import variant_spec
 from tests.support.web import post_form
-from tests.workers.test_catalog_runs import run_to_end, variant_spec
-from tests.workers.test_profile_runs import run_settings  # noqa: F401  (fixture)
 
 
 def _refused_variant_posts(simulator_url: str) -> int:
@@ -37,7 +37,7 @@ def _refused_variant_posts(simulator_url: str) -> int:
 
 
 async def test_refused_catalog_variant_run_counts_its_requests_and_closes_its_batches(
-    run_settings,  # noqa: F811
+    run_settings,
     sessionmaker,
     tmp_path,
     run_worker_burst,
@@ -95,7 +95,7 @@ async def test_refused_catalog_variant_run_counts_its_requests_and_closes_its_ba
 
 
 async def test_batches_closed_by_a_failed_run_are_sent_on_resume(
-    run_settings,  # noqa: F811
+    run_settings,
     sessionmaker,
     tmp_path,
     run_worker_burst,

@@ -14,7 +14,7 @@ from sqlmodel import select
 from models import RowError, RunStatus, SyncRun
 from sync.mapping import Mapping as Spec
 from sync.mapping import Target, TargetKind, column
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.runs import csv_text, make_mapping, make_upload, sim_settings, start_run
 
 

@@ -17,7 +17,7 @@ from models import InboxStatus, IngestRecord, IngestSource, Role
 from models.base import utcnow
 from services import ingest
 from services.accounts import get_account
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.ingest import bearer, event_record, event_spec, make_source, order_record, order_spec
 from tests.support.runs import sim_settings
 

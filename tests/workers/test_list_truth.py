@@ -7,7 +7,7 @@ from sqlmodel import col, select
 
 from models import AuditEvent, RunStatus
 from sync.mapping import Target, TargetKind
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.runs import csv_text, make_mapping, make_upload
 from tests.workers.test_lists import (
     _create_list,

@@ -14,7 +14,7 @@ from models import Account, KlaviyoList, ListOperation, Role, RowError, RunStatu
 from models.klaviyo_list import ListOperationRow
 from sync.mapping import Email, MappingOptions, Phone, Target, TargetKind, column
 from sync.mapping import Mapping as Spec
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.runs import csv_text, make_mapping, make_upload
 from tests.support.web import login, make_user, post_form
 from web.app import create_app

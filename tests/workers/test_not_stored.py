@@ -8,20 +8,15 @@ import uuid
 import httpx
 
 from models import Role, RunStatus
-from tests.conftest import unique
-from tests.support.runs import csv_text, make_mapping, make_upload
-from tests.workers.test_profile_runs import (
-    _list,
-    _run,
-    klaviyo,  # noqa: F401  (fixture)
-    profile_spec,
-    run_settings,  # noqa: F401  (fixture)
-)
+from tests.support.env import unique
+from tests.support.runs import csv_text, make_mapping, make_upload, run_to_end
+from tests.support.sandbox import sim_list
+from tests.support.specs import profile_spec
 
 
 async def test_example_addresses_are_counted_as_accepted_but_not_stored(
-    run_settings,  # noqa: F811
-    klaviyo,  # noqa: F811
+    run_settings,
+    klaviyo,
     sessionmaker,
     tmp_path,
     run_worker_burst,
@@ -42,8 +37,10 @@ async def test_example_addresses_are_counted_as_accepted_but_not_stored(
     mapping = await make_mapping(sessionmaker, profile_spec(unique("test domain profiles ")))
 
     settings = run_settings
-    dry = await _run(sessionmaker, run_worker_burst, settings, upload, mapping, dry_run=True, list_id=list_id)
-    run = await _run(sessionmaker, run_worker_burst, settings, upload, mapping, list_id=list_id)
+    dry = await run_to_end(
+        sessionmaker, run_worker_burst, settings, upload, mapping, dry_run=True, list_id=list_id
+    )
+    run = await run_to_end(sessionmaker, run_worker_burst, settings, upload, mapping, list_id=list_id)
     assert run.status == RunStatus.COMPLETED, run.error_message
     assert (run.items_sent, run.rows_failed) == (5, 1)
 
@@ -51,7 +48,7 @@ async def test_example_addresses_are_counted_as_accepted_but_not_stored(
     stored = httpx.get(f"{simulator_url}/__sim/profiles").json()["data"]
     ours = {p["email"]: p["id"] for p in stored if tag in (p.get("email") or "")}
     assert set(ours) == {f"real-{tag}@shop.test"}
-    assert set(_list(simulator_url, list_id)["members"]) == set(ours.values())
+    assert set(sim_list(simulator_url, list_id)["members"]) == set(ours.values())
 
     await as_role(Role.VIEWER)
     page = (await client.get(f"/runs/{run.id}")).text

@@ -18,7 +18,7 @@ from sqlmodel import select
 from models import Role, RowError, RunStatus, SyncRun
 from sync.mapping import Mapping as Spec
 from sync.pipeline import run_pipeline
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.orders import LINES, ROWS, order_spec
 from tests.support.runs import add_version, csv_text, make_mapping, make_upload, sim_settings, start_run
 from tests.support.web import login, make_user, post_form

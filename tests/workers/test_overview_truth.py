@@ -12,7 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from models import Role, RunStatus, SyncRun
 from services.accounts import get_account
-from tests.conftest import REDIS_URL, unique
+from tests.support.env import REDIS_URL, unique
 from tests.support.runs import (
     csv_text,
     make_mapping,
@@ -25,12 +25,11 @@ from tests.support.runs import (
     worker_env,
 )
 from tests.support.web import login, make_user
-from tests.web.test_sync_status import fresh  # noqa: F401  (fixture)
 from web.app import create_app
 
 
 async def test_error_rate_counts_failed_rows_and_runs_name_file_and_mapping(
-    fresh,  # noqa: F811
+    fresh,
     simulator_url,
     tmp_path,
     run_worker_burst,
@@ -65,7 +64,7 @@ async def test_error_rate_counts_failed_rows_and_runs_name_file_and_mapping(
     assert f'data-testid="run-mapping">test {metric} · v1<' in row
 
 
-async def test_worker_card_counts_jobs_done(fresh, simulator_url, tmp_path):  # noqa: F811
+async def test_worker_card_counts_jobs_done(fresh, simulator_url, tmp_path):
     _, maker, settings = fresh
     queue = f"arq:jobs-done:{uuid.uuid4().hex[:6]}"
     settings = settings.model_copy(update={"queue_name": queue})

@@ -6,7 +6,6 @@ Real pieces only: PostgreSQL, Redis, an in-process arq worker, and the simulator
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,84 +14,13 @@ from arq.connections import ArqRedis
 from sqlmodel import select
 
 from klaviyo.client import KlaviyoClient
-from klaviyo.limiter import RateLimiter
 from models import RowError, RunStatus, SyncBatch, SyncRun
 from services import runs
 from services.accounts import get_account
-from services.profiles import upsert_profile
-from simulator.config import SANDBOX_KEY
-from sync.mapping import Mapping as Spec
-from sync.mapping import MappingOptions, Target, TargetKind, column
-from tests.conftest import unique
-from tests.support.runs import csv_text, make_mapping, make_upload
-
-
-def profile_spec(name: str, *, external_id_only: bool = False, **options: Any) -> Spec:
-    identity = [column("customer_id", "external_id")]
-    if not external_id_only:
-        identity = [column("email", "email"), column("phone", "phone_number"), *identity]
-    return Spec(
-        name=name,
-        target=Target(kind=TargetKind.PROFILE),
-        options=MappingOptions(**options),
-        fields=[
-            *identity,
-            column("first", "first_name"),
-            column("title", "title"),
-            column("city", "location.city"),
-            column("tier", "properties.Tier"),
-        ],
-    )
-
-
-@pytest.fixture
-async def run_settings(settings, simulator_url, sessionmaker, tmp_path):
-    # Runs send to the sandbox (the session's simulator), whatever key an earlier test saved.
-    async with sessionmaker() as db:
-        account = await get_account(db)
-        account.sandbox = True
-        db.add(account)
-        await db.commit()
-    return settings.model_copy(
-        update={
-            "sandbox_url": simulator_url,
-            "klaviyo_time_scale": 20.0,
-            "upload_dir": tmp_path,
-            "run_lease_seconds": 5.0,
-        }
-    )
-
-
-@pytest.fixture
-async def klaviyo(simulator_url: str, redis_client) -> AsyncIterator[KlaviyoClient]:
-    """A client on the session's simulator (the sandbox account the runs send to)."""
-    limiter = RateLimiter(redis_client, prefix=f"test:{uuid.uuid4().hex[:8]}", time_scale=20)
-    async with KlaviyoClient(SANDBOX_KEY, base_url=simulator_url, limiter=limiter) as client:
-        yield client
-
-
-async def _run(
-    sessionmaker, run_worker_burst, settings, upload, mapping, *, dry_run=False, list_id=None
-) -> SyncRun:
-    async with sessionmaker() as db:
-        run = await runs.create_run(
-            db,
-            upload_id=upload.id,
-            mapping_id=mapping.id,
-            dry_run=dry_run,
-            backfill=True,
-            user=None,
-            list_id=list_id,
-        )
-        await db.commit()
-    arq = ArqRedis.from_url(settings.redis_url)
-    await runs.enqueue(arq, settings.queue_name, run, "start")
-    await arq.aclose()
-    await run_worker_burst(settings)
-    async with sessionmaker() as db:
-        done = await db.get(SyncRun, run.id)
-    assert done is not None
-    return done
+from tests.support.env import unique
+from tests.support.runs import csv_text, make_mapping, make_upload, run_to_end
+from tests.support.sandbox import sim_list
+from tests.support.specs import profile_spec
 
 
 def _profile(simulator_url: str, email: str) -> dict[str, Any] | None:
@@ -101,19 +29,14 @@ def _profile(simulator_url: str, email: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def _list(simulator_url: str, list_id: str) -> dict[str, Any]:
-    (found,) = [k for k in httpx.get(f"{simulator_url}/__sim/lists").json()["data"] if k["id"] == list_id]
-    return found
-
-
 async def test_profiles_land_in_the_list_and_import_errors_hit_their_rows(
     run_settings, klaviyo, sessionmaker, tmp_path, run_worker_burst, simulator_url
 ):
     tag = uuid.uuid4().hex[:8]
     mail = {n: f"p{n}-{tag}@shop.test" for n in range(1, 8)}
     # Two profiles already in the account: row 4 names the second by email but the first's external id.
-    owner = await upsert_profile(klaviyo, {"email": f"owner-{tag}@shop.test", "external_id": f"X-{tag}"})
-    await upsert_profile(klaviyo, {"email": mail[4], "first_name": "Dora"})
+    owner = await klaviyo.import_profile({"email": f"owner-{tag}@shop.test", "external_id": f"X-{tag}"})
+    await klaviyo.import_profile({"email": mail[4], "first_name": "Dora"})
     list_id = await klaviyo.create_list(unique("VIPs "))
 
     def row(n: int, **cells: str) -> dict[str, str]:
@@ -132,7 +55,7 @@ async def test_profiles_land_in_the_list_and_import_errors_hit_their_rows(
     upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
     mapping = await make_mapping(sessionmaker, profile_spec(unique("profiles "), drop_invalid_phone=True))
 
-    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping, list_id=list_id)
+    run = await run_to_end(sessionmaker, run_worker_burst, run_settings, upload, mapping, list_id=list_id)
 
     assert run.status == RunStatus.COMPLETED, run.error_message
     assert run.options["list_id"] == list_id
@@ -161,7 +84,7 @@ async def test_profiles_land_in_the_list_and_import_errors_hit_their_rows(
     assert landed[1]["properties"] == {"Tier": "gold"}
     assert "phone_number" not in landed[5] and landed[5]["first_name"] == "F5"
     assert landed[4]["first_name"] == "Dora" and "external_id" not in landed[4]  # refused: untouched
-    members = set(_list(simulator_url, list_id)["members"])
+    members = set(sim_list(simulator_url, list_id)["members"])
     assert members == {landed[n]["id"] for n in (1, 2, 5, 7)}
     assert owner not in members
 
@@ -170,20 +93,20 @@ async def test_empty_cells_leave_fields_unless_the_mapping_clears_them(
     run_settings, klaviyo, sessionmaker, tmp_path, run_worker_burst, simulator_url
 ):
     email = f"clear-{uuid.uuid4().hex[:8]}@shop.test"
-    await upsert_profile(klaviyo, {"email": email, "first_name": "Old", "title": "Boss"})
+    await klaviyo.import_profile({"email": email, "first_name": "Old", "title": "Boss"})
     cells = {"phone": "", "customer_id": "", "first": "", "title": "", "city": "Rome", "tier": ""}
     text = csv_text([{"email": email, **cells}])
     upload = await make_upload(sessionmaker, tmp_path, text, "profiles.csv")
 
     keep = await make_mapping(sessionmaker, profile_spec(unique("keep ")))
-    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, keep)
+    run = await run_to_end(sessionmaker, run_worker_burst, run_settings, upload, keep)
     assert run.status == RunStatus.COMPLETED and run.items_sent == 1
     stored = _profile(simulator_url, email)
     assert stored["first_name"] == "Old" and stored["title"] == "Boss"
     assert stored["location"] == {"city": "Rome"}
 
     clear = await make_mapping(sessionmaker, profile_spec(unique("clear "), clear_empty=True))
-    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, clear)
+    run = await run_to_end(sessionmaker, run_worker_burst, run_settings, upload, clear)
     assert run.status == RunStatus.COMPLETED and run.items_sent == 1
     stored = _profile(simulator_url, email)
     assert "first_name" not in stored and "title" not in stored
@@ -202,7 +125,7 @@ async def test_external_id_only_mapping_is_flagged_in_the_dry_run(
     upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
     mapping = await make_mapping(sessionmaker, profile_spec(unique("ext only "), external_id_only=True))
 
-    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping, dry_run=True)
+    run = await run_to_end(sessionmaker, run_worker_burst, run_settings, upload, mapping, dry_run=True)
 
     assert run.status == RunStatus.COMPLETED and run.summary["items"] == 3
     assert run.summary["requests_needed"] == 1
@@ -230,7 +153,7 @@ async def test_worker_killed_while_jobs_settle_then_resumed(pg_url, sessionmaker
 
     from models import BatchStatus
     from simulator.server import SimulatorProcess
-    from tests.conftest import REDIS_URL, ROOT
+    from tests.support.env import REDIS_URL, ROOT
 
     total = 30_000
     tag = uuid.uuid4().hex[:6]
@@ -348,13 +271,13 @@ async def _conflicting_rows(klaviyo: KlaviyoClient, tag: str) -> tuple[list[dict
     """Six rows; rows 2 and 5 are known profiles naming another profile's external id, so the import
     job refuses them."""
     owners = [
-        await upsert_profile(klaviyo, {"email": f"owner{n}-{tag}@shop.test", "external_id": f"X{n}-{tag}"})
+        await klaviyo.import_profile({"email": f"owner{n}-{tag}@shop.test", "external_id": f"X{n}-{tag}"})
         for n in (2, 5)
     ]
     assert all(owners)
     mail = {n: f"a{n}-{tag}@shop.test" for n in range(1, 7)}
     for n in (2, 5):
-        await upsert_profile(klaviyo, {"email": mail[n], "first_name": "Kept"})
+        await klaviyo.import_profile({"email": mail[n], "first_name": "Kept"})
     rows = [
         {
             "email": mail[n],
@@ -382,7 +305,7 @@ async def test_import_errors_land_on_their_rows_whatever_the_pointer_form(
     upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
     mapping = await make_mapping(sessionmaker, profile_spec(unique("pointers ")))
 
-    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping)
+    run = await run_to_end(sessionmaker, run_worker_burst, run_settings, upload, mapping)
 
     assert run.status == RunStatus.COMPLETED, run.error_message
     async with sessionmaker() as db:
@@ -411,7 +334,7 @@ async def test_a_job_refusing_more_than_it_names_is_counted_and_shown(
     upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
     mapping = await make_mapping(sessionmaker, profile_spec(unique("hidden ")))
 
-    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping)
+    run = await run_to_end(sessionmaker, run_worker_burst, run_settings, upload, mapping)
 
     assert run.status == RunStatus.COMPLETED, run.error_message
     assert run.items_sent == 4  # the job's completed_count, never more
@@ -447,7 +370,7 @@ async def test_a_settled_job_whose_totals_do_not_add_up_is_not_counted_as_accept
     upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
     mapping = await make_mapping(sessionmaker, profile_spec(unique("zero ")))
 
-    run = await _run(sessionmaker, run_worker_burst, run_settings, upload, mapping)
+    run = await run_to_end(sessionmaker, run_worker_burst, run_settings, upload, mapping)
 
     assert run.status == RunStatus.COMPLETED, run.error_message
     assert run.items_sent == 0 and run.rows_failed == 30

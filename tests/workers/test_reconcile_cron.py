@@ -9,7 +9,7 @@ import pytest
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
-from tests.conftest import REDIS_URL
+from tests.support.env import REDIS_URL
 from workers.settings import WorkerSettings, cron_jobs_for
 
 pytestmark = pytest.mark.services

@@ -13,7 +13,7 @@ from arq.connections import ArqRedis
 from models import RunStatus, SyncRun
 from services import runs
 from simulator.server import SimulatorProcess
-from tests.conftest import REDIS_URL
+from tests.support.env import REDIS_URL
 from tests.support.runs import (
     csv_text,
     make_mapping,

@@ -17,27 +17,11 @@ from models.base import aware, utcnow
 from services import notifications, schedules
 from simulator.config import SANDBOX_KEY
 from simulator.server import SimulatorProcess
-from sync.mapping import DateParse, Email, NumberCast, Target, TargetKind, column
-from sync.mapping import Mapping as Spec
 from tests.support.feed_server import feed_server, order
 from tests.support.runs import make_mapping
-from tests.workers.test_catalog_runs import _catalog, item_spec
-from tests.workers.test_profile_runs import run_settings  # noqa: F401  (fixture)
+from tests.support.sandbox import sim_catalog
+from tests.support.specs import item_spec, order_spec
 from workers.schedules import schedule_ticks
-
-
-def order_spec(metric: str) -> Spec:
-    return Spec(
-        name=f"feed {metric}",
-        target=Target(kind=TargetKind.EVENT, metric=metric),
-        fields=[
-            column("email", "email", Email()),
-            column("updated_at", "time", DateParse()),
-            column("total", "value", NumberCast()),
-            column("order_id", "properties.OrderId"),
-            column("order_id", "unique_id"),
-        ],
-    )
 
 
 async def _schedule(sessionmaker, settings, mapping_id: int, url: str, **fields: str) -> Schedule:
@@ -138,7 +122,7 @@ async def test_a_failing_feed_shows_its_error_and_the_next_tick_catches_up(
     run_worker_burst,
     simulator_url,
 ):
-    from tests.workers.test_sync_status import Hook
+    from tests.support.webhooks import Hook
 
     tag, metric = uuid.uuid4().hex[:6], f"Feed Order {uuid.uuid4().hex[:6]}"
     mapping = await make_mapping(sessionmaker, order_spec(metric))
@@ -384,7 +368,7 @@ async def test_an_xml_catalog_feed_creates_catalog_items(
     async with sessionmaker() as db:
         run = await db.get(SyncRun, tick.run_id)
     assert run.status == RunStatus.COMPLETED, run.error_message
-    items = {i["external_id"]: i for i in _catalog(simulator_url, tag)["items"]}
+    items = {i["external_id"]: i for i in sim_catalog(simulator_url, tag)["items"]}
     assert set(items) == {f"{tag}-A", f"{tag}-B"}
     assert items[f"{tag}-A"]["price"] == 9.5 and items[f"{tag}-A"]["title"] == "Mug"
 

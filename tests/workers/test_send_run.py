@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 from sqlmodel import select
 
 from models import Role, RowError, RunStatus, SyncBatch, SyncRun
-from tests.conftest import unique
+from tests.support.env import unique
 from tests.support.runs import (
     add_version,
     csv_text,

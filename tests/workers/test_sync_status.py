@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlmodel import col, select
@@ -27,36 +25,8 @@ from tests.support.runs import (
     sim_settings,
     start_run,
 )
+from tests.support.webhooks import Hook
 from workers.run_hooks import notify_run_end
-
-
-class Hook:
-    """A real webhook receiver on a free loopback port, recording what it is sent."""
-
-    def __init__(self, status: int = 204, delay: float = 0.0) -> None:
-        received: list[dict] = []
-        self.received = received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                import time
-
-                time.sleep(delay)
-                length = int(self.headers.get("content-length") or 0)
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -197,7 +167,7 @@ async def test_ingest_failures_post_the_webhook_once_per_quiet_period(
     import orjson
     from arq.connections import ArqRedis
 
-    from tests.conftest import unique
+    from tests.support.env import unique
     from tests.support.ingest import bearer, drop_unsent_records, event_record, event_spec, make_source
     from workers.forward_ingest import sweep_ingest
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
@@ -17,10 +17,10 @@ from litestar.response import Stream, Template
 from redis.exceptions import RedisError
 
 from models import KlaviyoList, ListOperation, ListOpStatus
-from services import audit, lists
+from services import audit, lists, runs
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
-from web.templating import render
+from web.templating import redirect, render
 
 CHANNELS = ("email", "sms")
 
@@ -123,11 +123,8 @@ class ListsController(Controller):
             list=run.options.get("list_id"),  # the list the requests go to, the mapping's included
         )
         await db.commit()
-        await lists.runs.enqueue(arq, settings.queue_name, run, "start")
-        url = f"/runs/{run.id}"
-        if request.headers.get("hx-request") == "true":
-            return Response(content="", status_code=200, headers={"HX-Redirect": url})
-        return Response(content="", status_code=303, headers={"Location": url})
+        await runs.enqueue(arq, settings.queue_name, run, "start")
+        return redirect(request, f"/runs/{run.id}")
 
     @get("/ops/{op_id:int}")
     async def operation(self, request: Request[Any, Any, Any], db: Db, op_id: FromPath[int]) -> Template:
@@ -341,6 +338,7 @@ class ListsController(Controller):
             request,
             f"list.{kind}",
             target=f"list {list_id}" if list_id else None,
+            user=None,  # the request's user; named so the parameters below land in the detail
             **{k: v for k, v in (params or {}).items() if isinstance(v, str | int)},
             rows=len(contacts or []),
         )

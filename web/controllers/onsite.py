@@ -18,6 +18,8 @@ from sync.onsite import (
     IDENTIFY_FIELDS,
     ONSITE_METRICS,
     SYNTAX_LABELS,
+    BindingError,
+    OnsiteSpec,
     item_properties,
     metric_properties,
 )
@@ -32,7 +34,7 @@ async def _page(
     request: AnyRequest,
     db: Db,
     settings: SettingsDep,
-    spec: onsite.OnsiteSpec,
+    spec: OnsiteSpec,
     catalog_id: int | None,
     order_id: int | None,
     saved: OnsiteSnippetSet | None,
@@ -43,7 +45,7 @@ async def _page(
     view = None
     try:
         view = await onsite.view(db, account, settings, spec, catalog_id, order_id, saved)
-    except (onsite.OnsiteError, onsite.BindingError) as exc:
+    except (onsite.OnsiteError, BindingError) as exc:
         error, status = error or str(exc), 400 if status == 200 and not saved else status
     return render(
         request,

@@ -6,12 +6,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.plugins.flash import flash
-from litestar.response import Redirect, Stream, Template
+from litestar.response import Stream, Template
 from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,7 +20,7 @@ from services import audit, catalog, inspector, runs
 from services.error_export import error_csv
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
-from web.templating import render
+from web.templating import redirect, render
 
 PAGE_SIZE = 50
 BATCH_PAGE = 20
@@ -44,13 +44,6 @@ async def _load(db: AsyncSession, run_id: int) -> SyncRun:
     if run is None:
         raise NotFoundException()
     return run
-
-
-def _go(request: Request[Any, Any, Any], url: str) -> Response[Any]:
-    # htmx follows HX-Redirect with a full page load; a plain form follows the 303.
-    if request.headers.get("hx-request") == "true":
-        return Response(content="", headers={"HX-Redirect": url})
-    return Redirect(url, status_code=303)
 
 
 async def _queue(request: Request[Any, Any, Any], arq: ArqRedis, queue_name: str, run: SyncRun) -> None:
@@ -113,6 +106,7 @@ class RunsController(Controller):
             scanned_to=page.scanned_to,
             progress=runs.progress,
             f=filters,
+            status_code=200,  # named so the filters below land in the context
             **filters,
         )
 
@@ -148,7 +142,7 @@ class RunsController(Controller):
         )
         await db.commit()
         await _queue(request, arq, settings.queue_name, run)
-        return _go(request, f"/runs/{run.id}")
+        return redirect(request, f"/runs/{run.id}")
 
     @get("/{run_id:int}")
     async def detail(self, request: Request[Any, Any, Any], db: Db, run_id: FromPath[int]) -> Template:
@@ -232,7 +226,7 @@ class RunsController(Controller):
                 audit.record(db, request, "run.retry", target=f"run #{retry.id}", parent=run.id)
                 await db.commit()
                 await _queue(request, arq, settings.queue_name, retry)
-                return _go(request, f"/runs/{retry.id}")
+                return redirect(request, f"/runs/{retry.id}")
             if action not in moves:
                 raise NotFoundException()
             await moves[action](db, run)
