@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from simulator.aggregates import event_dropped
 from simulator.common import Request, Response, paginate
 from simulator.faults import roll
 from simulator.state import (
@@ -189,6 +190,8 @@ def _store_event(
     pattrs = prof.get("attributes") or {}
     if is_example(pattrs.get("email")):
         stats.dropped_example_com += 1
+        return
+    if event_dropped(req, ev):
         return
     profile = acct.resolve_for_event(prof.get("id"), pattrs)
     metric = ev["metric"]["data"]["attributes"]["name"]
