@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     ingest_max_body_bytes: int = Field(default=1_000_000, gt=0)
     ingest_max_attempts: int = Field(default=10, ge=1)
     ingest_retention_days: float = Field(default=7.0, gt=0)
+    # Proof of landing: a completed run is checked against Klaviyo this long after it ends; until
+    # it has been over for verify_settle_seconds a shortfall may be Klaviyo still processing
+    # ("not yet complete"), after that it is a mismatch. Profile-like runs read this many rows back.
+    verify_delay_seconds: float = Field(default=300.0, ge=0)
+    verify_settle_seconds: float = Field(default=900.0, ge=0)
+    verify_sample_size: int = Field(default=100, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _require_secret_outside_dev(self) -> Settings:

@@ -26,6 +26,7 @@ from workers.refresh_metrics import refresh_metrics
 from workers.run_hooks import send_run
 from workers.schedules import run_schedule, schedule_ticks
 from workers.sync_lists import list_operation
+from workers.verify_run import verify_run
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +110,7 @@ class WorkerSettings:
         func(list_operation, timeout=3600, max_tries=3),
         func(forward_ingest, timeout=600, max_tries=5),
         func(run_schedule, timeout=1800, max_tries=3),
+        func(verify_run, timeout=1800, max_tries=3),
     ]
     cron_jobs = cron_jobs_for(get_settings().queue_name)
     on_startup = startup

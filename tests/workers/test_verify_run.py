@@ -1,0 +1,288 @@
+"""Proof of landing end to end: a run is sent to a simulator of its own, then checked against what
+that simulator holds (Query Metric Aggregates for events; a sample read back for profiles).
+Real PostgreSQL, Redis, in-process arq worker, web app and simulator process."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from klaviyo.client import KlaviyoClient
+from models import Role, RunStatus, SyncBatch, SyncRun
+from services import notifications
+from services.accounts import get_account
+from simulator.config import SANDBOX_KEY
+from simulator.server import SimulatorProcess
+from sync.mapping import Mapping as Spec
+from sync.mapping import Target, TargetKind, column
+from tests.support.runs import csv_text, make_mapping, make_upload, ordered_product_spec, start_run
+from tests.support.web import post_form
+from tests.workers.test_sync_status import Hook
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorProcess]:
+    with SimulatorProcess(time_scale=20, extra_args=["--check-answers"]) as process:
+        yield process
+        problems = httpx.get(f"{process.base_url}/__sim/conformance", timeout=10).json()["problems"]
+        assert problems == []
+
+
+@pytest.fixture
+async def account_zone(sessionmaker) -> Any:
+    """Sets the account's time zone (and the sandbox) for one test; puts both back after."""
+    async with sessionmaker() as db:
+        account = await get_account(db)
+        before = (account.timezone, account.sandbox)
+        await db.commit()
+
+    async def set_zone(name: str | None) -> None:
+        async with sessionmaker() as db:
+            account = await get_account(db)
+            account.timezone, account.sandbox = name, True
+            db.add(account)
+            await db.commit()
+
+    yield set_zone
+    async with sessionmaker() as db:
+        account = await get_account(db)
+        account.timezone, account.sandbox = before
+        db.add(account)
+        await db.commit()
+
+
+def _settings(settings, sim, tmp_path, **overrides: Any):
+    return settings.model_copy(
+        update={
+            "sandbox_url": sim.base_url,
+            "klaviyo_time_scale": 20.0,
+            "upload_dir": tmp_path,
+            "run_lease_seconds": 5.0,
+            # The automatic check runs at once in these tests, and a shortfall is final at once.
+            "verify_delay_seconds": 0.0,
+            "verify_settle_seconds": 0.0,
+            **overrides,
+        }
+    )
+
+
+def _row(n: int, day_time: str, price: str = "2", email: str | None = None) -> dict[str, str]:
+    return {
+        "email": email or f"v{n}-{uuid.uuid4().hex[:6]}@shop.test",
+        "order": f"O{n}-{uuid.uuid4().hex[:6]}",
+        "sku": "S",
+        "price": price,
+        "time": day_time,
+    }
+
+
+async def _event_run(sessionmaker, settings, tmp_path, rows, run_worker_burst, metric: str) -> SyncRun:
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows))
+    mapping = await make_mapping(sessionmaker, ordered_product_spec(metric))
+    run = await start_run(sessionmaker, settings, upload, mapping)
+    await run_worker_burst(settings)
+    async with sessionmaker() as db:
+        done = await db.get(SyncRun, run.id)
+        assert done is not None
+        return done
+
+
+def _days(run: SyncRun) -> list[tuple[str, int, int, bool]]:
+    return [(d["day"], d["sent"], d["held"], d["short"]) for d in run.verification["days"]]
+
+
+async def test_a_backfill_is_verified_day_by_day_in_the_account_time_zone(
+    settings, sessionmaker, tmp_path, sim, run_worker_burst, account_zone, client, as_role
+):
+    await account_zone("America/New_York")
+    sim.configure(events_visible_seconds=0)
+    metric = f"Verified {uuid.uuid4().hex[:6]}"
+    rows = [
+        *[_row(n, "2025-03-01T15:00:00Z") for n in range(3)],
+        # 02:00 UTC on the 3rd is still the 2nd in New York.
+        *[_row(n, "2025-03-03T02:00:00Z", price="5") for n in range(3, 5)],
+        # Accepted but never kept by Klaviyo: not counted as sent-and-kept.
+        _row(5, "2025-03-01T15:00:00Z", email=f"x-{uuid.uuid4().hex[:6]}@example.com"),
+        {**_row(6, "2025-03-01T15:00:00Z"), "email": "not-an-email"},  # fails: never sent
+    ]
+    test_settings = _settings(settings, sim, tmp_path)
+    run = await _event_run(sessionmaker, test_settings, tmp_path, rows, run_worker_burst, metric)
+    assert run.status == RunStatus.COMPLETED, run.error_message
+    assert run.items_sent == 6
+
+    ver = run.verification
+    assert ver["state"] == "verified", ver
+    assert ver["timezone"] == "America/New_York"
+    assert _days(run) == [("2025-03-01", 3, 3, False), ("2025-03-02", 2, 2, False)]
+    assert [(d["sent_value"], d["held_value"]) for d in ver["days"]] == [(6.0, 6.0), (10.0, 10.0)]
+    # The tally lives with the batch that carried the events.
+    async with sessionmaker() as db:
+        tallies = (await db.exec(select(SyncBatch.tally).where(SyncBatch.run_id == run.id))).all()
+    assert tallies == [
+        {"tz": "America/New_York", "days": {metric: {"2025-03-01": [3, 6.0], "2025-03-02": [2, 10.0]}}}
+    ]
+    # Only the aggregates endpoint was asked, twice at most per metric (one query for the range).
+    stats = httpx.get(f"{sim.base_url}/__sim/stats").json()
+    assert sum(stats["requests"]["POST /api/metric-aggregates"].values()) == 1
+
+    await as_role(Role.VIEWER)
+    page = (await client.get(f"/runs/{run.id}")).text
+    assert 'data-testid="verification-state">verified' in page
+    assert "In Klaviyo (at least)" in page
+    assert "days in America/New_York" in page
+    listing = (await client.get("/runs/")).text
+    assert 'data-testid="run-verified"' in listing
+
+
+async def test_events_dropped_inside_klaviyo_show_as_a_shortfall_on_their_days(
+    settings, sessionmaker, tmp_path, sim, run_worker_burst, account_zone
+):
+    await account_zone("UTC")
+    sim.configure(
+        events_visible_seconds=0, faults={"drop_events_share": 1.0, "drop_events_days": ["2025-04-02"]}
+    )
+    hook = Hook()
+    async with sessionmaker() as db:
+        await notifications.save(db, url=hook.url, enabled=True, threshold=50.0, user=None)
+        await db.commit()
+    try:
+        metric = f"Dropped {uuid.uuid4().hex[:6]}"
+        rows = [
+            *[_row(n, "2025-04-01T10:00:00Z") for n in range(4)],
+            *[_row(n, "2025-04-02T10:00:00Z", price="3") for n in range(4, 7)],
+            *[_row(n, "2025-04-03T10:00:00Z") for n in range(7, 9)],
+        ]
+        test_settings = _settings(settings, sim, tmp_path)
+        run = await _event_run(sessionmaker, test_settings, tmp_path, rows, run_worker_burst, metric)
+    finally:
+        async with sessionmaker() as db:
+            await notifications.save(db, url="", enabled=False, threshold=5.0, user=None)
+            await db.commit()
+        hook.close()
+    assert run.status == RunStatus.COMPLETED and run.items_sent == 9
+    ver = run.verification
+    assert ver["state"] == "mismatch", ver
+    assert _days(run) == [
+        ("2025-04-01", 4, 4, False),
+        ("2025-04-02", 3, 0, True),
+        ("2025-04-03", 2, 2, False),
+    ]
+    assert ver["days"][1]["difference"] == -3 and ver["days"][1]["value_difference"] == -9.0
+    assert "3 fewer events" in ver["message"] and "on 1 day" in ver["message"]
+    # The run's webhook hears about it, with the short day.
+    mine = [body for body in hook.received if body.get("run_id") == run.id]
+    assert [b["event"] for b in mine] == ["run.verification_mismatch"]
+    assert mine[0]["verification"]["short_days"] == [
+        {"metric": metric, "day": "2025-04-02", "difference": -3}
+    ]
+
+
+async def test_a_check_before_klaviyo_has_processed_the_jobs_says_not_yet_complete(
+    settings, sessionmaker, tmp_path, sim, run_worker_burst, account_zone, client, as_role
+):
+    await account_zone("UTC")
+    sim.configure(events_visible_seconds=36_000)  # Klaviyo is slow to process these jobs
+    metric = f"Slow {uuid.uuid4().hex[:6]}"
+    rows = [_row(n, "2025-05-01T10:00:00Z") for n in range(3)]
+    # Klaviyo has 15 minutes to catch up before a shortfall counts as a mismatch.
+    test_settings = _settings(settings, sim, tmp_path, verify_settle_seconds=900.0 * 20)
+    run = await _event_run(sessionmaker, test_settings, tmp_path, rows, run_worker_burst, metric)
+    ver = run.verification
+    assert ver["state"] == "pending", ver
+    assert ver["message"].startswith("Not yet complete: Klaviyo holds 3 fewer events")
+    assert _days(run) == [("2025-05-01", 3, 0, True)]
+
+    await as_role(Role.VIEWER)
+    page = (await client.get(f"/runs/{run.id}")).text
+    assert "not yet complete" in page and "mismatch" not in page
+    assert "may need some minutes" in page
+
+    # Klaviyo catches up; the operator re-checks with one click.
+    sim.configure(events_visible_seconds=0)
+    await as_role(Role.OPERATOR)
+    answer = await post_form(client, f"/runs/{run.id}/verify")
+    assert answer.status_code == 200, answer.text
+    assert 'data-testid="verification-checking"' in answer.text
+    await run_worker_burst(test_settings)
+    async with sessionmaker() as db:
+        again = await db.get(SyncRun, run.id)
+    assert again.verification["state"] == "verified"
+    assert _days(again) == [("2025-05-01", 3, 3, False)]
+
+
+def _profile_spec(name: str) -> Spec:
+    return Spec(
+        name=name,
+        target=Target(kind=TargetKind.PROFILE),
+        fields=[
+            column("email", "email"),
+            column("first", "first_name"),
+            column("city", "location.city"),
+            column("tier", "properties.Tier"),
+        ],
+    )
+
+
+async def test_a_profile_changed_in_klaviyo_after_the_run_shows_in_the_sample(
+    settings, sessionmaker, tmp_path, sim, run_worker_burst, account_zone, client, as_role
+):
+    await account_zone("UTC")
+    tag = uuid.uuid4().hex[:6]
+    rows = [
+        {"email": f"p{n}-{tag}@shop.test", "first": f"Ann{n}", "city": "Oslo", "tier": "gold"}
+        for n in range(5)
+    ]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
+    mapping = await make_mapping(sessionmaker, _profile_spec(f"verify profiles {tag}"))
+    test_settings = _settings(settings, sim, tmp_path)
+    run = await start_run(sessionmaker, settings, upload, mapping)
+    await run_worker_burst(test_settings)
+    async with sessionmaker() as db:
+        done = await db.get(SyncRun, run.id)
+    assert done.status == RunStatus.COMPLETED and done.items_sent == 5, done.error_message
+    # The automatic check right after the run: every sampled profile as sent.
+    assert done.verification["state"] == "verified", done.verification
+    assert done.verification["sample"]["headline"] == "5 of 5 match."
+
+    # Someone edits one profile in Klaviyo after the run.
+    async with KlaviyoClient(SANDBOX_KEY, base_url=sim.base_url) as klaviyo:
+        ids = await klaviyo.find_profile_ids("email", [f"p3-{tag}@shop.test"])
+        await klaviyo.update_profile(ids[f"p3-{tag}@shop.test"], {"first_name": "Changed"})
+
+    await as_role(Role.OPERATOR)
+    assert (await post_form(client, f"/runs/{run.id}/verify")).status_code == 200
+    await run_worker_burst(test_settings)
+    async with sessionmaker() as db:
+        checked = await db.get(SyncRun, run.id)
+    sample = checked.verification["sample"]
+    assert checked.verification["state"] == "mismatch"
+    assert sample["headline"] == "4 of 5 match; 1 differ."
+    assert sample["differences"] == [
+        {"row": 4, "record": f"p3-{tag}@shop.test", "field": "first_name", "sent": "Ann3", "held": "Changed"}
+    ]
+    page = (await client.get(f"/runs/{run.id}")).text
+    assert "4 of 5 match; 1 differ." in page and "Changed" in page
+
+
+async def test_runs_that_cannot_be_checked_say_why(settings, sessionmaker, tmp_path, client, as_role):
+    metric = f"Dry {uuid.uuid4().hex[:6]}"
+    upload = await make_upload(sessionmaker, tmp_path, csv_text([_row(1, "2025-01-01T00:00:00Z")]))
+    mapping = await make_mapping(sessionmaker, ordered_product_spec(metric))
+    run = await start_run(sessionmaker, settings, upload, mapping, dry_run=True)
+    async with sessionmaker() as db:
+        stored = await db.get(SyncRun, run.id)
+        stored.status = RunStatus.COMPLETED
+        db.add(stored)
+        await db.commit()
+    await as_role(Role.OPERATOR)
+    answer = await post_form(client, f"/runs/{run.id}/verify")
+    assert answer.status_code == 409
+    assert "A dry run sent nothing to Klaviyo." in answer.text
+    async with sessionmaker() as db:
+        row = await db.get(SyncRun, run.id)
+    assert row.verification is None
