@@ -432,9 +432,14 @@ class KlaviyoClient:
         attributes: dict[str, Any] = (doc.get("data") or {}).get("attributes") or {}
         return attributes
 
-    async def find_profiles(self, field: str, values: list[str]) -> list[dict[str, Any]]:
-        """Profiles (all attributes) whose ``field`` is one of ``values`` (at most 100 per call)."""
+    async def find_profiles(
+        self, field: str, values: list[str], *, subscriptions: bool = False
+    ) -> list[dict[str, Any]]:
+        """Profiles (all attributes, consent too with ``subscriptions``) whose ``field`` is one of
+        ``values`` (at most 100 per call)."""
         params = {"filter": f"any({field},{dumps(values).decode()})", "page[size]": "100"}
+        if subscriptions:
+            params["additional-fields[profile]"] = "subscriptions"
         return [profile async for profile in self.paginate(ep.FIND_PROFILES, params)]
 
 

@@ -17,7 +17,8 @@ from sync import verification as v
 
 VERIFY_RUN = "verify_run"
 EVENT_KINDS = frozenset({"event", "order"})
-SAMPLE_KINDS = frozenset({"profile", "catalog_item"})
+MEMBER_KINDS = frozenset({"list_membership", "list_membership_remove", "subscription"})
+SAMPLE_KINDS = frozenset({"profile", "catalog_item"}) | MEMBER_KINDS
 # Kinds a check can read back from Klaviyo; the others say so instead of offering a button.
 VERIFIABLE = EVENT_KINDS | SAMPLE_KINDS
 # Row warnings that mean another row sends the same profile: a later row overwrites what this one sent.

@@ -309,7 +309,14 @@ def profile_resource(req: Request, profile: Profile, with_subscriptions: bool = 
     attrs["created"] = profile.created
     attrs["updated"] = profile.updated
     if with_subscriptions:
-        attrs["subscriptions"] = profile.subscriptions
+        # The spec requires can_receive_<channel>_<kind> next to each consent.
+        attrs["subscriptions"] = {
+            channel: {
+                kind: {f"can_receive_{channel}_{kind}": entry.get("consent") == "SUBSCRIBED", **entry}
+                for kind, entry in kinds.items()
+            }
+            for channel, kinds in profile.subscriptions.items()
+        }
     return {
         "type": "profile",
         "id": profile.id,

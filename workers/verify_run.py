@@ -157,10 +157,14 @@ async def _check_sample(ctx: dict[str, Any], client: KlaviyoClient, run: SyncRun
         await db.commit()
     if version is None or upload is None:
         return {"state": v.FAILED, "message": "The run's mapping or upload no longer exists."}
-    items = _items_of(settings, MappingSpec.model_validate(version.spec), upload, set(rows))
+    spec = MappingSpec.model_validate(version.spec)
+    items = _items_of(settings, spec, upload, set(rows))
     result = v.SampleResult()
     if run.kind == "profile":
         await _compare_profiles(client, items, result)
+    elif run.kind in checks.MEMBER_KINDS:
+        list_id = str(run.options.get("list_id") or spec.target.list_id or "") or None
+        await _compare_members(client, run.kind, list_id, items, result)
     else:
         await _compare_catalog(client, items, result)
     state = v.verdict(result.differ, _settled(ctx, run))
@@ -239,6 +243,59 @@ async def _compare_catalog(
             flat = {k: held.get(k) for k in CATALOG_FIELDS}
             flat.update({f"custom_metadata.{k}": x for k, x in (held.get("custom_metadata") or {}).items()})
         result.add(v.compare_record(row, external_id, sent, flat))
+
+
+async def _compare_members(
+    client: KlaviyoClient,
+    kind: str,
+    list_id: str | None,
+    items: dict[int, dict[str, Any]],
+    result: v.SampleResult,
+) -> None:
+    """List runs: each sampled contact is (or, for a removal, is no longer) in the list. Subscription
+    runs: in the list when there is one, and consent on each channel as sent."""
+    wanted = kind != "list_membership_remove"
+    entries = []
+    for row, item in sorted(items.items()):
+        attrs = dict(item.get("attributes") or {})
+        identity = ("id", str(item["id"])) if item.get("id") else _identity(attrs)
+        if identity is not None and not str(attrs.get("email") or "").lower().endswith(v.RESERVED_DOMAIN):
+            entries.append((row, identity, attrs))
+    members: dict[tuple[str, str], bool] = {}
+    if list_id:
+        by_field: dict[str, list[str]] = {}
+        for _, (name, value), _ in entries:
+            by_field.setdefault(name, []).append(value)
+        for name, values in by_field.items():
+            if name == "id":  # the list's profile filter takes no ids: read the member ids instead
+                ids = await client.list_member_ids(list_id)
+                members.update({("id", value): value in ids for value in values})
+                continue
+            for start in range(0, len(values), 100):
+                chunk = values[start : start + 100]
+                found = await client.find_list_members(list_id, name, chunk)
+                members.update({(name, value): _key(name, value) in found for value in chunk})
+    consent: dict[tuple[str, str], dict[str, Any]] = {}
+    if kind == "subscription":
+        for name in {identity[0] for _, identity, _ in entries}:
+            values = [value for _, (field, value), _ in entries if field == name]
+            for start in range(0, len(values), 100):
+                held = await client.find_profiles(name, values[start : start + 100], subscriptions=True)
+                for profile in held:
+                    attrs = profile.get("attributes") or {}
+                    consent[(name, _key(name, attrs.get(name)))] = attrs.get("subscriptions") or {}
+    for row, (name, value), attrs in entries:
+        sent: dict[str, Any] = {}
+        held: dict[str, Any] = {}
+        if list_id:
+            sent["list membership"] = "member" if wanted else "not a member"
+            held["list membership"] = "member" if members.get((name, value)) else "not a member"
+        for channel, asked in (attrs.get("subscriptions") or {}).items():
+            label = f"{channel} marketing consent"
+            sent[label] = (asked.get("marketing") or {}).get("consent")
+            channels = consent.get((name, _key(name, value)), {})
+            held[label] = ((channels.get(channel) or {}).get("marketing") or {}).get("consent")
+        result.add(v.compare_record(row, value, sent, held))
 
 
 async def _notify(ctx: dict[str, Any], run: SyncRun) -> None:

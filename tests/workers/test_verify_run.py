@@ -10,18 +10,20 @@ from typing import Any
 
 import httpx
 import pytest
+from arq.connections import ArqRedis
 from sqlmodel import select
 
 from klaviyo.client import KlaviyoClient
 from models import Role, RunStatus, SyncBatch, SyncRun
-from services import notifications
+from services import notifications, runs
 from services.accounts import get_account
 from simulator.config import SANDBOX_KEY
 from simulator.server import SimulatorProcess
+from sync.mapping import Email, MappingOptions, Phone, Target, TargetKind, column
 from sync.mapping import Mapping as Spec
-from sync.mapping import Target, TargetKind, column
 from tests.support.runs import csv_text, make_mapping, make_upload, ordered_product_spec, start_run
 from tests.support.web import post_form
+from tests.workers.test_catalog_runs import item_spec
 from tests.workers.test_sync_status import Hook
 
 
@@ -286,3 +288,116 @@ async def test_runs_that_cannot_be_checked_say_why(settings, sessionmaker, tmp_p
     async with sessionmaker() as db:
         row = await db.get(SyncRun, run.id)
     assert row.verification is None
+
+
+async def _kind_run(sessionmaker, settings, tmp_path, run_worker_burst, rows, spec, **options) -> SyncRun:
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(rows))
+    mapping = await make_mapping(sessionmaker, spec)
+    async with sessionmaker() as db:
+        run = await runs.create_run(
+            db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None, **options
+        )
+        await db.commit()
+    arq = ArqRedis.from_url(settings.redis_url)
+    await runs.enqueue(arq, settings.queue_name, run, "start")
+    await arq.aclose()
+    await run_worker_burst(settings)
+    async with sessionmaker() as db:
+        done = await db.get(SyncRun, run.id)
+    assert done is not None and done.status == RunStatus.COMPLETED, done and done.error_message
+    return done
+
+
+async def _check_again(sessionmaker, client, run_worker_burst, settings, run_id: int) -> dict[str, Any]:
+    assert (await post_form(client, f"/runs/{run_id}/verify")).status_code == 200
+    await run_worker_burst(settings)
+    async with sessionmaker() as db:
+        checked = await db.get(SyncRun, run_id)
+    assert checked is not None
+    return checked.verification
+
+
+async def test_catalog_items_are_read_back_and_a_changed_price_shows(
+    settings, sessionmaker, tmp_path, sim, run_worker_burst, account_zone, client, as_role
+):
+    await account_zone("UTC")
+    tag = uuid.uuid4().hex[:6]
+    rows = [
+        {"sku": f"{tag}-{n}", "price": f"{10 + n}.00", "name": f"Mug {n}", "about": "Stoneware",
+         "link": f"https://shop.test/{tag}/{n}"}
+        for n in range(3)
+    ]  # fmt: skip
+    test_settings = _settings(settings, sim, tmp_path)
+    run = await _kind_run(
+        sessionmaker, test_settings, tmp_path, run_worker_burst, rows, item_spec(f"cat {tag}")
+    )
+    assert run.items_sent == 3
+    assert run.verification["state"] == "verified", run.verification
+    assert run.verification["sample"]["headline"] == "3 of 3 match."
+
+    # The price of one item is changed in Klaviyo afterwards.
+    async with KlaviyoClient(SANDBOX_KEY, base_url=sim.base_url) as klaviyo:
+        item_id = f"$custom:::$default:::{tag}-1"
+        await klaviyo.update_catalog_items(
+            [{"type": "catalog-item", "id": item_id, "attributes": {"price": 99.0}}]
+        )
+    httpx.post(f"{sim.base_url}/__sim/jobs/complete").raise_for_status()
+    await as_role(Role.OPERATOR)
+    ver = await _check_again(sessionmaker, client, run_worker_burst, test_settings, run.id)
+    assert ver["state"] == "mismatch"
+    assert ver["sample"]["headline"] == "2 of 3 match; 1 differ."
+    [difference] = ver["sample"]["differences"]
+    assert (difference["row"], difference["record"], difference["field"]) == (2, f"{tag}-1", "price")
+    assert difference["held"] == 99.0
+
+
+async def test_list_runs_check_membership_and_subscriptions_check_consent(
+    settings, sessionmaker, tmp_path, sim, run_worker_burst, account_zone, client, as_role
+):
+    await account_zone("UTC")
+    tag = uuid.uuid4().hex[:6]
+    test_settings = _settings(settings, sim, tmp_path)
+    async with KlaviyoClient(SANDBOX_KEY, base_url=sim.base_url) as klaviyo:
+        list_id = await klaviyo.create_list(f"Verify {tag}")
+    people = [{"email": f"m{n}-{tag}@shop.test", "phone": ""} for n in range(3)]
+    members = Spec(
+        name=f"members {tag}",
+        target=Target(kind=TargetKind.LIST_MEMBERSHIP),
+        fields=[column("email", "email", Email()), column("phone", "phone_number", Phone())],
+    )
+    added = await _kind_run(
+        sessionmaker, test_settings, tmp_path, run_worker_burst, people, members, list_id=list_id
+    )
+    assert added.verification["sample"]["headline"] == "3 of 3 match.", added.verification
+
+    subscribers = [{"email": f"s{n}-{tag}@shop.test", "phone": ""} for n in range(2)]
+    consent = Spec(
+        name=f"subscribe {tag}",
+        target=Target(kind=TargetKind.SUBSCRIPTION),
+        options=MappingOptions(channels=["email"]),
+        fields=[column("email", "email", Email()), column("phone", "phone_number", Phone())],
+    )
+    subscribed = await _kind_run(
+        sessionmaker, test_settings, tmp_path, run_worker_burst, subscribers, consent, list_id=list_id
+    )
+    assert subscribed.verification["sample"]["headline"] == "2 of 2 match.", subscribed.verification
+
+    # Afterwards one member leaves the list and one subscriber unsubscribes, in Klaviyo.
+    async with KlaviyoClient(SANDBOX_KEY, base_url=sim.base_url) as klaviyo:
+        ids = await klaviyo.find_profile_ids("email", [people[0]["email"]])
+        await klaviyo.remove_list_members(list_id, [ids[people[0]["email"]]])
+        leaving = {
+            "email": subscribers[1]["email"],
+            "subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}},
+        }
+        await klaviyo.unsubscribe_profiles([{"type": "profile", "attributes": leaving}])
+    await as_role(Role.OPERATOR)
+    ver = await _check_again(sessionmaker, client, run_worker_burst, test_settings, added.id)
+    assert ver["sample"]["headline"] == "2 of 3 match; 1 differ."
+    assert [(d["record"], d["field"], d["sent"], d["held"]) for d in ver["sample"]["differences"]] == [
+        (people[0]["email"], "list membership", "member", "not a member")
+    ]
+    ver = await _check_again(sessionmaker, client, run_worker_burst, test_settings, subscribed.id)
+    assert ver["sample"]["headline"] == "1 of 2 match; 1 differ."
+    found = [(d["record"], d["field"], d["sent"], d["held"]) for d in ver["sample"]["differences"]]
+    assert (subscribers[1]["email"], "email marketing consent", "SUBSCRIBED", "UNSUBSCRIBED") in found
