@@ -4,6 +4,7 @@ workers/verify_run.py, the comparisons in sync/verification.py."""
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from typing import Any
 
@@ -22,6 +23,7 @@ SAMPLE_KINDS = frozenset({"profile", "catalog_item"}) | MEMBER_KINDS
 # Kinds a check can read back from Klaviyo; the others say so instead of offering a button.
 VERIFIABLE = EVENT_KINDS | SAMPLE_KINDS
 # Row warnings that mean another row sends the same profile: a later row overwrites what this one sent.
+ON_ROW = re.compile(r"\bon row (\d+)\b")
 SHARED_IDENTITY = ("duplicate_email", "duplicate_phone", "duplicate_external_id", "example_address")
 
 
@@ -82,11 +84,17 @@ async def sample_rows(
 ) -> list[int]:
     """Up to ``size`` random rows of the run that did not fail and send their own profile."""
     candidates = list(run.only_rows) if run.only_rows is not None else list(range(1, run.cursor_row + 1))
-    left_out = select(RowError.row_number).where(
+    left_out = select(RowError.row_number, RowError.rule, RowError.message).where(
         RowError.run_id == run.id,
         (col(RowError.severity) == "error") | col(RowError.rule).in_(SHARED_IDENTITY),
     )
-    skip = set((await db.exec(left_out)).all())
+    skip: set[int] = set()
+    for row_number, rule, message in (await db.exec(left_out)).all():
+        skip.add(row_number)
+        # The earlier row a shared identity names ("... is also on row 12") is overwritten too.
+        earlier = ON_ROW.search(message or "") if rule in SHARED_IDENTITY else None
+        if earlier:
+            skip.add(int(earlier.group(1)))
     chooser = rng or random.SystemRandom()
     chooser.shuffle(candidates)
     chosen: list[int] = []

@@ -45,6 +45,8 @@ async def send_run(ctx: dict[str, Any], run_id: int) -> dict[str, Any]:
 async def schedule_check(ctx: dict[str, Any], run_id: int) -> None:
     """Queue the automatic check of what Klaviyo holds, some minutes after a run completes."""
     settings = ctx["settings"]
+    if not settings.verify_auto:
+        return
     try:
         async with ctx["sessionmaker"]() as db:
             run = await db.get(SyncRun, run_id)

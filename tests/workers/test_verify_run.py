@@ -66,6 +66,7 @@ def _settings(settings, sim, tmp_path, **overrides: Any):
             "upload_dir": tmp_path,
             "run_lease_seconds": 5.0,
             # The automatic check runs at once in these tests, and a shortfall is final at once.
+            "verify_auto": True,
             "verify_delay_seconds": 0.0,
             "verify_settle_seconds": 0.0,
             **overrides,
@@ -239,6 +240,9 @@ async def test_a_profile_changed_in_klaviyo_after_the_run_shows_in_the_sample(
         {"email": f"p{n}-{tag}@shop.test", "first": f"Ann{n}", "city": "Oslo", "tier": "gold"}
         for n in range(5)
     ]
+    # Two rows of one person: the later overwrites the earlier, so neither is sampled.
+    twice = f"twice-{tag}@shop.test"
+    rows += [{"email": twice, "first": "Bo", "city": "Oslo", "tier": "gold"}, {**rows[0], "email": twice}]
     upload = await make_upload(sessionmaker, tmp_path, csv_text(rows), "profiles.csv")
     mapping = await make_mapping(sessionmaker, _profile_spec(f"verify profiles {tag}"))
     test_settings = _settings(settings, sim, tmp_path)
@@ -246,7 +250,7 @@ async def test_a_profile_changed_in_klaviyo_after_the_run_shows_in_the_sample(
     await run_worker_burst(test_settings)
     async with sessionmaker() as db:
         done = await db.get(SyncRun, run.id)
-    assert done.status == RunStatus.COMPLETED and done.items_sent == 5, done.error_message
+    assert done.status == RunStatus.COMPLETED and done.items_sent == 7, done.error_message
     # The automatic check right after the run: every sampled profile as sent.
     assert done.verification["state"] == "verified", done.verification
     assert done.verification["sample"]["headline"] == "5 of 5 match."
