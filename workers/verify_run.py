@@ -69,6 +69,9 @@ async def verify_run(ctx: dict[str, Any], run_id: int, auto: int = 0) -> dict[st
             result = await _check_sample(ctx, client, run)
     except (KlaviyoError, SourceError) as exc:
         result = {"state": v.FAILED, "message": f"The check could not finish: {exc}"}
+    except Exception as exc:  # never leave the run showing "checking" for ever
+        log.exception("run check failed", run_id=run_id)
+        result = {"state": v.FAILED, "message": f"The check could not finish ({type(exc).__name__})."}
     result = {
         **result,
         "kind": run.kind,
@@ -230,7 +233,8 @@ async def _compare_catalog(
 ) -> None:
     for row, item in sorted(items.items()):
         attrs = dict(item.get("attributes") or {})
-        external_id = str(attrs.get("external_id") or "")
+        # Update items name the entry by its full id instead of an external_id attribute.
+        external_id = str(attrs.get("external_id") or str(item.get("id") or "").rsplit(":::", 1)[-1])
         if not external_id:
             continue
         found = await client.get_catalog_item(CATALOG_ID.format(external_id))

@@ -338,6 +338,11 @@ async def test_catalog_items_are_read_back_and_a_changed_price_shows(
     assert run.items_sent == 3
     assert run.verification["state"] == "verified", run.verification
     assert run.verification["sample"]["headline"] == "3 of 3 match."
+    # An update run names the items by id; its sample is read back the same way.
+    prices = [{"sku": r["sku"], "price": f"{20 + n}.50"} for n, r in enumerate(rows)]
+    update = item_spec(f"cat update {tag}", mode="update")
+    run = await _kind_run(sessionmaker, test_settings, tmp_path, run_worker_burst, prices, update)
+    assert run.verification["sample"]["headline"] == "3 of 3 match.", run.verification
 
     # The price of one item is changed in Klaviyo afterwards.
     async with KlaviyoClient(SANDBOX_KEY, base_url=sim.base_url) as klaviyo:
