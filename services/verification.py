@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -23,6 +24,7 @@ SAMPLE_KINDS = frozenset({"profile", "catalog_item"}) | MEMBER_KINDS
 # Kinds a check can read back from Klaviyo; the others say so instead of offering a button.
 VERIFIABLE = EVENT_KINDS | SAMPLE_KINDS
 # Row warnings that mean another row sends the same profile: a later row overwrites what this one sent.
+STALLED_AFTER = timedelta(minutes=10)
 ON_ROW = re.compile(r"\bon row (\d+)\b")
 SHARED_IDENTITY = ("duplicate_email", "duplicate_phone", "duplicate_external_id", "example_address")
 
@@ -42,6 +44,17 @@ def can_verify(run: SyncRun) -> str | None:
     if run.items_sent == 0:
         return "Klaviyo accepted nothing from this run."
     return None
+
+
+def stalled(run: SyncRun, now: datetime | None = None) -> bool:
+    """A check asked for long ago that never reported (no worker took it): offer to ask again."""
+    found = run.verification or {}
+    if found.get("state") != v.CHECKING or not found.get("requested_at"):
+        return False
+    asked = datetime.fromisoformat(str(found["requested_at"]))
+    if asked.tzinfo is None:
+        asked = asked.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) - asked > STALLED_AFTER
 
 
 def job_id(queue_name: str, run_id: int, nonce: str) -> str:

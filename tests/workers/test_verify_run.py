@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -410,3 +411,27 @@ async def test_list_runs_check_membership_and_subscriptions_check_consent(
     assert ver["sample"]["headline"] == "1 of 2 match; 1 differ."
     found = [(d["record"], d["field"], d["sent"], d["held"]) for d in ver["sample"]["differences"]]
     assert (subscribers[1]["email"], "email marketing consent", "SUBSCRIBED", "UNSUBSCRIBED") in found
+
+
+async def test_a_check_no_worker_took_is_offered_again(settings, sessionmaker, tmp_path, client, as_role):
+    upload = await make_upload(sessionmaker, tmp_path, csv_text([_row(1, "2025-01-01T00:00:00Z")]))
+    mapping = await make_mapping(sessionmaker, ordered_product_spec(f"Stalled {uuid.uuid4().hex[:6]}"))
+    run = await start_run(sessionmaker, settings, upload, mapping)
+    asked = (datetime.now(UTC) - timedelta(minutes=11)).isoformat()
+    async with sessionmaker() as db:
+        stored = await db.get(SyncRun, run.id)
+        stored.status, stored.items_sent = RunStatus.COMPLETED, 1
+        stored.verification = {"state": "checking", "requested_at": asked}
+        db.add(stored)
+        await db.commit()
+    await as_role(Role.OPERATOR)
+    page = (await client.get(f"/runs/{run.id}")).text
+    assert 'data-testid="verification-stalled"' in page and 'hx-trigger="every 2s"' not in page
+    assert 'data-testid="verify-button"' in page
+    async with sessionmaker() as db:
+        stored = await db.get(SyncRun, run.id)
+        stored.verification = {"state": "checking", "requested_at": datetime.now(UTC).isoformat()}
+        db.add(stored)
+        await db.commit()
+    page = (await client.get(f"/runs/{run.id}")).text
+    assert 'data-testid="verification-checking"' in page and 'data-testid="verify-button"' not in page

@@ -156,6 +156,7 @@ class RunsController(Controller):
             samples=await inspector.samples(db, run_id),
             catalog=await catalog.outcome(db, run),
             why_not=verification.can_verify(run),
+            stalled=verification.stalled(run),
         )
 
     @get("/{run_id:int}/verification")
@@ -165,7 +166,12 @@ class RunsController(Controller):
         """What the last check of Klaviyo found; polled while a check runs."""
         run = await _load(db, run_id)
         return render(
-            request, "runs/_verification.html", area="runs", run=run, why_not=verification.can_verify(run)
+            request,
+            "runs/_verification.html",
+            area="runs",
+            run=run,
+            why_not=verification.can_verify(run),
+            stalled=verification.stalled(run),
         )
 
     @post("/{run_id:int}/verify")
