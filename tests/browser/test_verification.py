@@ -10,9 +10,12 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
+from klaviyo.client import KlaviyoClient
 from models import Mapping, MappingVersion, Role
+from simulator.config import SANDBOX_KEY
 from tests.browser.conftest import log_in, screenshot
 from tests.support.runs import csv_text, ordered_product_spec
+from tests.workers.test_profile_runs import profile_spec
 
 pytestmark = pytest.mark.browser
 
@@ -128,3 +131,53 @@ async def test_events_lost_in_klaviyo_are_flagged_on_their_day(
     await expect(table.locator('tr[data-day="2025-02-01"]')).to_have_attribute("data-short", "no")
     await page.get_by_test_id("verification").scroll_into_view_if_needed()
     await screenshot(page, "run-verification-short")
+
+
+async def test_a_profile_changed_in_klaviyo_shows_in_the_sample(
+    page: Page, user_factory, live_sessionmaker, simulator_url
+):
+    tag = uuid.uuid4().hex[:6]
+    name = f"Customers {tag}"
+    async with live_sessionmaker() as db:
+        mapping = Mapping(name=name, target_kind="profile")
+        db.add(mapping)
+        await db.flush()
+        db.add(
+            MappingVersion(mapping_id=mapping.id, version=1, spec=profile_spec(name).model_dump(mode="json"))
+        )
+        await db.commit()
+    operator = await user_factory(Role.OPERATOR)
+    await log_in(page, operator.username)
+    rows = [
+        {"email": f"c{n}-{tag}@shop.test", "phone": "", "customer_id": f"C{n}-{tag}", "first": f"Ann{n}",
+         "title": "", "city": "Oslo", "tier": "gold"}
+        for n in range(4)
+    ]  # fmt: skip
+    await page.goto("/uploads/")
+    await page.set_input_files(
+        "input[type=file]",
+        files=[{"name": f"customers-{tag}.csv", "mimeType": "text/csv", "buffer": csv_text(rows).encode()}],
+    )
+    await page.get_by_role("button", name="Upload").click()
+    await expect(page.get_by_test_id("upload-ready")).to_be_visible(timeout=20_000)
+    await page.select_option("select[name=mapping_id]", label=f"{name} (profile)")
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Send to Klaviyo").click()
+    await page.wait_for_url("**/runs/*")
+    await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
+
+    # Someone edits one profile in Klaviyo after the run.
+    async with KlaviyoClient(SANDBOX_KEY, base_url=simulator_url) as klaviyo:
+        ids = await klaviyo.find_profile_ids("email", [f"c2-{tag}@shop.test"])
+        await klaviyo.update_profile(ids[f"c2-{tag}@shop.test"], {"location": {"city": "Bergen"}})
+    await page.get_by_test_id("verify-button").click()
+    await expect(page.get_by_test_id("verification-sample")).to_contain_text(
+        "3 of 4 match; 1 differ.", timeout=20_000
+    )
+    differences = page.get_by_test_id("verification-differences")
+    await expect(differences.locator("tbody tr")).to_have_count(1)
+    await expect(differences.locator("tbody tr td")).to_have_text(
+        ["3", f"c2-{tag}@shop.test", "location.city", "Oslo", "Bergen"]
+    )
+    await page.get_by_test_id("verification").scroll_into_view_if_needed()
+    await screenshot(page, "run-verification-profiles")
