@@ -4,6 +4,7 @@ Real PostgreSQL, Redis, in-process arq worker, web app and simulator process."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -435,3 +436,25 @@ async def test_a_check_no_worker_took_is_offered_again(settings, sessionmaker, t
         await db.commit()
     page = (await client.get(f"/runs/{run.id}")).text
     assert 'data-testid="verification-checking"' in page and 'data-testid="verify-button"' not in page
+
+
+async def test_a_long_backfill_is_asked_a_year_at_a_time_within_the_rate_limit(
+    settings, sessionmaker, tmp_path, run_worker_burst, account_zone
+):
+    await account_zone("UTC")
+    metric = f"Years {uuid.uuid4().hex[:6]}"
+    rows = [_row(n, f"{2012 + n}-06-15T12:00:00Z", price="1") for n in range(12)]  # twelve years
+    # Klaviyo's real limits, not time-scaled: 3 queries a second at most.
+    with SimulatorProcess(time_scale=1, extra_args=["--check-answers"]) as real:
+        real.configure(events_visible_seconds=0)
+        test_settings = _settings(settings, real, tmp_path, klaviyo_time_scale=1.0)
+        started = time.monotonic()
+        run = await _event_run(sessionmaker, test_settings, tmp_path, rows, run_worker_burst, metric)
+        took = time.monotonic() - started
+        asked = httpx.get(f"{real.base_url}/__sim/stats").json()["requests"]["POST /api/metric-aggregates"]
+    assert run.verification["state"] == "verified", run.verification
+    assert len(run.verification["days"]) == 12
+    # One query per year of days (Klaviyo answers at most a year each), paced by the shared limiter
+    # so none is refused: twelve queries at under 3 a second take seconds.
+    assert asked == {"200": 12}
+    assert took > 3.0
