@@ -458,3 +458,33 @@ async def test_a_long_backfill_is_asked_a_year_at_a_time_within_the_rate_limit(
     # so none is refused: twelve queries at under 3 a second take seconds.
     assert asked == {"200": 12}
     assert took > 3.0
+
+
+async def test_a_long_backfill_shows_its_short_days_first(settings, sessionmaker, tmp_path, client, as_role):
+    upload = await make_upload(sessionmaker, tmp_path, csv_text([_row(1, "2025-01-01T00:00:00Z")]))
+    mapping = await make_mapping(sessionmaker, ordered_product_spec(f"Long {uuid.uuid4().hex[:6]}"))
+    run = await start_run(sessionmaker, settings, upload, mapping)
+    day = datetime(2024, 1, 1, tzinfo=UTC)
+    days = [
+        {"metric": "M", "day": (day + timedelta(days=n)).date().isoformat(), "sent": 5, "sent_value": 5.0,
+         "held": 2 if n == 40 else 5, "held_value": 5.0, "difference": -3 if n == 40 else 0,
+         "value_difference": 0.0, "short": n == 40}
+        for n in range(90)
+    ]  # fmt: skip
+    async with sessionmaker() as db:
+        stored = await db.get(SyncRun, run.id)
+        stored.status, stored.items_sent = RunStatus.COMPLETED, 450
+        stored.verification = {
+            "state": "mismatch",
+            "message": "m",
+            "checked_at": day.isoformat(),
+            "days": days,
+        }
+        db.add(stored)
+        await db.commit()
+    await as_role(Role.VIEWER)
+    page = (await client.get(f"/runs/{run.id}")).text
+    short_table = page.split('data-testid="verification-days"')[1].split("</table>")[0]
+    assert short_table.count('data-testid="verification-day"') == 1 and 'data-day="2024-02-10"' in short_table
+    assert "All 90 days" in page and page.count('data-testid="verification-day"') == 91
+    assert 'data-testid="verify-button"' not in page  # a viewer cannot start a check
