@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; from anyone
     # else the header is ignored. Empty: the connection's own address is the client's.
     trusted_proxies: str = ""
+    # Proof of landing: a completed run is checked against Klaviyo this long after it ends; until
+    # it has been over for verify_settle_seconds a shortfall may be Klaviyo still processing
+    # ("not yet complete"), after that it is a mismatch. Profile-like runs read this many rows back.
+    verify_auto: bool = True
+    verify_delay_seconds: float = Field(default=300.0, ge=0)
+    verify_settle_seconds: float = Field(default=900.0, ge=0)
+    verify_sample_size: int = Field(default=100, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _require_secret_outside_dev(self) -> Settings:

@@ -14,7 +14,7 @@ import httpx
 
 from klaviyo import endpoints as ep
 from klaviyo.endpoints import JSON_API, REVISION, Endpoint
-from klaviyo.errors import Conflict, KlaviyoError, NetworkError, RateLimited, error_for_response
+from klaviyo.errors import Conflict, KlaviyoError, NetworkError, NotFound, RateLimited, error_for_response
 from klaviyo.limiter import RateLimiter
 from klaviyo.retry import AttemptStats, RetryPolicy, call_with_retry
 from klaviyo.serialization import check_finite, dumps, loads
@@ -407,6 +407,16 @@ class KlaviyoClient:
         data: dict[str, Any] = (await self.request(ep.GET_CATALOG_JOB, path_params=path_params)).doc["data"]
         return data
 
+    async def get_catalog_item(self, item_id: str) -> dict[str, Any] | None:
+        """One catalog item by its full id (``$custom:::$default:::<external_id>``); None when absent."""
+        try:
+            data: dict[str, Any] = (await self.request(ep.GET_CATALOG_ITEM, path_params={"id": item_id})).doc[
+                "data"
+            ]
+        except NotFound:
+            return None
+        return data
+
     def iter_catalog_items(self, params: Mapping[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
         return self.paginate(ep.GET_CATALOG_ITEMS, params=params)
 
@@ -465,6 +475,22 @@ class KlaviyoClient:
 
     async def delete_webhook(self, webhook_id: str) -> None:
         await self.request(ep.DELETE_WEBHOOK, path_params={"id": webhook_id})
+
+    async def query_metric_aggregates(self, query: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/metric-aggregates with a ``metric-aggregate`` query; the answer's attributes."""
+        doc = (await self._json(ep.QUERY_METRIC_AGGREGATES, query)).doc
+        attributes: dict[str, Any] = (doc.get("data") or {}).get("attributes") or {}
+        return attributes
+
+    async def find_profiles(
+        self, field: str, values: list[str], *, subscriptions: bool = False
+    ) -> list[dict[str, Any]]:
+        """Profiles (all attributes, consent too with ``subscriptions``) whose ``field`` is one of
+        ``values`` (at most 100 per call)."""
+        params = {"filter": f"any({field},{dumps(values).decode()})", "page[size]": "100"}
+        if subscriptions:
+            params["additional-fields[profile]"] = "subscriptions"
+        return [profile async for profile in self.paginate(ep.FIND_PROFILES, params)]
 
 
 def lists_relationship(list_ids: Iterable[str]) -> dict[str, Any] | None:

@@ -43,6 +43,8 @@ CATALOG_JOB_READ = RateClass("catalog_job_read", 75, 750)
 CATALOG_ITEMS_READ = RateClass("catalog_items_read", 350, 3500)
 EVENTS_READ = RateClass("events_read", 350, 3500)
 WEBHOOKS = RateClass("webhooks", 10, 150)
+# x-klaviyo-ratelimit of query_metric_aggregates: a small class, shared by every reconciliation.
+METRIC_AGGREGATES = RateClass("metric_aggregates", 3, 60)
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,10 @@ CATALOG_CATEGORIES_DELETE = _bulk(
 )
 GET_CATALOG_JOB = Endpoint("get_catalog_job", "GET", "/api/{kind}/{id}", CATALOG_JOB_READ)
 GET_CATALOG_ITEMS = Endpoint("get_catalog_items", "GET", "/api/catalog-items", CATALOG_ITEMS_READ)
+GET_CATALOG_ITEM = Endpoint("get_catalog_item", "GET", "/api/catalog-items/{id}", CATALOG_ITEMS_READ)
+QUERY_METRIC_AGGREGATES = Endpoint(
+    "query_metric_aggregates", "POST", "/api/metric-aggregates", METRIC_AGGREGATES
+)
 
 # The bulk endpoints a run can stream items to, by name.
 BULK_ENDPOINTS: dict[str, Endpoint] = {

@@ -7,9 +7,16 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from models.base import enum_field, json_field, timestamp_field
+
+
+def _nullable_json() -> Any:
+    return Field(
+        default=None, sa_column=sa.Column(sa.JSON().with_variant(JSONB(), "postgresql"), nullable=True)
+    )
 
 
 class RunStatus(StrEnum):
@@ -83,6 +90,8 @@ class SyncRun(SQLModel, table=True):
     next_seq: int = 0
     summary: dict[str, Any] = json_field()
     error_message: str | None = None
+    # What a check of Klaviyo found after the run (sync.verification): state, when, and the details.
+    verification: dict[str, Any] | None = _nullable_json()
     # Only one worker drives a run: it holds the lease while it works.
     lease_owner: str | None = Field(default=None, max_length=120)
     lease_until: datetime | None = timestamp_field(nullable=True)
@@ -130,6 +139,9 @@ class SyncBatch(SQLModel, table=True):
     http_429: int = 0
     job_id: str | None = Field(default=None, max_length=120)
     duration_ms: int | None = None
+    # Events Klaviyo accepted in this batch per metric and local day (sync.verification.Tally):
+    # written with the batch's outcome, so a batch sent again on resume replaces its own count.
+    tally: dict[str, Any] | None = _nullable_json()
     created_at: datetime = timestamp_field()
     sent_at: datetime | None = timestamp_field(nullable=True)
 

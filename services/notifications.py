@@ -92,7 +92,24 @@ def payload(run: SyncRun, why: str, base_url: str | None = None) -> dict[str, An
         "items_sent": run.items_sent,
         "message": run.error_message,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        # What the last check of Klaviyo found (proof of landing), when the run has been checked.
+        "verification": _verification(run),
         "url": f"{base_url.rstrip('/')}/runs/{run.id}" if base_url else f"/runs/{run.id}",
+    }
+
+
+def _verification(run: SyncRun) -> dict[str, Any] | None:
+    found = run.verification or {}
+    if not found.get("checked_at"):
+        return None
+    short = [d for d in found.get("days") or [] if d.get("short")]
+    return {
+        "state": found.get("state"),
+        "message": found.get("message"),
+        "checked_at": found.get("checked_at"),
+        "short_days": [
+            {"metric": d["metric"], "day": d["day"], "difference": d["difference"]} for d in short
+        ][:50],
     }
 
 

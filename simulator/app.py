@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from simulator import client_api, consent, faults, handlers
+from simulator import aggregates, client_api, consent, faults, handlers
 from simulator.common import Request, Response
 from simulator.config import LATEST_REVISION, Account, SimConfig
 from simulator.conformance import Recorder
@@ -102,6 +102,7 @@ ROUTES = [
     Route("GET", "/api/metrics", handlers.get_metrics, "metrics"),
     Route("GET", "/api/catalog-items", handlers.get_catalog_items, "catalog_items_read"),
     Route("GET", "/api/catalog-items/{id}", handlers.get_catalog_item, "catalog_items_read"),
+    Route("POST", "/api/metric-aggregates", aggregates.query_metric_aggregates, "metric_aggregates"),
 ]
 # Job reads Klaviyo's spec rates XL (350/s, 3500/m in x-klaviyo-ratelimit of
 # openapi/stable/apis/get_bulk_create_catalog_items_job.json, get_bulk_delete_catalog_items_job.json,

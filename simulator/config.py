@@ -57,6 +57,7 @@ def default_limits() -> dict[str, Limit]:
         "catalog_items_read": (350, 3500),
         "events_read": (350, 3500),
         "webhooks": (10, 150),
+        "metric_aggregates": (3, 60),
     }
     return {name: Limit(burst, steady) for name, (burst, steady) in table.items()}
 
@@ -77,6 +78,10 @@ class Faults:
     job_zero_counts_share: float = 0.0
     # Share of those jobs whose refusals are counted in failed_count but left out of their error list.
     job_errors_hidden_share: float = 0.0
+    # Share of accepted events lost inside Klaviyo (never stored), only on these days (YYYY-MM-DD in
+    # the account's time zone) when any are given: what a reconciliation must catch.
+    drop_events_share: float = 0.0
+    drop_events_days: list[str] = field(default_factory=list)
     # monotonic deadline of a "429 storm"; set through SimConfig.start_storm
     storm_until: float = 0.0
 
@@ -98,6 +103,8 @@ class SimConfig:
     # simulated seconds a bulk job stays queued, then processing (divided by time_scale)
     job_queued_seconds: float = 0.5
     job_processing_seconds: float = 1.0
+    # simulated seconds before an accepted event counts in Query Metric Aggregates
+    events_visible_seconds: float = 20.0
     # simulated seconds before a new profile shows in filtered searches (GET /api/profiles?filter=)
     search_lag_seconds: float = 0.0
     # The form of source.pointer on import errors and catalog job errors, which Klaviyo's spec leaves
@@ -200,6 +207,7 @@ class SimConfig:
             "job_queued_seconds": self.job_queued_seconds,
             "job_processing_seconds": self.job_processing_seconds,
             "search_lag_seconds": self.search_lag_seconds,
+            "events_visible_seconds": self.events_visible_seconds,
             "job_error_pointers": self.job_error_pointers,
             "duplicate_profile_meta": self.duplicate_profile_meta,
             "check_answers": self.check_answers,
@@ -216,6 +224,7 @@ _SIMPLE_FIELDS = {
     "job_queued_seconds",
     "job_processing_seconds",
     "search_lag_seconds",
+    "events_visible_seconds",
     "duplicate_profile_meta",
     "check_answers",
     "max_body_bytes",

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from simulator.aggregates import event_dropped
 from simulator.common import Request, Response, paginate
 from simulator.faults import roll
 from simulator.state import (
@@ -190,6 +191,8 @@ def _store_event(
     if is_example(pattrs.get("email")):
         stats.dropped_example_com += 1
         return
+    if event_dropped(req, ev):
+        return
     profile = acct.resolve_for_event(prof.get("id"), pattrs)
     metric = ev["metric"]["data"]["attributes"]["name"]
     sent_time = ev.get("time")
@@ -306,7 +309,14 @@ def profile_resource(req: Request, profile: Profile, with_subscriptions: bool = 
     attrs["created"] = profile.created
     attrs["updated"] = profile.updated
     if with_subscriptions:
-        attrs["subscriptions"] = profile.subscriptions
+        # The spec requires can_receive_<channel>_<kind> next to each consent.
+        attrs["subscriptions"] = {
+            channel: {
+                kind: {f"can_receive_{channel}_{kind}": entry.get("consent") == "SUBSCRIBED", **entry}
+                for kind, entry in kinds.items()
+            }
+            for channel, kinds in profile.subscriptions.items()
+        }
     return {
         "type": "profile",
         "id": profile.id,

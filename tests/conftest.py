@@ -109,6 +109,9 @@ def settings(pg_url: str, queue_name: str, tmp_path_factory: pytest.TempPathFact
         redis_url=REDIS_URL,
         queue_name=queue_name,
         upload_dir=tmp_path_factory.mktemp("uploads"),
+        # A burst worker waits for deferred jobs: the automatic check of Klaviyo is left to the
+        # tests about it (tests/workers/test_verify_run.py).
+        verify_auto=False,
     )
 
 

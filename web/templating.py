@@ -45,9 +45,15 @@ def ago(value: datetime | None) -> str:
     return f"{seconds} s ago"
 
 
-def when(value: datetime | None) -> str:
+def when(value: datetime | str | None) -> str:
     if value is None:
         return "—"
+    if isinstance(value, str):  # stored in JSON documents as ISO 8601
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        value = parsed
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -16,8 +16,8 @@ import httpx
 import structlog
 from redis.exceptions import RedisError
 
-from models import IngestSource, NotificationSettings, Schedule, SyncRun
-from services import notifications
+from models import IngestSource, NotificationSettings, RunStatus, Schedule, SyncRun
+from services import notifications, verification
 from sync import outbound
 from workers.inspector import current_run_id
 from workers.send_run import send_run as run_job
@@ -38,7 +38,25 @@ async def send_run(ctx: dict[str, Any], run_id: int) -> dict[str, Any]:
         current_run_id.reset(token)
     if "skipped" not in result:
         await notify_run_end(ctx, run_id)
+        if result.get("status") == RunStatus.COMPLETED.value:
+            await schedule_check(ctx, run_id)
     return result
+
+
+async def schedule_check(ctx: dict[str, Any], run_id: int) -> None:
+    """Queue the automatic check of what Klaviyo holds, some minutes after a run completes."""
+    settings = ctx["settings"]
+    if not settings.verify_auto:
+        return
+    try:
+        async with ctx["sessionmaker"]() as db:
+            run = await db.get(SyncRun, run_id)
+            if run is None or verification.can_verify(run) is not None:
+                return
+            delay = settings.verify_delay_seconds / settings.klaviyo_time_scale
+            await verification.request_check(db, ctx["redis"], settings.queue_name, run, auto=1, defer=delay)
+    except Exception as exc:  # the run is done either way; the check can be asked for by hand
+        log.warning("check not scheduled", run_id=run_id, error=f"{type(exc).__name__}: {exc}")
 
 
 async def notify_run_end(ctx: dict[str, Any], run_id: int) -> bool:

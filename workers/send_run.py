@@ -54,6 +54,7 @@ from sync.issues import Issue, RuleError
 from sync.mapping import Mapping as MappingSpec
 from sync.pipeline import ORDER_INCOMPLETE, OrderLayout, Pipeline, RetryOrders, RowResult, row_failures
 from sync.readers import CsvReader, SourceError
+from sync.verification import tally_events
 from workers.catalog_routes import CatalogRouter, Closed
 from workers.check_connection import INTERACTIVE_RETRY
 from workers.heartbeat import worker_name
@@ -135,6 +136,7 @@ class RunExecutor:
         self.paced_polls = False  # first job read timed by job_seconds (catalog runs)
         self.tasks: set[asyncio.Task[None]] = set()  # batches being sent or settling
         self.not_stored: dict[int, int] = {}  # row -> its items Klaviyo will not keep
+        self.timezone: str | None = None  # the account's, for the days of accepted events
 
     # -- lease ------------------------------------------------------------------------------
 
@@ -232,7 +234,9 @@ class RunExecutor:
 
     async def _client(self) -> KlaviyoClient:
         async with self.sessionmaker() as db:
-            target = klaviyo_target(await get_account(db), self.settings)
+            account = await get_account(db)
+            target = klaviyo_target(account, self.settings)
+            self.timezone = account.timezone
         limiter = RateLimiter(self.ctx["redis"], time_scale=self.settings.klaviyo_time_scale)
         client = KlaviyoClient(
             target.api_key, base_url=target.base_url, limiter=limiter, http=self.ctx["http"]
@@ -755,6 +759,12 @@ class RunExecutor:
                 path_params=self.path_params,
                 stats=stats,
             )
+        # Events accepted per metric and day, kept with the batch for the check of Klaviyo afterwards.
+        tally = None
+        if endpoint == ep.BULK_EVENTS:
+            tally = tally_events(
+                zip(batch.row_refs, batch.items, strict=True), outcome.accepted, self.timezone
+            )
         # Sent: only row numbers are needed from here on. A bulk job takes seconds to settle, and
         # a profile batch's items are megabytes.
         batch.items = []
@@ -796,6 +806,7 @@ class RunExecutor:
                     http_status=outcome.http_status,
                     http_429=SyncBatch.http_429 + outcome.rate_limited,
                     job_id=outcome.job_id,
+                    tally=tally,
                     duration_ms=int((time.monotonic() - started) * 1000),
                     sent_at=utcnow(),
                 )

@@ -28,6 +28,7 @@ from workers.refresh_metrics import refresh_metrics
 from workers.run_hooks import send_run
 from workers.schedules import run_schedule, schedule_ticks
 from workers.sync_lists import list_operation
+from workers.verify_run import verify_run
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +124,7 @@ class WorkerSettings:
         func(run_schedule, timeout=1800, max_tries=3),
         func(poll_consent, timeout=900, max_tries=1),
         func(deliver_consent, timeout=300, max_tries=1),
+        func(verify_run, timeout=1800, max_tries=3),
     ]
     cron_jobs = cron_jobs_for(get_settings().queue_name)
     on_startup = startup

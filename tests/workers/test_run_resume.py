@@ -44,8 +44,17 @@ async def test_kill_worker_mid_run_then_resume(pg_url, sessionmaker, tmp_path):
     queue = f"arq:resume:{uuid.uuid4().hex[:6]}"
     with SimulatorProcess(time_scale=20) as sim:
         # Slow answers so the kill lands while batches are in flight.
-        sim.configure(faults={"latency_min": 0.2, "latency_max": 0.4})
-        env = worker_env(pg_url, sim.base_url, queue, tmp_path, SEND_CONCURRENCY="3")
+        sim.configure(faults={"latency_min": 0.2, "latency_max": 0.4}, events_visible_seconds=0)
+        # The automatic check of Klaviyo runs as soon as the run completes.
+        env = worker_env(
+            pg_url,
+            sim.base_url,
+            queue,
+            tmp_path,
+            SEND_CONCURRENCY="3",
+            VERIFY_DELAY_SECONDS="0",
+            VERIFY_SETTLE_SECONDS="0",
+        )
         async with sessionmaker() as db:
             run = await runs.create_run(
                 db, upload_id=upload.id, mapping_id=mapping.id, dry_run=False, backfill=True, user=None
@@ -83,6 +92,13 @@ async def test_kill_worker_mid_run_then_resume(pg_url, sessionmaker, tmp_path):
                     return current.status.finished
 
             await wait_until(finished, 120, "the run to finish on the second worker")
+
+            async def checked() -> bool:
+                async with sessionmaker() as db:
+                    current = await db.get(SyncRun, run.id)
+                    return (current.verification or {}).get("state") not in (None, "checking")
+
+            await wait_until(checked, 60, "the automatic check of Klaviyo")
         finally:
             second.terminate()
             second.wait(timeout=20)
@@ -98,6 +114,10 @@ async def test_kill_worker_mid_run_then_resume(pg_url, sessionmaker, tmp_path):
     assert done.items_sent == ROWS == sum(b.accepted for b in batches)  # the ledger agrees
     assert all(b.status == BatchStatus.SENT for b in batches)
     assert sorted(b.seq for b in batches) == list(range(len(batches)))
+    # Batches resent after the kill replaced their own tally: the day's count is exact, and Klaviyo agrees.
+    assert sum(b.tally["days"][metric]["2025-01-01"][0] for b in batches) == ROWS
+    assert done.verification["state"] == "verified", done.verification
+    assert [(d["sent"], d["held"]) for d in done.verification["days"]] == [(ROWS, ROWS)]
 
 
 async def _ge(counter, n: int) -> bool:

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Mapping, MappingVersion, SyncRun, Upload, User
-from services import audit, catalog, inspector, runs
+from services import audit, catalog, inspector, runs, verification
 from services.error_export import error_csv
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
@@ -166,7 +166,46 @@ class RunsController(Controller):
             batch_page_size=BATCH_PAGE,
             samples=await inspector.samples(db, run_id),
             catalog=await catalog.outcome(db, run),
+            why_not=verification.can_verify(run),
+            stalled=verification.stalled(run),
         )
+
+    @get("/{run_id:int}/verification")
+    async def verification_status(
+        self, request: Request[Any, Any, Any], db: Db, run_id: FromPath[int]
+    ) -> Template:
+        """What the last check of Klaviyo found; polled while a check runs."""
+        run = await _load(db, run_id)
+        return render(
+            request,
+            "runs/_verification.html",
+            area="runs",
+            run=run,
+            why_not=verification.can_verify(run),
+            stalled=verification.stalled(run),
+        )
+
+    @post("/{run_id:int}/verify")
+    async def verify(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        arq: ArqDep,
+        settings: SettingsDep,
+        run_id: FromPath[int],
+    ) -> Template:
+        """Check now what Klaviyo holds against what the run sent (a worker job; the partial polls)."""
+        run = await _load(db, run_id)
+        try:
+            await verification.request_check(db, arq, settings.queue_name, run)
+        except verification.VerifyError as exc:
+            return render(request, "runs/_verification.html", 409, area="runs", run=run, why_not=str(exc))
+        except RedisError as exc:
+            message = f"The check could not be queued: Redis is unreachable ({exc})."
+            return render(request, "runs/_verification.html", 503, area="runs", run=run, error=message)
+        audit.record(db, request, "run.verify", target=f"run #{run.id}")
+        await db.commit()
+        return render(request, "runs/_verification.html", area="runs", run=run)
 
     @get("/{run_id:int}/catalog")
     async def catalog_outcome(
