@@ -75,6 +75,8 @@ class Faults:
     job_zero_counts_share: float = 0.0
     # Share of those jobs whose refusals are counted in failed_count but left out of their error list.
     job_errors_hidden_share: float = 0.0
+    # Endpoints ("GET /api/lists/{id}", as routed) that always answer 503, to test one call failing.
+    failing_routes: list[str] = field(default_factory=list)
     # monotonic deadline of a "429 storm"; set through SimConfig.start_storm
     storm_until: float = 0.0
 

@@ -725,3 +725,44 @@ async def test_members_only_unsubscribe_skips_whoever_left_the_list_since_the_ch
     assert "no longer in the list" in rows[1].error
     consent = sim_consent(simulator_url)
     assert not [u for u in consent["global_unsubscribes"] if u["email"] == leaves]
+
+
+async def test_created_list_is_kept_when_the_follow_up_read_fails(
+    lists_env, run_worker_burst, sessionmaker, simulator_url
+):
+    """The create answer carries the list: a failing read after it must not report "Failed"."""
+    client = lists_env
+    name = unique("Read fails ")
+    httpx.post(
+        f"{simulator_url}/__sim/config", json={"faults": {"failing_routes": ["GET /api/lists/{id}"]}}
+    ).raise_for_status()
+    try:
+        op_id = _op_id(await post_form(client, "/lists/create", {"name": name}))
+        assert await run_worker_burst(client.test_settings) >= 1
+    finally:
+        httpx.post(
+            f"{simulator_url}/__sim/config", json={"faults": {"failing_routes": []}}
+        ).raise_for_status()
+    op = await _op(sessionmaker, op_id)
+    assert op.status == "completed", op.message
+    made = [kl for kl in httpx.get(f"{simulator_url}/__sim/lists").json()["data"] if kl["name"] == name]
+    assert len(made) == 1 and op.list_id == made[0]["id"]
+    async with sessionmaker() as db:
+        row = (await db.exec(select(KlaviyoList).where(KlaviyoList.klaviyo_id == op.list_id))).first()
+    assert row is not None and row.name == name
+
+
+async def test_created_list_appears_in_the_table_without_a_reload(
+    lists_env, run_worker_burst, sessionmaker, simulator_url
+):
+    client = lists_env
+    name = unique("Shown at once ")
+    op_id = _op_id(await post_form(client, "/lists/create", {"name": name}))
+    assert await run_worker_burst(client.test_settings) >= 1
+    # The operation card's last poll tells the page to redraw the table, which then holds the list.
+    polled = await client.get(f"/lists/ops/{op_id}", headers={"HX-Request": "true"})
+    assert polled.headers.get("HX-Trigger") == "lists-changed"
+    page = await client.get("/lists/")
+    assert 'hx-trigger="lists-changed from:body"' in page.text
+    table = await client.get("/lists/table", headers={"HX-Request": "true"})
+    assert table.status_code == 200 and name in table.text

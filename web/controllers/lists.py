@@ -29,9 +29,16 @@ def _problem(request: Request[Any, Any, Any], message: str, status: int = 400) -
     return render(request, "errors/_message.html", status, title="Cannot do that", message=message)
 
 
+# Operations whose end changes the lists table: the card's last answer tells the page to redraw it.
+_TABLE_CHANGES = ("create", "rename", "sync", "count")
+
+
 async def _op_partial(request: Request[Any, Any, Any], db: Db, op: ListOperation) -> Template:
     """An operation's status card with its first rows (it polls itself while queued or running)."""
-    return render(request, "lists/_op.html", op=op, kinds=lists.KINDS, rows_of=await lists.rows_of(db, [op]))
+    page = render(request, "lists/_op.html", op=op, kinds=lists.KINDS, rows_of=await lists.rows_of(db, [op]))
+    if op.status == ListOpStatus.COMPLETED and op.kind in _TABLE_CHANGES:
+        page.headers["HX-Trigger"] = "lists-changed"
+    return page
 
 
 async def _list(db: Db, list_id: str) -> KlaviyoList:
@@ -57,6 +64,10 @@ class ListsController(Controller):
             mappings=mappings,
             opt_in=lists.OPT_IN,
         )
+
+    @get("/table")
+    async def table(self, request: Request[Any, Any, Any], db: Db) -> Template:
+        return render(request, "lists/_table.html", lists=await lists.all_lists(db), opt_in=lists.OPT_IN)
 
     @post("/sync")
     async def sync(
