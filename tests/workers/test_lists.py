@@ -14,6 +14,7 @@ from models import Account, KlaviyoList, ListOperation, Role, RowError, RunStatu
 from models.klaviyo_list import ListOperationRow
 from sync.mapping import Email, MappingOptions, Phone, Target, TargetKind, column
 from sync.mapping import Mapping as Spec
+from sync.row_filters import RowFilter
 from tests.conftest import unique
 from tests.support.runs import csv_text, make_mapping, make_upload
 from tests.support.web import login, make_user, post_form
@@ -766,3 +767,50 @@ async def test_created_list_appears_in_the_table_without_a_reload(
     assert 'hx-trigger="lists-changed from:body"' in page.text
     table = await client.get("/lists/table", headers={"HX-Request": "true"})
     assert table.status_code == 200 and name in table.text
+
+
+async def test_no_consent_rows_are_skipped_not_failed_in_a_run(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    """accepts_marketing "no" is a skip: not subscribed, not failed, never offered for retry."""
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Consent "))
+    people = [
+        {"email": f"{unique('yes')}@shop.test", "accepts_marketing": "yes", "tier": "gold"},
+        {"email": f"{unique('no')}@shop.test", "accepts_marketing": "no", "tier": "gold"},
+        {"email": f"{unique('yes')}@shop.test", "accepts_marketing": "Y", "tier": "bronze"},
+        {"email": f"{unique('blank')}@shop.test", "accepts_marketing": "", "tier": "gold"},
+    ]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(people), "consent.csv")
+    spec = Spec(
+        name=unique("consent "),
+        target=Target(kind=TargetKind.SUBSCRIPTION),
+        fields=[column("email", "email", Email()), column("accepts_marketing", "consent.email")],
+        filters=[RowFilter(column="tier", op="one_of", values=["gold", "silver"])],
+    )
+    mapping = await make_mapping(sessionmaker, spec)
+    run_id = await _list_run(client, list_id, upload, mapping)
+    assert await run_worker_burst(client.test_settings) >= 1
+    run, errors = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED, run.error_message
+    assert (run.items_sent, run.rows_failed, run.rows_skipped, run.rows_ok) == (1, 0, 3, 1)
+    assert sorted((e.row_number, e.severity, e.rule) for e in errors) == [
+        (2, "skipped", "skipped_no_consent"),
+        (3, "skipped", "skipped_filter"),
+        (4, "skipped", "skipped_no_consent"),
+    ]
+    assert run.summary["skips"] == {"skipped_no_consent": 2, "skipped_filter": 1}
+    consent = sim_profile(simulator_url, people[0]["email"])["subscriptions"]["email"]["marketing"]
+    assert consent["consent"] == "SUBSCRIBED"
+    for person in people[1:]:
+        assert sim_profile(simulator_url, person["email"]) is None
+    members = set(sim_list(simulator_url, list_id)["members"])
+    assert members == {sim_profile(simulator_url, people[0]["email"])["id"]}
+
+    page = (await client.get(f"/runs/{run_id}")).text
+    assert 'data-testid="rows-skipped"' in page and "2 skipped: no consent given" in page
+    assert "1 skipped by filter" in page and "Retry" not in page
+    csv_body = (await client.get(f"/runs/{run_id}/errors.csv")).text
+    assert "skipped,mapping,accepts_marketing,skipped_no_consent,skipped: no consent given" in csv_body
+    retry = await post_form(client, f"/runs/{run_id}/retry")
+    assert retry.status_code in (400, 409, 422) or "no failed rows" in retry.text.lower()
