@@ -34,6 +34,7 @@ from models import (
     FeedRecordSeen,
     FeedSource,
     Mapping,
+    MappingVersion,
     RunSource,
     RunStatus,
     Schedule,
@@ -46,6 +47,7 @@ from models import (
 )
 from models.base import aware, utcnow
 from services import runs
+from sync.feed_check import check_records
 from sync.feeds import (
     FeedError,
     FeedSpec,
@@ -56,6 +58,7 @@ from sync.feeds import (
     record_key,
     write_ndjson,
 )
+from sync.mapping import Mapping as Spec
 
 log = structlog.get_logger(__name__)
 RUN_SCHEDULE = "run_schedule"
@@ -682,6 +685,11 @@ async def run_tick(ctx: TickContext, schedule_id: int, trigger: str = "cron") ->
     async with ctx.sessionmaker() as db:
         schedule, tick = await _reload(db, schedule_id, tick.id or 0)
         tick.pages, tick.records_fetched = fetched.pages, fetched.fetched
+        refusal = await _misfit(db, schedule, fetched.records)
+        if refusal is not None:
+            # Nothing is taken (no run, ledger and cursor unchanged): a fixed mapping reads them next tick.
+            await _end(db, schedule, tick, TickOutcome.FAILED, refusal, release=ctx.owner)
+            return {"schedule": schedule_id, "outcome": "failed"}
         unseen = await _unseen(db, schedule_id, fetched.records, source.key_field)
         fresh, ledger = unseen.records, unseen.ledger
         pruned = await _keep_ledger_current(db, schedule_id, unseen.restamp)
@@ -724,6 +732,30 @@ async def run_tick(ctx: TickContext, schedule_id: int, trigger: str = "cron") ->
     await runs.enqueue(ctx.arq, settings.queue_name, run, "feed")
     log.info("feed tick queued a run", schedule_id=schedule_id, run_id=run.id, records=len(fresh))
     return {"schedule": schedule_id, "outcome": "queued_run", "run": run.id}
+
+
+async def mapping_spec(db: AsyncSession, mapping_id: int) -> Spec | None:
+    """The current version of a mapping as a spec (None when gone or unreadable)."""
+    mapping = await db.get(Mapping, mapping_id)
+    if mapping is None or mapping.deleted:
+        return None
+    query = select(MappingVersion).where(
+        MappingVersion.mapping_id == mapping_id, MappingVersion.version == mapping.current_version
+    )
+    version = (await db.exec(query)).first()
+    try:
+        return Spec.model_validate(version.spec) if version is not None else None
+    except ValueError:
+        return None
+
+
+async def _misfit(db: AsyncSession, schedule: Schedule, records: list[dict[str, Any]]) -> str | None:
+    """Why the schedule's mapping cannot send these records (a field it requires is missing), or None."""
+    spec = await mapping_spec(db, schedule.mapping_id)
+    if spec is None or not records:
+        return None
+    fit = check_records(spec, records, received_time=schedule.use_received_time)
+    return None if fit.ok else fit.message()
 
 
 async def _take_lease(db: AsyncSession, schedule_id: int, owner: str) -> bool:

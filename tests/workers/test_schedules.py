@@ -17,7 +17,17 @@ from models.base import aware, utcnow
 from services import notifications, schedules
 from simulator.config import SANDBOX_KEY
 from simulator.server import SimulatorProcess
-from sync.mapping import DateParse, Email, NumberCast, Target, TargetKind, column
+from sync.mapping import (
+    DateParse,
+    Email,
+    FieldRule,
+    MappingOptions,
+    NumberCast,
+    PathSource,
+    Target,
+    TargetKind,
+    column,
+)
 from sync.mapping import Mapping as Spec
 from tests.support.feed_server import feed_server, order
 from tests.support.runs import make_mapping
@@ -450,3 +460,40 @@ async def test_ledger_entries_not_seen_for_a_while_are_pruned_and_an_edit_can_st
         assert again.outcome == "queued_run" and again.records_new == 2
     # Klaviyo keeps one event per order all the same (unique_id).
     assert _order_ids(_events(simulator_url, metric)) == [f"{tag}-{n}" for n in range(1, 5)]
+
+
+async def test_a_feed_that_lacks_what_the_mapping_needs_is_refused_not_sent(
+    run_settings,  # noqa: F811
+    sessionmaker,
+    run_worker_burst,
+    simulator_url,
+):
+    """No created_at and no line items in the records: the tick fails naming them; nothing is sent."""
+    tag, metric = uuid.uuid4().hex[:6], f"Feed Placed {uuid.uuid4().hex[:6]}"
+    spec = Spec(
+        name=f"feed orders {tag}",
+        target=Target(kind=TargetKind.ORDER),
+        options=MappingOptions(order_metric=metric, line_metric=None, line_items_path="line_items"),
+        fields=[
+            column("email", "email", Email()),
+            column("created_at", "time", DateParse()),
+            column("order_id", "properties.OrderId"),
+            column("total", "value", NumberCast()),
+            FieldRule(source=PathSource(path="line.sku"), target="item.SKU"),
+        ],
+    )
+    mapping = await make_mapping(sessionmaker, spec)
+    with feed_server() as feed:
+        feed.state.orders = [order(n, f"2026-01-0{n}T10:00:00Z", tag) for n in range(1, 4)]
+        schedule = await _schedule(sessionmaker, run_settings, mapping.id, f"{feed.url}/orders.json")
+        tick = await _tick(sessionmaker, run_settings, run_worker_burst, schedule.id)
+    assert tick.outcome == "failed", tick.message
+    assert tick.run_id is None
+    assert "time" in tick.message and "created_at" in tick.message
+    assert "line_items" in tick.message
+    assert _events(simulator_url, metric) == []
+    async with sessionmaker() as db:
+        stored = await db.get(Schedule, schedule.id)
+        assert stored.cursor_value is None  # nothing taken: the next tick reads the same records
+        seen = (await db.exec(select(FeedRecordSeen).where(FeedRecordSeen.schedule_id == schedule.id))).all()
+        assert seen == []
