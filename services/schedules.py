@@ -144,6 +144,7 @@ class ScheduleForm:
     interval_minutes: str = "60"
     list_id: str = ""
     backfill: bool = False
+    use_received_time: bool = False
     retry_limit: str = "5"
     # Edit only: drop the stored auth header; and keep the feed position or start over.
     auth_header_remove: bool = False
@@ -177,6 +178,7 @@ class ScheduleForm:
             interval_minutes=text("interval_minutes", "60"),
             list_id=text("list_id"),
             backfill=form.get("backfill") == "1",
+            use_received_time=form.get("use_received_time") == "1",
             retry_limit=text("retry_limit", "5"),
             auth_header_remove=form.get("auth_header_remove") == "1",
             position=text("position", "keep"),
@@ -303,6 +305,7 @@ def _apply_schedule(schedule: Schedule, form: ScheduleForm) -> None:
     schedule.name, schedule.mapping_id = form.name, form.mapping_id
     schedule.list_id = form.list_id or None
     schedule.backfill = form.backfill
+    schedule.use_received_time = form.use_received_time
     schedule.cron = form.cron if form.timing == "cron" else None
     schedule.interval_minutes = int(form.interval_minutes) if form.timing == "interval" else None
     schedule.retry_limit = int(form.retry_limit)
@@ -334,6 +337,7 @@ def form_values(schedule: Schedule, source: FeedSource) -> dict[str, str]:
         "interval_minutes": str(schedule.interval_minutes or 60),
         "list_id": schedule.list_id or "",
         "backfill": "1" if schedule.backfill else "",
+        "use_received_time": "1" if schedule.use_received_time else "",
         "retry_limit": str(schedule.retry_limit),
         "position": "keep",
     }
@@ -346,6 +350,7 @@ def _snapshot(schedule: Schedule, source: FeedSource) -> dict[str, Any]:
         "mapping_id": schedule.mapping_id,
         "list_id": schedule.list_id,
         "backfill": schedule.backfill,
+        "use_received_time": schedule.use_received_time,
         "cron": schedule.cron,
         "interval_minutes": schedule.interval_minutes,
         "retry_limit": schedule.retry_limit,

@@ -814,3 +814,35 @@ async def test_no_consent_rows_are_skipped_not_failed_in_a_run(
     assert "skipped,mapping,accepts_marketing,skipped_no_consent,skipped: no consent given" in csv_body
     retry = await post_form(client, f"/runs/{run_id}/retry")
     assert retry.status_code in (400, 409, 422) or "no failed rows" in retry.text.lower()
+
+
+async def test_list_picker_offers_synced_lists_and_creates_one_inline(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    client = lists_env
+    known = unique("Picked ")
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, known)
+    upload = await make_upload(
+        sessionmaker, tmp_path, csv_text([{"email": "p@shop.test", "phone": ""}]), "p.csv"
+    )
+    await make_mapping(sessionmaker, _subscription_spec())
+    page = (await client.get(f"/uploads/{upload.id}")).text
+    picker = page[page.index('data-testid="list-picker"') :]
+    picker = picker[: picker.index("</select>")]
+    assert f'<option value="{list_id}"' in picker and f"{known} · 0 members" in picker
+    assert 'data-kinds="event order"' in page  # backfill only for events, hidden for catalog runs
+    assert 'data-kinds="profile subscription list_membership"' in page
+
+    fresh = unique("Inline ")
+    made = await post_form(
+        client, "/lists/picker/create", {"new_list_name": fresh, "picker_field": "list_id"}
+    )
+    assert made.status_code == 200 and 'data-testid="list-picker-creating"' in made.text
+    poll = made.text.split('hx-get="', 1)[1].split('"', 1)[0]
+    assert await run_worker_burst(client.test_settings) >= 1
+    done = await client.get(poll.replace("&amp;", "&"))
+    assert 'data-testid="list-picker-created"' in done.text
+    new_id = next(
+        kl["id"] for kl in httpx.get(f"{simulator_url}/__sim/lists").json()["data"] if kl["name"] == fresh
+    )
+    assert f'<option value="{new_id}" selected>{fresh} · 0 members' in done.text

@@ -48,6 +48,25 @@ async def _list(db: Db, list_id: str) -> KlaviyoList:
     return klist
 
 
+def _picker_field(field: str) -> str:
+    # The picker names a form field of the page it sits in: only plain names, never markup.
+    return field if field.replace("_", "").isalnum() and len(field) <= 40 else "list_id"
+
+
+async def _picker(
+    request: Request[Any, Any, Any], db: Db, field: str, value: str, op: ListOperation | None
+) -> Template:
+    return render(
+        request,
+        "lists/_picker.html",
+        picker_name=field,
+        picker_value=value,
+        picker_lists=await lists.all_lists(db),
+        picker_none="no list",
+        picker_op=op,
+    )
+
+
 class ListsController(Controller):
     path = "/lists"
     include_in_schema = False
@@ -64,6 +83,28 @@ class ListsController(Controller):
             mappings=mappings,
             opt_in=lists.OPT_IN,
         )
+
+    @post("/picker/create")
+    async def picker_create(
+        self, request: Request[Any, Any, Any], db: Db, arq: ArqDep, settings: SettingsDep
+    ) -> Template:
+        """Create a list from a picker inside another form; the picker polls until it exists."""
+        form = await request.form()
+        field = _picker_field(str(form.get("picker_field", "")))
+        name = str(form.get("new_list_name", "")).strip()
+        if not name or len(name) > 255:
+            return _problem(request, "A list needs a name of at most 255 characters.")
+        op = await self._start(request, db, arq, settings, "create", params={"name": name})
+        return await _picker(request, db, field, "", op)
+
+    @get("/picker/ops/{op_id:int}")
+    async def picker_op(
+        self, request: Request[Any, Any, Any], db: Db, op_id: FromPath[int], field: str = "list_id"
+    ) -> Template:
+        op = await db.get(ListOperation, op_id)
+        if op is None:
+            raise NotFoundException()
+        return await _picker(request, db, _picker_field(field), op.list_id or "", op)
 
     @get("/table")
     async def table(self, request: Request[Any, Any, Any], db: Db) -> Template:

@@ -13,7 +13,7 @@ from litestar.response import Redirect, Template
 from redis.exceptions import RedisError
 
 from models import Mapping, Role
-from services import accounts, audit, catalog, mappings, metric_cache
+from services import accounts, audit, catalog, lists, mappings, metric_cache
 from services.mapping_editor import (
     FormErrors,
     base_options_json,
@@ -138,6 +138,7 @@ class MappingsController(Controller):
             studio=studio,
             rows=rows_from_spec(spec),
             filters=filter_rows(spec),
+            klaviyo_lists=await lists.all_lists(db),
             versions=await mappings.list_versions(db, mapping),
             uploads=await mappings.ready_uploads(db),
             editor=editor_context(spec.target.kind, spec.target.metric),

@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from models import Upload, UploadStatus
-from services import audit, uploads
+from services import audit, lists, uploads
 from services.workers import worker_health
 from web.deps import ArqDep, Db, RedisDep, SettingsDep
 from web.security import current_user
@@ -121,6 +121,7 @@ class UploadsController(Controller):
             runnable=runnable,
             reason=reason,
             mappings=await uploads.mapping_choices(db, upload) if runnable else [],
+            klaviyo_lists=await lists.all_lists(db) if runnable else [],
             health=await worker_health(redis, settings.queue_name),
             size=uploads.human_size,
             encodings=uploads.ENCODING_NAMES,
