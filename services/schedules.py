@@ -301,6 +301,9 @@ def _apply_source(source: FeedSource, form: ScheduleForm) -> None:
     source.page_param = form.page_param or None
 
 
+apply_source = _apply_source  # "Test feed" fills a transient source the same way
+
+
 def _apply_schedule(schedule: Schedule, form: ScheduleForm) -> None:
     schedule.name, schedule.mapping_id = form.name, form.mapping_id
     schedule.list_id = form.list_id or None

@@ -17,7 +17,7 @@ from litestar.response import Template
 from sqlmodel import col, select
 
 from models import Mapping, Role
-from services import audit, lists, schedules
+from services import audit, feed_test, lists, schedules
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
 from web.templating import render
@@ -59,10 +59,32 @@ class SchedulesController(Controller):
             problems={},
         )
 
+    @post("/test-feed")
+    async def test_feed(self, request: Request[Any, Any, Any], db: Db, settings: SettingsDep) -> Template:
+        raw = dict(await request.form())
+        form = schedules.ScheduleForm.from_form(raw)
+        schedule_id = str(raw.get("schedule_id", ""))
+        row = await schedules.get_schedule(db, int(schedule_id)) if schedule_id.isdigit() else None
+        tested = await feed_test.try_feed(db, settings, form, row.schedule if row else None)
+        return render(request, "schedules/_feed_test.html", feed_test=tested, oob=True)
+
     @post("/")
     async def create(self, request: Request[Any, Any, Any], db: Db, settings: SettingsDep) -> Any:
         raw = dict(await request.form())
         form = schedules.ScheduleForm.from_form(raw)
+        tested = None if form.problems() else await feed_test.try_feed(db, settings, form)
+        if tested is not None and tested.refusal:
+            raw.pop("auth_header_value", None)
+            return render(
+                request,
+                "schedules/new.html",
+                400,
+                mappings=await _mappings(db),
+                klaviyo_lists=await lists.all_lists(db),
+                form=raw,
+                problems={"mapping_id": tested.refusal},
+                feed_test=tested,
+            )
         try:
             schedule = await schedules.create_schedule(db, settings, form, current_user(request))
         except schedules.ScheduleError as exc:
@@ -154,6 +176,15 @@ class SchedulesController(Controller):
         row = await _found(db, schedule_id)
         raw = dict(await request.form())
         form = schedules.ScheduleForm.from_form(raw)
+        stored = bool(row.source.auth_header_encrypted)
+        tested = (
+            None
+            if form.problems(stored_auth=stored)
+            else await feed_test.try_feed(db, settings, form, row.schedule)
+        )
+        if tested is not None and tested.refusal:
+            raw.pop("auth_header_value", None)
+            return await _edit_page(request, db, row, raw, {"mapping_id": tested.refusal}, 400, tested)
         try:
             edit = await schedules.update_schedule(db, settings, row.schedule, row.source, form)
         except schedules.ScheduleError as exc:  # raised before anything is changed
@@ -217,6 +248,7 @@ async def _edit_page(
     form: dict[str, Any],
     problems: dict[str, str],
     status: int = 200,
+    tested: feed_test.FeedTest | None = None,
 ) -> Template:
     ledger = await schedules.ledger_size(db, row.schedule.id or 0)
     return render(
@@ -229,6 +261,7 @@ async def _edit_page(
         form=form,
         problems=problems,
         stored_auth=row.source.auth_header_hint if row.source.auth_header_encrypted else None,
+        feed_test=tested,
         ledger=ledger,
         position=schedules.describe_position(row.schedule, row.source, ledger),
     )
