@@ -206,8 +206,16 @@ async def enqueue_analysis(arq: ArqRedis, settings: Settings, upload_id: int) ->
 # ---------------------------------------------------------------- reading back
 
 
-async def list_uploads(db: AsyncSession, *, before_id: int | None = None, limit: int = 50) -> list[Upload]:
+FEED_TICK_FILES = "%.ndjson"  # a schedule tick stores its records as NDJSON (services/schedules.py)
+
+
+async def list_uploads(
+    db: AsyncSession, *, before_id: int | None = None, limit: int = 50, feeds: bool = False
+) -> list[Upload]:
+    """Uploads newest first; a schedule's tick files only when ``feeds`` (they have their schedule page)."""
     query = select(Upload).order_by(col(Upload.id).desc()).limit(limit)
+    if not feeds:
+        query = query.where(col(Upload.stored_as).not_like(FEED_TICK_FILES))
     if before_id:
         query = query.where(col(Upload.id) < before_id)
     return list((await db.exec(query)).all())

@@ -17,7 +17,7 @@ from litestar.response import Template
 from sqlmodel import col, select
 
 from models import Mapping, Role
-from services import audit, feed_test, lists, schedules
+from services import audit, feed_test, lists, schedule_view, schedules
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
 from web.templating import render
@@ -106,25 +106,33 @@ class SchedulesController(Controller):
     @get("/{schedule_id:int}")
     async def detail(self, request: Request[Any, Any, Any], db: Db, schedule_id: FromPath[int]) -> Template:
         row = await _found(db, schedule_id)
+        ticks = await schedules.recent_ticks(db, schedule_id)
         return render(
             request,
             "schedules/detail.html",
             row=row,
             timing=schedules.describe_timing(row.schedule),
             upcoming=schedules.upcoming(row.schedule) if row.schedule.enabled else [],
-            ticks=await schedules.recent_ticks(db, schedule_id),
+            ticks=ticks,
             retries=await schedules.pending_retries(db, row.schedule),
+            tick_runs=await schedule_view.tick_runs(db, ticks),
+            outcome_label=schedule_view.outcome_label,
+            trigger_label=schedule_view.trigger_label,
         )
 
     @get("/{schedule_id:int}/ticks")
     async def ticks(self, request: Request[Any, Any, Any], db: Db, schedule_id: FromPath[int]) -> Template:
         row = await _found(db, schedule_id)
+        ticks = await schedules.recent_ticks(db, schedule_id)
         return render(
             request,
             "schedules/_ticks.html",
             row=row,
-            ticks=await schedules.recent_ticks(db, schedule_id),
+            ticks=ticks,
             retries=await schedules.pending_retries(db, row.schedule),
+            tick_runs=await schedule_view.tick_runs(db, ticks),
+            outcome_label=schedule_view.outcome_label,
+            trigger_label=schedule_view.trigger_label,
         )
 
     @post("/{schedule_id:int}/run")
@@ -140,13 +148,17 @@ class SchedulesController(Controller):
         audit.record(db, request, "schedule.run_now", target=f"schedule #{schedule_id}")
         await db.commit()
         await schedules.enqueue_tick(arq, settings.queue_name, schedule_id, "manual", uuid.uuid4().hex)
+        ticks = await schedules.recent_ticks(db, schedule_id)
         return render(
             request,
             "schedules/_ticks.html",
             row=row,
-            ticks=await schedules.recent_ticks(db, schedule_id),
+            ticks=ticks,
             retries=await schedules.pending_retries(db, row.schedule),
             queued=True,
+            tick_runs=await schedule_view.tick_runs(db, ticks),
+            outcome_label=schedule_view.outcome_label,
+            trigger_label=schedule_view.trigger_label,
         )
 
     @post("/{schedule_id:int}/enabled")

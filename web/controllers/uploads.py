@@ -40,11 +40,13 @@ class UploadsController(Controller):
         db: Db,
         settings: SettingsDep,
         before: FromQuery[int | None] = None,
+        feeds: FromQuery[bool] = False,
     ) -> Template:
-        items = await uploads.list_uploads(db, before_id=before, limit=PAGE_SIZE)
+        items = await uploads.list_uploads(db, before_id=before, limit=PAGE_SIZE, feeds=feeds)
         return render(
             request,
             "uploads/index.html",
+            feeds=feeds,
             uploads=items,
             names=await uploads.usernames(db, items),
             more=items[-1].id if len(items) == PAGE_SIZE else None,
