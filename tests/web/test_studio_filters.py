@@ -85,7 +85,7 @@ async def test_studio_preview_shows_the_filter_skip(client, as_role):
     )
     assert preview.status_code == 200, preview.text
     text = preview.text
-    assert 'data-testid="row-skipped"' in text and "skipped by filter: Accepts Marketing is truthy" in text
+    assert 'data-testid="row-skipped"' in text and "Skipped by filter: Accepts Marketing is truthy" in text
     counts = re.search(r'<div class="kc-counts".*?</div>\s*</div>', text, re.S)
     assert counts is not None and "<b>1</b><span>skipped</span>" in counts.group(0)
     first = await client.post(
