@@ -327,7 +327,9 @@ async def mapping_choices(db: AsyncSession, upload: Upload) -> list[dict[str, An
         if version is not None:
             try:
                 spec = MappingSpec.model_validate(version.spec)
-                missing = [c for c in spec.source_columns() if c not in headers]
+                # A filter on a column the file lacks would skip (or keep) every row: name it too.
+                wanted = [*spec.source_columns(), *(f.column for f in spec.filters)]
+                missing = [c for c in dict.fromkeys(wanted) if c not in headers]
             except ValueError:
                 missing = []
         choices.append(
