@@ -6,7 +6,9 @@ from sqlmodel import select
 
 from models import Mapping, MappingVersion, Role
 from services import mappings
+from sync.kind_targets import accepts
 from sync.mapping import TargetKind
+from sync.pipeline import Pipeline, run_pipeline
 from tests.support.web import post_form
 from tests.web.conftest import unique
 
@@ -71,8 +73,6 @@ def test_catalog_suggestions_are_catalog_targets():
 
 
 def test_shopify_variant_inventory_policy_is_read():
-    from sync.pipeline import run_pipeline
-
     sample = mappings.sample_from_text(SHOPIFY_VARIANTS_CSV)
     spec = mappings.new_spec("", TargetKind.CATALOG_VARIANT, None, "auto", sample.columns)
     results = list(run_pipeline(spec, sample.rows))
@@ -80,3 +80,23 @@ def test_shopify_variant_inventory_policy_is_read():
     policies = [r.items[0]["attributes"]["inventory_policy"] for r in results]
     assert policies == [1, 0]  # deny: hidden when out of stock; continue: always shown
     assert results[0].items[0]["attributes"]["sku"] == "TEE-S"
+
+
+WIDE_HEADERS = [
+    "Email", "Phone", "First Name", "Last Name", "Accepts Email Marketing", "Accepts SMS Marketing",
+    "Default Address City", "Default Address Country Code", "Customer ID", "Created At", "Total",
+    "Currency", "Order ID", "SKU", "Product Name", "Price", "Quantity", "ID", "Title", "Description",
+    "URL", "Image URL", "Variant Inventory Qty", "Variant Inventory Policy", "Parent", "Name",
+    "Categories", "Brand", "Tags",
+]  # fmt: skip
+
+
+def test_every_kind_builds_from_a_wide_sample():
+    """Whatever the kind, the suggestions made from a sample are targets its builder accepts."""
+    for kind in TargetKind:
+        metric = "Placed Order" if kind in (TargetKind.EVENT, TargetKind.ORDER) else None
+        spec = mappings.new_spec("", kind, metric, "auto", WIDE_HEADERS)
+        Pipeline(spec)  # raises MappingError naming any target the kind cannot send
+        for header, hint in mappings.presets.suggest_targets(WIDE_HEADERS, kind).items():
+            if hint is not None:
+                assert accepts(kind, hint.target), (kind, header, hint.target)
