@@ -767,6 +767,11 @@ async def test_created_list_appears_in_the_table_without_a_reload(
     assert 'hx-trigger="lists-changed from:body"' in page.text
     table = await client.get("/lists/table", headers={"HX-Request": "true"})
     assert table.status_code == 200 and name in table.text
+    # A finished sync redraws the table too (lists made in Klaviyo appear without a reload).
+    await post_form(client, "/lists/sync")
+    assert await run_worker_burst(client.test_settings) >= 1
+    synced = await client.get("/lists/sync/status", headers={"HX-Request": "true"})
+    assert synced.headers.get("HX-Trigger") == "lists-changed"
 
 
 async def test_no_consent_rows_are_skipped_not_failed_in_a_run(

@@ -121,7 +121,11 @@ class ListsController(Controller):
 
     @get("/sync/status")
     async def sync_status(self, request: Request[Any, Any, Any], db: Db) -> Template:
-        return render(request, "lists/_sync.html", sync=await lists.latest_sync(db))
+        op = await lists.latest_sync(db)
+        page = render(request, "lists/_sync.html", sync=op)
+        if op is not None and op.status == ListOpStatus.COMPLETED:
+            page.headers["HX-Trigger"] = "lists-changed"  # the table redraws with what the sync found
+        return page
 
     @post("/create")
     async def create(
