@@ -152,7 +152,7 @@ def check_records(
         if target in missing:
             fit.errors.append(f"{what} ({target}) reads {_where(missing.pop(target))!r}, which no record has")
         elif target not in targets:
-            fit.errors.append(f"the mapping has no {what} ({target})")
+            fit.errors.append(f"the mapping has no field for {what} ({target})")
 
     if kind in (TargetKind.EVENT, TargetKind.ORDER):
         if received_time:

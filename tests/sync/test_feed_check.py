@@ -57,3 +57,15 @@ def test_a_required_profile_field_missing_is_refused():
     )
     fit = check_records(mapping, RECORDS)
     assert fit.errors == ["properties.tier is marked required but no record has 'tier'"]
+
+
+def test_an_event_mapping_without_a_time_field_needs_the_received_time_choice():
+    mapping = Mapping(
+        name="events",
+        target=Target(kind=TargetKind.EVENT, metric="Viewed"),
+        fields=[column("email", "email")],
+    )
+    assert check_records(mapping, RECORDS).errors == [
+        "the mapping has no field for the time of each event (time)"
+    ]
+    assert check_records(mapping, RECORDS, received_time=True).ok
