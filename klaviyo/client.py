@@ -308,11 +308,19 @@ class KlaviyoClient:
 
     async def create_list(self, name: str, opt_in_process: str | None = None) -> str:
         """Create a list (Klaviyo allows 150 per day); ``opt_in_process`` single_opt_in | double_opt_in."""
+        return str((await self.create_list_resource(name, opt_in_process))["id"])
+
+    async def create_list_resource(self, name: str, opt_in_process: str | None = None) -> dict[str, Any]:
+        """Create a list and return the resource Klaviyo answered with (id, name, opt-in, dates)."""
         attributes = {"name": name, **({"opt_in_process": opt_in_process} if opt_in_process else {})}
         response = await self._json(ep.CREATE_LIST, {"data": {"type": "list", "attributes": attributes}})
         if response.id is None:
             raise NetworkError("list create answered without an id")
-        return response.id
+        data = response.doc.get("data") if isinstance(response.doc, dict) else None
+        resource: dict[str, Any] = dict(data) if isinstance(data, dict) else {}
+        resource["id"] = response.id
+        resource.setdefault("attributes", {"name": name})
+        return resource
 
     async def rename_list(self, list_id: str, name: str) -> dict[str, Any]:
         document = {"data": {"type": "list", "id": list_id, "attributes": {"name": name}}}

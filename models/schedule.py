@@ -61,6 +61,8 @@ class Schedule(SQLModel, table=True):
     mapping_id: int = Field(foreign_key="mappings.id")
     list_id: str | None = Field(default=None, max_length=64)
     backfill: bool = False
+    # Records without a time are sent timed when received (chosen on the form, stated on the page).
+    use_received_time: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     cron: str | None = Field(default=None, max_length=120)
     interval_minutes: int | None = None
     enabled: bool = True

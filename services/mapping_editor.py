@@ -16,12 +16,24 @@ from typing import Any
 from pydantic import ValidationError
 
 from sync.mapping import Mapping as Spec
-from sync.mapping import MappingOptions, TargetKind, Transform
+from sync.mapping import MappingOptions, MapValues, TargetKind, Transform
 from sync.presets import ITEM_PROPERTIES, STANDARD_METRICS, suggest_targets
+from sync.row_filters import OP_LABELS
 from sync.targets.catalog import CATEGORY_FIELDS, ITEM_FIELDS, VARIANT_FIELDS
 from sync.targets.profiles import ALLOWED as PROFILE_TARGETS
 from sync.targets.subscriptions import ALLOWED as SUBSCRIPTION_TARGETS
+from sync.value_maps import PRESETS as VALUE_MAP_PRESETS
 
+TARGET_HINTS = {
+    TargetKind.EVENT: "email, time, value… or properties.<Name>",
+    TargetKind.ORDER: "email, time, value… properties.<Name>, or item.<Name> for line fields",
+    TargetKind.PROFILE: "email, first_name, location.city… or properties.<Name>",
+    TargetKind.SUBSCRIPTION: "email, phone_number, consent.email, consent.sms, consented_at",
+    TargetKind.LIST_MEMBERSHIP: "email, phone_number or id",
+    TargetKind.CATALOG_ITEM: "external_id, title, price, image_full_url… or custom_metadata.<name>",
+    TargetKind.CATALOG_VARIANT: "external_id, sku, inventory_quantity… or custom_metadata.<name>",
+    TargetKind.CATALOG_CATEGORY: "external_id, name",
+}
 SOURCE_KINDS = {"column": "column", "path": "JSON path", "constant": "constant", "template": "template"}
 # The transforms a row edits directly; the order is the order of the dropdown.
 TRANSFORMS = {
@@ -77,6 +89,10 @@ class RuleRow:
     default_json: bool = False
     required: bool = False
     skip: bool = False
+    # Value map: one "source = target" per line, a preset for unlisted values, a default for the rest.
+    vmap: str = ""
+    vmap_preset: str = ""
+    vmap_default: str = ""
     more: str = ""  # JSON list of transforms the row has no widget for, applied after the main one
 
     @property
@@ -101,12 +117,75 @@ def rows_from_spec(spec: Spec) -> list[RuleRow]:
             row.default_json = not isinstance(rule.default, str)
             row.default = json.dumps(rule.default) if row.default_json else str(rule.default)
         transforms = list(rule.transforms)
+        value_map = next((t for t in transforms if isinstance(t, MapValues)), None)
+        if value_map is not None:
+            transforms.remove(value_map)
+            _load_value_map(row, value_map)
         if transforms and transforms[0].op in TRANSFORMS:
             _load_main(row, transforms.pop(0))
         if transforms:
             row.more = json.dumps([t.model_dump() for t in transforms])
         rows.append(row)
     return rows
+
+
+def _load_value_map(row: RuleRow, value_map: MapValues) -> None:
+    row.vmap = "\n".join(f"{source} = {json.dumps(target)}" for source, target in value_map.values.items())
+    row.vmap_preset = value_map.preset or ""
+    row.vmap_default = "" if value_map.default is None else json.dumps(value_map.default)
+
+
+def _value_map(get: Any) -> dict[str, Any] | None:
+    """The row's value map from its text ("yes = true" per line), preset and default; None if unset."""
+    values: dict[str, Any] = {}
+    for line in get("vmap").splitlines():
+        source, sep, target = line.partition("=")
+        if not sep:
+            source, sep, target = line.partition("→")
+        if sep and source.strip():
+            values[source.strip()] = _json_or_text(target.strip())
+    preset = get("vmap_preset") or None
+    if not values and preset is None:
+        return None
+    default = get("vmap_default")
+    return {
+        "op": "map_values",
+        "values": values,
+        "preset": preset,
+        "default": _json_or_text(default) if default else None,
+    }
+
+
+def filter_rows(spec: Spec | None) -> list[dict[str, str]]:
+    """The studio's filter rows: every filter of ``spec``, then one blank row to add another."""
+    rows = [
+        {
+            "column": f.column,
+            "op": f.op,
+            "value": ", ".join(f.values) if f.op == "one_of" else (f.value or ""),
+        }
+        for f in (spec.filters if spec else [])
+    ]
+    return [*rows, {"column": "", "op": "truthy", "value": ""}]
+
+
+def _filters(form: FormLike) -> list[dict[str, Any]]:
+    columns = [str(v).strip() for v in form.getall("flt-column", [])]
+    ops = [str(v) for v in form.getall("flt-op", [])]
+    values = [str(v).strip() for v in form.getall("flt-value", [])]
+    out: list[dict[str, Any]] = []
+    for index, name in enumerate(columns):
+        if not name:
+            continue
+        op = ops[index] if index < len(ops) else "truthy"
+        value = values[index] if index < len(values) else ""
+        entry: dict[str, Any] = {"column": name, "op": op}
+        if op == "one_of":
+            entry["values"] = [v.strip() for v in value.split(",") if v.strip()]
+        elif op in ("equals", "not_equals"):
+            entry["value"] = value
+        out.append(entry)
+    return out
 
 
 def _load_main(row: RuleRow, transform: Transform) -> None:
@@ -127,6 +206,10 @@ def blank_row(column: str = "", target: str = "", transforms: Iterable[Transform
     """A new row, e.g. from a header suggestion."""
     row = RuleRow(source=column, target=target)
     rest = list(transforms)
+    value_map = next((t for t in rest if isinstance(t, MapValues)), None)
+    if value_map is not None:
+        rest.remove(value_map)
+        _load_value_map(row, value_map)
     if rest and rest[0].op in TRANSFORMS:
         _load_main(row, rest.pop(0))
     if rest:
@@ -162,6 +245,9 @@ def _rule_dict(form: FormLike, key: str) -> dict[str, Any]:
         source[{"column": "column", "path": "path", "template": "template"}.get(kind, "column")] = text
     op = get("op")
     transforms: list[dict[str, Any]] = []
+    value_map = _value_map(get)
+    if value_map is not None:
+        transforms.append(value_map)  # first: later transforms check what it gives
     if op:
         transforms.append(_main_transform(op, get))
     more = get("more")
@@ -268,6 +354,7 @@ def spec_from_form(form: FormLike) -> Spec:
         "target": target,
         "options": options,
         "fields": [_rule_dict(form, key) for key in keys],
+        "filters": _filters(form),
     }
     try:
         return Spec.model_validate(data)
@@ -308,6 +395,8 @@ def _where(loc: list[Any], fields: list[dict[str, Any]]) -> str:
         return label + (" " + " ".join(rest).replace("_", " ") if rest else "")
     if loc[0] == "fields":
         return "Fields"
+    if loc[0] == "filters" and len(loc) > 1 and isinstance(loc[1], int):
+        return f"Filter {loc[1] + 1}"
     if loc[0] == "options" and len(loc) > 1:
         return f"Option {str(loc[1]).replace('_', ' ')}"
     if loc[0] == "target" and len(loc) > 1:
@@ -383,6 +472,9 @@ def editor_context(kind: TargetKind | str, metric: str | None = None) -> dict[st
         "transforms": TRANSFORMS,
         "zones": COMMON_ZONES,
         "targets": target_choices(kind, metric),
+        "filter_ops": OP_LABELS,
+        "vmap_presets": VALUE_MAP_PRESETS,
+        "target_hint": TARGET_HINTS.get(kind, ""),
         "shown": options_shown(kind),
         "kind": kind.value,
     }

@@ -380,6 +380,15 @@ def new_spec(
         if kind.value.startswith("catalog_"):
             # Optional catalog fields the sample has no column for (an image, say) are left out.
             fields = [r for r in spec.fields if r.source.kind != "column" or r.source.column in headers]
+            # Catalog fields the sample has a column for but the starter lacks (inventory policy, images).
+            taken = {r.target for r in fields}
+            taken |= {r.source.column for r in fields if r.source.kind == "column"}
+            for header, hint in presets.suggest_targets(headers, kind).items():
+                if not hint or header in taken or hint.target in taken:
+                    continue
+                if not hint.target.startswith("custom_metadata."):
+                    fields.append(column(header, hint.target, *hint.transforms))
+                    taken |= {header, hint.target}
             spec = spec.model_copy(update={"fields": fields})
     target = Target(kind=kind, metric=metric if kind is TargetKind.EVENT else None)
     options = spec.options

@@ -147,6 +147,28 @@ async def count_failed_rows(db: AsyncSession, run_id: int) -> int:
     return int((await db.exec(query)).one())
 
 
+# RowError.severity of a row skipped on purpose (a filter, no consent, an empty skip field).
+SKIPPED = "skipped"
+
+
+async def count_skipped_rows(db: AsyncSession, run_id: int) -> int:
+    """How many source rows of a run were skipped on purpose (each row once)."""
+    query = select(func.count(func.distinct(RowError.row_number))).where(
+        RowError.run_id == run_id, RowError.severity == SKIPPED, RowError.row_number > 0
+    )
+    return int((await db.exec(query)).one())
+
+
+async def skipped_by_rule(db: AsyncSession, run_id: int) -> dict[str, int]:
+    """Skipped rows by reason (``skipped_filter``, ``skipped_no_consent``, ``skipped_empty``)."""
+    query = (
+        select(RowError.rule, func.count(func.distinct(RowError.row_number)))
+        .where(RowError.run_id == run_id, RowError.severity == SKIPPED, RowError.row_number > 0)
+        .group_by(RowError.rule)
+    )
+    return {rule: int(count) for rule, count in (await db.exec(query)).all()}
+
+
 async def failed_orders(db: AsyncSession, run_id: int) -> dict[str, list[int]]:
     """The grouped records (orders) of a run that failed, each with the source rows it had."""
     query = (

@@ -34,6 +34,7 @@ from models import (
     FeedRecordSeen,
     FeedSource,
     Mapping,
+    MappingVersion,
     RunSource,
     RunStatus,
     Schedule,
@@ -47,6 +48,7 @@ from models import (
 from models.base import aware, utcnow
 from services import runs
 from sync import outbound
+from sync.feed_check import check_records
 from sync.feeds import (
     FeedError,
     FeedSpec,
@@ -57,6 +59,7 @@ from sync.feeds import (
     record_key,
     write_ndjson,
 )
+from sync.mapping import Mapping as Spec
 
 log = structlog.get_logger(__name__)
 RUN_SCHEDULE = "run_schedule"
@@ -142,6 +145,7 @@ class ScheduleForm:
     interval_minutes: str = "60"
     list_id: str = ""
     backfill: bool = False
+    use_received_time: bool = False
     retry_limit: str = "5"
     # Edit only: drop the stored auth header; and keep the feed position or start over.
     auth_header_remove: bool = False
@@ -175,6 +179,7 @@ class ScheduleForm:
             interval_minutes=text("interval_minutes", "60"),
             list_id=text("list_id"),
             backfill=form.get("backfill") == "1",
+            use_received_time=form.get("use_received_time") == "1",
             retry_limit=text("retry_limit", "5"),
             auth_header_remove=form.get("auth_header_remove") == "1",
             position=text("position", "keep"),
@@ -306,10 +311,14 @@ def _apply_source(source: FeedSource, form: ScheduleForm) -> None:
     source.page_param = form.page_param or None
 
 
+apply_source = _apply_source  # "Test feed" fills a transient source the same way
+
+
 def _apply_schedule(schedule: Schedule, form: ScheduleForm) -> None:
     schedule.name, schedule.mapping_id = form.name, form.mapping_id
     schedule.list_id = form.list_id or None
     schedule.backfill = form.backfill
+    schedule.use_received_time = form.use_received_time
     schedule.cron = form.cron if form.timing == "cron" else None
     schedule.interval_minutes = int(form.interval_minutes) if form.timing == "interval" else None
     schedule.retry_limit = int(form.retry_limit)
@@ -341,6 +350,7 @@ def form_values(schedule: Schedule, source: FeedSource) -> dict[str, str]:
         "interval_minutes": str(schedule.interval_minutes or 60),
         "list_id": schedule.list_id or "",
         "backfill": "1" if schedule.backfill else "",
+        "use_received_time": "1" if schedule.use_received_time else "",
         "retry_limit": str(schedule.retry_limit),
         "position": "keep",
     }
@@ -353,6 +363,7 @@ def _snapshot(schedule: Schedule, source: FeedSource) -> dict[str, Any]:
         "mapping_id": schedule.mapping_id,
         "list_id": schedule.list_id,
         "backfill": schedule.backfill,
+        "use_received_time": schedule.use_received_time,
         "cron": schedule.cron,
         "interval_minutes": schedule.interval_minutes,
         "retry_limit": schedule.retry_limit,
@@ -691,6 +702,11 @@ async def run_tick(ctx: TickContext, schedule_id: int, trigger: str = "cron") ->
     async with ctx.sessionmaker() as db:
         schedule, tick = await _reload(db, schedule_id, tick.id or 0)
         tick.pages, tick.records_fetched = fetched.pages, fetched.fetched
+        refusal = await _misfit(db, schedule, fetched.records)
+        if refusal is not None:
+            # Nothing is taken (no run, ledger and cursor unchanged): a fixed mapping reads them next tick.
+            await _end(db, schedule, tick, TickOutcome.FAILED, refusal, release=ctx.owner)
+            return {"schedule": schedule_id, "outcome": "failed"}
         unseen = await _unseen(db, schedule_id, fetched.records, source.key_field)
         fresh, ledger = unseen.records, unseen.ledger
         pruned = await _keep_ledger_current(db, schedule_id, unseen.restamp)
@@ -733,6 +749,30 @@ async def run_tick(ctx: TickContext, schedule_id: int, trigger: str = "cron") ->
     await runs.enqueue(ctx.arq, settings.queue_name, run, "feed")
     log.info("feed tick queued a run", schedule_id=schedule_id, run_id=run.id, records=len(fresh))
     return {"schedule": schedule_id, "outcome": "queued_run", "run": run.id}
+
+
+async def mapping_spec(db: AsyncSession, mapping_id: int) -> Spec | None:
+    """The current version of a mapping as a spec (None when gone or unreadable)."""
+    mapping = await db.get(Mapping, mapping_id)
+    if mapping is None or mapping.deleted:
+        return None
+    query = select(MappingVersion).where(
+        MappingVersion.mapping_id == mapping_id, MappingVersion.version == mapping.current_version
+    )
+    version = (await db.exec(query)).first()
+    try:
+        return Spec.model_validate(version.spec) if version is not None else None
+    except ValueError:
+        return None
+
+
+async def _misfit(db: AsyncSession, schedule: Schedule, records: list[dict[str, Any]]) -> str | None:
+    """Why the schedule's mapping cannot send these records (a field it requires is missing), or None."""
+    spec = await mapping_spec(db, schedule.mapping_id)
+    if spec is None or not records:
+        return None
+    fit = check_records(spec, records, received_time=schedule.use_received_time)
+    return None if fit.ok else fit.message()
 
 
 async def _take_lease(db: AsyncSession, schedule_id: int, owner: str) -> bool:

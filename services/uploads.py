@@ -206,8 +206,16 @@ async def enqueue_analysis(arq: ArqRedis, settings: Settings, upload_id: int) ->
 # ---------------------------------------------------------------- reading back
 
 
-async def list_uploads(db: AsyncSession, *, before_id: int | None = None, limit: int = 50) -> list[Upload]:
+FEED_TICK_FILES = "%.ndjson"  # a schedule tick stores its records as NDJSON (services/schedules.py)
+
+
+async def list_uploads(
+    db: AsyncSession, *, before_id: int | None = None, limit: int = 50, feeds: bool = False
+) -> list[Upload]:
+    """Uploads newest first; a schedule's tick files only when ``feeds`` (they have their schedule page)."""
     query = select(Upload).order_by(col(Upload.id).desc()).limit(limit)
+    if not feeds:
+        query = query.where(col(Upload.stored_as).not_like(FEED_TICK_FILES))
     if before_id:
         query = query.where(col(Upload.id) < before_id)
     return list((await db.exec(query)).all())
@@ -319,7 +327,9 @@ async def mapping_choices(db: AsyncSession, upload: Upload) -> list[dict[str, An
         if version is not None:
             try:
                 spec = MappingSpec.model_validate(version.spec)
-                missing = [c for c in spec.source_columns() if c not in headers]
+                # A filter on a column the file lacks would skip (or keep) every row: name it too.
+                wanted = [*spec.source_columns(), *(f.column for f in spec.filters)]
+                missing = [c for c in dict.fromkeys(wanted) if c not in headers]
             except ValueError:
                 missing = []
         choices.append(

@@ -180,7 +180,7 @@ class SimulatorApp:
             headers = self._rate_limit(req, route, account)
             _check_revision(req)
             # Faults that happen before any processing: nothing is stored.
-            status = faults.pick_error_status(config)
+            status = faults.pick_error_status(config, f"{route.method} {route.template}")
             if status is not None:
                 state.stats.faults[f"error_{status}"] += 1
                 raise Problem(status, [error(status, "error", "Simulated server error")])

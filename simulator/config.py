@@ -82,6 +82,8 @@ class Faults:
     # the account's time zone) when any are given: what a reconciliation must catch.
     drop_events_share: float = 0.0
     drop_events_days: list[str] = field(default_factory=list)
+    # Endpoints ("GET /api/lists/{id}", as routed) that always answer 503, to test one call failing.
+    failing_routes: list[str] = field(default_factory=list)
     # monotonic deadline of a "429 storm"; set through SimConfig.start_storm
     storm_until: float = 0.0
 

@@ -25,9 +25,11 @@ def storm_remaining(config: SimConfig) -> float:
     return max(0.0, config.faults.storm_until - time.monotonic())
 
 
-def pick_error_status(config: SimConfig) -> int | None:
+def pick_error_status(config: SimConfig, route: str = "") -> int | None:
     """A 5xx status to answer with instead of processing, or None."""
     faults = config.faults
+    if route and route in faults.failing_routes:
+        return 503
     if roll(config, faults.error_share):
         return int(config.rng.choice(faults.error_statuses or [503]))
     return None

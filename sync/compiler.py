@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from sync import transforms as tf
+from sync import value_maps
 from sync.issues import Issue, MappingError, RuleError, SkipRow, warning
 from sync.mapping import (
     BooleanCast,
@@ -22,6 +23,7 @@ from sync.mapping import (
     MapObjects,
     Mapping,
     MappingOptions,
+    MapValues,
     NumberCast,
     PathSource,
     Phone,
@@ -73,6 +75,8 @@ _IMPLICIT: dict[str, Transform] = {
     "inventory_quantity": NumberCast(),
     "inventory_policy": IntegerCast(),
     "published": BooleanCast(),
+    "consent.email": BooleanCast(),
+    "consent.sms": BooleanCast(),
     "images": Split(),
 }
 # Targets Klaviyo types as strings: numbers from JSON sources become text.
@@ -228,7 +232,7 @@ def _drop_bad_phone(read: Reader, column: str | None) -> Reader:
 
 def _compile_strict_field(rule: FieldRule, opts: MappingOptions) -> CompiledField:
     get, column = _compile_source(rule)
-    specs = list(rule.transforms)
+    specs = value_maps.implicit(rule.target, list(rule.transforms))
     implicit = _IMPLICIT.get(rule.target)
     if implicit is not None and not any(spec.op == implicit.op for spec in specs):
         specs.append(implicit)
@@ -496,6 +500,9 @@ def _compile_transform(spec: Transform, opts: MappingOptions, column: str | None
         return _each(tf.to_e164, spec.region or opts.default_phone_region)
     if isinstance(spec, MapObjects):
         return _map_objects_step(spec)
+    if isinstance(spec, MapValues):
+        step: Step = value_maps.compile_map(spec)
+        return step
     raise TypeError(f"unknown transform {spec!r}")  # pragma: no cover
 
 

@@ -409,3 +409,44 @@ class RecordFileReader:
 def is_record_file(stored_as: str) -> bool:
     """Feed ticks store their records as ``*.ndjson``; uploads are CSV."""
     return stored_as.endswith(".ndjson")
+
+
+# ---------------------------------------------------------------- testing a feed before saving
+
+
+@dataclass(slots=True)
+class FirstPage:
+    """A feed's first page as "Test feed" shows it: records, and where they were found."""
+
+    records: list[dict[str, Any]]
+    records_path: str
+    detected: bool  # the records path was found here, not given
+    candidates: list[str]  # every path of the page that holds an array of objects
+
+
+def record_arrays(document: Any, prefix: str = "", depth: int = 0) -> list[str]:
+    """Dotted paths of a JSON document that hold a non-empty array of objects (records)."""
+    if not isinstance(document, dict) or depth > 2:
+        return []
+    found: list[str] = []
+    for key, value in document.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            found.append(path)
+        elif isinstance(value, dict):
+            found.extend(record_arrays(value, path, depth + 1))
+    return found
+
+
+async def fetch_first_page(http: httpx.AsyncClient, spec: FeedSpec) -> FirstPage:
+    """Fetch and read only the feed's first page; an empty JSON records path is detected."""
+    url = httpx.URL(spec.url)
+    body, _ = await _get(http, url, spec, 1)
+    if spec.format != "json":
+        return FirstPage(parse_page(body, spec, 1).records, spec.records_path, False, [])
+    document = _json_document(body, 1)
+    candidates = record_arrays(document)
+    path, detected = spec.records_path, False
+    if not path and isinstance(document, dict) and candidates:
+        path, detected = candidates[0], True
+    return FirstPage(json_records(document, path, 1), path, detected, candidates)

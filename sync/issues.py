@@ -56,9 +56,20 @@ class MappingError(ValueError):
     """The mapping itself cannot work (unknown target, unusable default, missing key field)."""
 
 
-class SkipRow(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """A field marked skip-when-empty was empty: the row produces no items and no error."""
+SKIPPED_EMPTY = "skipped_empty"
+NO_CONSENT = "skipped_no_consent"
 
-    def __init__(self, column: str | None) -> None:
+
+class SkipRow(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The row produces no items and no error: a skip-when-empty field was empty, or (``rule``)
+    the row grants no consent."""
+
+    def __init__(self, column: str | None, rule: str = SKIPPED_EMPTY, message: str | None = None) -> None:
         super().__init__(column)
         self.column = column
+        self.rule = rule
+        self.message = message or f"skipped: {column or 'a field marked skip row if empty'} is empty"
+
+    def to_issue(self) -> Issue:
+        """Why the row was skipped, as a warning-severity issue (never a failure)."""
+        return Issue(self.rule, self.message, self.column, "warning")

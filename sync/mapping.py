@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from sync.row_filters import RowFilter
 from sync.transforms import zone
 
 SCHEMA_VERSION = 1
@@ -161,8 +162,39 @@ class MapObjects(_Spec):
     lists: list[str] = Field(default_factory=list)
 
 
+class MapValues(_Spec):
+    """Listed source values -> target values ("continue" -> 0, "yes" -> true, "Germany" -> "DE").
+
+    Source values match ignoring case and surrounding spaces; an unlisted value becomes ``default``,
+    or stays as it is when ``keep_unlisted`` (then later transforms check it).
+    """
+
+    op: Literal["map_values"] = "map_values"
+    values: dict[str, JsonValue] = Field(default_factory=dict)
+    # Values not listed go through a preset translation first (see sync.value_maps.PRESETS).
+    preset: Literal["yes_no", "inventory_policy", "country_code"] | None = None
+    default: JsonValue = None
+    keep_unlisted: bool = True
+
+    @model_validator(mode="after")
+    def _something_to_map(self) -> MapValues:
+        if not self.values and self.preset is None:
+            raise ValueError("a value map needs at least one listed value or a preset")
+        return self
+
+
 Transform = Annotated[
-    Trim | Lower | Email | NumberCast | IntegerCast | BooleanCast | Split | DateParse | Phone | MapObjects,
+    Trim
+    | Lower
+    | Email
+    | NumberCast
+    | IntegerCast
+    | BooleanCast
+    | Split
+    | DateParse
+    | Phone
+    | MapObjects
+    | MapValues,
     Field(discriminator="op"),
 ]
 
@@ -263,6 +295,8 @@ class Mapping(_Spec):
     target: Target
     options: MappingOptions = Field(default_factory=MappingOptions)
     fields: list[FieldRule] = Field(min_length=1)
+    # Rows failing any filter are skipped ("skipped by filter"), never counted as failures.
+    filters: list[RowFilter] = Field(default_factory=list)
 
     def to_json(self) -> str:
         """Canonical JSON for storage and export."""

@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sync.compiler import DROPPED_NOTE, EMPTY, RESTORED_RULES, CompiledMapping, compile_mapping
-from sync.issues import Issue, RuleError, SkipRow
+from sync.issues import SKIPPED_EMPTY, Issue, RuleError, SkipRow
 from sync.mapping import Mapping, TargetKind, parse_path
 from sync.readers import CsvReader
+from sync.row_filters import compile_filters
 from sync.targets.catalog import CatalogBuilder
 from sync.targets.common import Item
 from sync.targets.events import EventBuilder
@@ -49,6 +50,8 @@ class RowResult:
     rows: tuple[int, ...] = ()
     skipped: bool = False
     key: str | None = None
+    # Why a skipped row was skipped (rule skipped_filter, skipped_no_consent, skipped_empty).
+    skip: Issue | None = None
 
     @property
     def ok(self) -> bool:
@@ -81,6 +84,7 @@ class Pipeline:
         self.is_profile = self.kind in (TargetKind.PROFILE, TargetKind.SUBSCRIPTION)
         # Profiles of one source that share an identity: flagged, as Klaviyo merges or refuses them.
         self.identities = IdentityLedger()
+        self.row_filter = compile_filters(mapping.filters)
 
     def metric_names(self) -> list[str]:
         """Metric names this mapping sends events to."""
@@ -135,13 +139,17 @@ class Pipeline:
         check_event = self.event_checks.check
         is_event, is_profile = self.is_event, self.is_profile
         identities = self.identities.check
+        row_filter = self.row_filter
         for number, row in rows:
+            if row_filter is not None and (dropped := row_filter(row)) is not None:
+                yield RowResult(number, [], [], [], (number,), skipped=True, skip=dropped)
+                continue
             errors: list[Issue] = []
             warnings: list[Issue] = []
             try:
                 values = resolve(row, errors, warnings)
-            except SkipRow:
-                yield RowResult(number, [], [], warnings, (number,), skipped=True)
+            except SkipRow as exc:
+                yield RowResult(number, [], [], warnings, (number,), skipped=True, skip=exc.to_issue())
                 continue
             items: list[Item] = []
             if not errors:
@@ -149,6 +157,9 @@ class Pipeline:
                     items = build(values, row)
                 except RuleError as exc:
                     errors.append(exc.to_issue())
+                except SkipRow as exc:
+                    yield RowResult(number, [], [], warnings, (number,), skipped=True, skip=exc.to_issue())
+                    continue
             for item in items:
                 if is_event:
                     check_event(item, errors, warnings)
@@ -170,13 +181,17 @@ class Pipeline:
         key: str | None = None
         first_row: Row = {}
         group: list[tuple[int, dict[str, Any], list[Issue], list[Issue]]] = []
+        row_filter = self.row_filter
         for number, row in rows:
+            if row_filter is not None and (dropped := row_filter(row)) is not None:
+                yield RowResult(number, [], [], [], (number,), skipped=True, skip=dropped)
+                continue
             errors: list[Issue] = []
             warnings: list[Issue] = []
             try:
                 values = resolve(row, errors, warnings)
-            except SkipRow:
-                yield RowResult(number, [], [], warnings, (number,), skipped=True)
+            except SkipRow as exc:
+                yield RowResult(number, [], [], warnings, (number,), skipped=True, skip=exc.to_issue())
                 continue
             order_id = values.get(ORDER_KEY, EMPTY)
             if order_id is EMPTY or order_id is None:
@@ -221,8 +236,10 @@ class Pipeline:
                 items = builder.build([values for _, values, _, _ in group])
             except RuleError as exc:
                 errors.append(exc.to_issue().at_row(numbers[0]))
-            except SkipRow:
-                return RowResult(numbers[0], [], [], _dedupe(warnings), numbers, skipped=True, key=key)
+            except SkipRow as exc:
+                return RowResult(
+                    numbers[0], [], [], _dedupe(warnings), numbers, skipped=True, key=key, skip=exc.to_issue()
+                )
             for item in items:
                 self.event_checks.check(item, errors, warnings)
             if errors:
@@ -497,6 +514,8 @@ class DryRunSummary:
     rows_skipped: int = 0
     items: int = 0
     errors: dict[str, RuleTally] = field(default_factory=dict)
+    # Skipped rows by reason (skipped_filter, skipped_no_consent, skipped_empty): never failures.
+    skips: dict[str, RuleTally] = field(default_factory=dict)
     warnings: dict[str, RuleTally] = field(default_factory=dict)
     mapping_issues: list[Issue] = field(default_factory=list)
     new_metrics: list[str] = field(default_factory=list)
@@ -527,6 +546,7 @@ class DryRunSummary:
             "items": self.items,
             "errors": tallies(self.errors),
             "warnings": tallies(self.warnings),
+            "skips": tallies(self.skips),
             "mapping_issues": [issue.as_dict() for issue in self.mapping_issues],
             "new_metrics": self.new_metrics,
         }
@@ -560,7 +580,11 @@ def dry_run(
     for result in pipeline.run(rows, sort_orders=sort_orders):
         summary.rows += len(result.rows) or 1
         if result.skipped:
-            summary.rows_skipped += 1
+            skipped_rows = len(result.rows) or 1
+            summary.rows_skipped += skipped_rows
+            reason = result.skip or Issue(SKIPPED_EMPTY, "skipped", None, "warning")
+            for row in result.rows or (result.row_ref,):
+                _tally(summary.skips, reason, row, max_examples)
         elif result.errors:
             summary.rows_rejected += len(result.rows) or 1
         else:

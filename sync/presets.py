@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
+from sync import kind_targets
 from sync.mapping import (
     ColumnSource,
     DateParse,
@@ -738,11 +739,14 @@ def suggest_targets(
         key = _NON_ALNUM.sub("", header.lower())
         if shopify and header == "Name":
             key = "ordername"  # in Shopify exports "Name" is the order number (#1001), not a person
-        found = _LOOKUP.get(key)
+        # Names of the kind's own exports first (catalog fields, customers' consent and address).
+        found = kind_targets.lookup(header, kind)
+        if found is None and kind not in kind_targets.CATALOG_KINDS:
+            found = _LOOKUP.get(key)
         suggestion = None
         if found:
             target = _phrase(found[0], kind)
-            if target and target not in used:
+            if target and target not in used and kind_targets.accepts(kind, target):
                 used.add(target)
                 suggestion = Suggestion(target, list(found[1]))
         out[header] = suggestion

@@ -47,10 +47,10 @@ from models import (
 from models.base import utcnow
 from services import catalog
 from services.accounts import get_account, klaviyo_target
-from services.runs import count_failed_rows, failed_orders
+from services.runs import SKIPPED, count_failed_rows, count_skipped_rows, failed_orders, skipped_by_rule
 from services.targets import CATALOG_ENDPOINTS, SendTarget, target_for
 from sync.feeds import RecordFileReader, is_record_file
-from sync.issues import Issue, RuleError
+from sync.issues import SKIPPED_EMPTY, Issue, RuleError
 from sync.mapping import Mapping as MappingSpec
 from sync.pipeline import ORDER_INCOMPLETE, OrderLayout, Pipeline, RetryOrders, RowResult, row_failures
 from sync.readers import CsvReader, SourceError
@@ -103,6 +103,7 @@ class _StreamState:
     rows_seen: int = 0
     items: int = 0
     batches: int = 0
+    skipped: int = 0  # skipped rows not yet committed
     errors: list[RowError] = field(default_factory=list)
     last_checkpoint: float = field(default_factory=time.monotonic)
 
@@ -572,6 +573,15 @@ class RunExecutor:
     def _record_issues(self, result: RowResult) -> None:
         """A result's errors on every row they fail (an order fails whole), and its row warnings."""
         state = self.state
+        if result.skipped:
+            # A filtered or no-consent row is a skip: stored for the run page and the error CSV,
+            # never a failure, never a retry candidate (retries take severity "error" only).
+            reason = result.skip or Issue(SKIPPED_EMPTY, "skipped: a field marked skip row if empty is empty")
+            for row in result.rows or (result.row_ref,):
+                error = self._row_error(reason, row, "mapping")
+                error.severity, error.events, error.group_key = SKIPPED, 0, result.key
+                state.errors.append(error)
+                state.skipped += 1
         for failure in row_failures(result):
             error = self._row_error(failure.issue, failure.row, "mapping")
             error.events, error.group_key = failure.events, result.key
@@ -619,6 +629,7 @@ class RunExecutor:
             "cursor_row": max(state.row, state.cursor_row),
             "rows_read": state.rows_seen,
             "rows_failed": SyncRun.rows_failed + failed,
+            "rows_skipped": SyncRun.rows_skipped + state.skipped,
             "updated_at": utcnow(),
         }
         record = None
@@ -643,6 +654,7 @@ class RunExecutor:
             await db.commit()
         state.cursor_row = max(state.row, state.cursor_row)
         state.errors = []
+        state.skipped = 0
         state.last_checkpoint = time.monotonic()
         if record is not None and batch is not None:
             self._spawn(tasks, client, endpoint, batch, record.id or 0)
@@ -937,6 +949,7 @@ class RunExecutor:
                     run.rows_read = max(run.rows_read, run.cursor_row)
                 # Two batches can each refuse events of one order: count each failed row once.
                 run.rows_failed = await count_failed_rows(db, self.run_id)
+                run.rows_skipped = await count_skipped_rows(db, self.run_id)
                 run.rows_ok = max(run.rows_read - run.rows_failed - run.rows_skipped, 0)
             warnings = [{**w, "count": self.warning_counts[r]} for r, w in self.summary_warnings.items()]
             if self.router is not None:
@@ -950,6 +963,7 @@ class RunExecutor:
                 **(await _job_doubts(db, self.run_id)),
                 "warnings": sorted(warnings, key=lambda w: -w["count"]),
                 "items": self.state.items if run.dry_run else run.items_sent,
+                "skips": await skipped_by_rule(db, self.run_id),
                 "requests_needed": self.state.batches,
             }
             run.updated_at = utcnow()

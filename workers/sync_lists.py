@@ -157,7 +157,9 @@ class Operation:
     async def create(self) -> dict[str, Any]:
         name = str(self.op.params["name"])
         try:
-            list_id = await self.client.create_list(name, self.op.params.get("opt_in_process"))
+            # The create answer carries the list: no follow-up read, whose failure would report a
+            # list that exists as failed (and a second Create would make a duplicate).
+            resource = await self.client.create_list_resource(name, self.op.params.get("opt_in_process"))
         except RateLimited as exc:
             if exc.retry_after > 60 or "daily" in str(exc).lower():
                 raise OperationFailed(
@@ -167,9 +169,11 @@ class Operation:
             raise OperationFailed(
                 f"Klaviyo is busy (rate limited); try again in a few seconds ({exc})."
             ) from exc
-        resource = await self.client.get_list(list_id)
+        list_id = str(resource["id"])
         async with self.ctx["sessionmaker"]() as db:
-            _upsert(db, await _row(db, list_id), resource)
+            row = _upsert(db, await _row(db, list_id), resource)
+            if row.profile_count is None:
+                row.profile_count, row.counted_at = 0, utcnow()  # a new list has no members yet
             op = await db.get(ListOperation, self.op_id)
             assert op is not None
             op.list_id = list_id

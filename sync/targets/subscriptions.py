@@ -6,7 +6,7 @@ from collections.abc import Mapping as RowMapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.issues import RuleError
+from sync.issues import NO_CONSENT, RuleError, SkipRow
 from sync.mapping import Mapping
 from sync.targets.common import Item, check_targets
 
@@ -27,6 +27,13 @@ class SubscriptionBuilder:
         self.channels = list(mapping.options.channels)
         self.historical = mapping.options.historical_import
         self.sms_transactional = mapping.options.sms_transactional
+        # A mapped consent column that is empty on a row means no consent on that row.
+        targets = mapping.targets()
+        self.email_default = "consent.email" not in targets
+        self.sms_default = "consent.sms" not in targets
+        self.consent_column = next(
+            (_column_of(rule.source) for rule in mapping.fields if rule.target.startswith("consent.")), None
+        )
 
     def build(
         self, values: dict[str, Any], row: RowMapping[str, Any], now: datetime | None = None
@@ -48,13 +55,17 @@ class SubscriptionBuilder:
                 )
             marketing["consented_at"] = consented_at
         subscriptions: dict[str, Any] = {}
-        if "email" in self.channels and email and values.get("consent.email", True):
+        if "email" in self.channels and email and values.get("consent.email", self.email_default):
             subscriptions["email"] = {"marketing": dict(marketing)}
-        if "sms" in self.channels and phone and values.get("consent.sms", True):
+        if "sms" in self.channels and phone and values.get("consent.sms", self.sms_default):
             subscriptions["sms"] = {"marketing": dict(marketing)}
             if self.sms_transactional:
                 subscriptions["sms"]["transactional"] = dict(marketing)
         if not subscriptions:
+            reachable = ("email" in self.channels and email) or ("sms" in self.channels and phone)
+            if reachable:
+                # The person said no (or left the consent column empty): not an error, never retried.
+                raise SkipRow(self.consent_column, NO_CONSENT, "skipped: no consent given")
             raise RuleError(
                 "no_consent_channel",
                 f"nothing to subscribe: channels {', '.join(self.channels)} "
@@ -75,3 +86,7 @@ def _parse_time(text: str) -> datetime:
     except ValueError:
         raise RuleError("invalid_date", f"consented_at {text!r} is not a date-time", "consented_at") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _column_of(source: object) -> str | None:
+    return getattr(source, "column", None) or getattr(source, "path", None)

@@ -51,6 +51,10 @@ async def test_operator_imports_profiles_into_a_list(
 
     operator = await user_factory(Role.OPERATOR)
     await log_in(page, operator.username)
+    # The list was made in Klaviyo: a sync brings it into the console's list picker.
+    await page.goto("/lists/")
+    await page.get_by_role("button", name="Sync lists").click()
+    await expect(page.get_by_test_id("lists-synced")).to_be_visible(timeout=20_000)
     await page.goto("/uploads/")
     await page.set_input_files(
         "input[type=file]",
@@ -61,7 +65,7 @@ async def test_operator_imports_profiles_into_a_list(
     await page.select_option("select[name=mapping_id]", label=f"Customers {tag} (profile)")
     options = page.get_by_test_id("profile-options")
     await expect(options).to_contain_text("an empty cell leaves that field unchanged")
-    await options.locator("input[name=list_id]").fill(list_id)
+    await options.get_by_test_id("list-picker-select").select_option(list_id)
     await options.scroll_into_view_if_needed()
     await screenshot(page, "profiles-start")
 
@@ -72,7 +76,7 @@ async def test_operator_imports_profiles_into_a_list(
     await expect(page.get_by_test_id("run-summary")).to_contain_text(
         "1,200 profiles accepted by Klaviyo from 1,201 rows; 1 row failed"
     )
-    await expect(page.get_by_test_id("run-list")).to_contain_text(list_id)
+    await expect(page.get_by_test_id("run-list")).to_contain_text(f"Newsletter {tag}")  # synced: by name
     await expect(page.locator("table").first).to_contain_text("invalid_email")
     await screenshot(page, "profiles-sent")
 

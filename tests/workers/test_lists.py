@@ -14,6 +14,7 @@ from models import Account, KlaviyoList, ListOperation, Role, RowError, RunStatu
 from models.klaviyo_list import ListOperationRow
 from sync.mapping import Email, MappingOptions, Phone, Target, TargetKind, column
 from sync.mapping import Mapping as Spec
+from sync.row_filters import RowFilter
 from tests.support.env import unique
 from tests.support.runs import csv_text, make_mapping, make_upload
 from tests.support.web import login, make_user, post_form
@@ -725,3 +726,128 @@ async def test_members_only_unsubscribe_skips_whoever_left_the_list_since_the_ch
     assert "no longer in the list" in rows[1].error
     consent = sim_consent(simulator_url)
     assert not [u for u in consent["global_unsubscribes"] if u["email"] == leaves]
+
+
+async def test_created_list_is_kept_when_the_follow_up_read_fails(
+    lists_env, run_worker_burst, sessionmaker, simulator_url
+):
+    """The create answer carries the list: a failing read after it must not report "Failed"."""
+    client = lists_env
+    name = unique("Read fails ")
+    httpx.post(
+        f"{simulator_url}/__sim/config", json={"faults": {"failing_routes": ["GET /api/lists/{id}"]}}
+    ).raise_for_status()
+    try:
+        op_id = _op_id(await post_form(client, "/lists/create", {"name": name}))
+        assert await run_worker_burst(client.test_settings) >= 1
+    finally:
+        httpx.post(
+            f"{simulator_url}/__sim/config", json={"faults": {"failing_routes": []}}
+        ).raise_for_status()
+    op = await _op(sessionmaker, op_id)
+    assert op.status == "completed", op.message
+    made = [kl for kl in httpx.get(f"{simulator_url}/__sim/lists").json()["data"] if kl["name"] == name]
+    assert len(made) == 1 and op.list_id == made[0]["id"]
+    async with sessionmaker() as db:
+        row = (await db.exec(select(KlaviyoList).where(KlaviyoList.klaviyo_id == op.list_id))).first()
+    assert row is not None and row.name == name
+
+
+async def test_created_list_appears_in_the_table_without_a_reload(
+    lists_env, run_worker_burst, sessionmaker, simulator_url
+):
+    client = lists_env
+    name = unique("Shown at once ")
+    op_id = _op_id(await post_form(client, "/lists/create", {"name": name}))
+    assert await run_worker_burst(client.test_settings) >= 1
+    # The operation card's last poll tells the page to redraw the table, which then holds the list.
+    polled = await client.get(f"/lists/ops/{op_id}", headers={"HX-Request": "true"})
+    assert polled.headers.get("HX-Trigger") == "lists-changed"
+    page = await client.get("/lists/")
+    assert 'hx-trigger="lists-changed from:body"' in page.text
+    table = await client.get("/lists/table", headers={"HX-Request": "true"})
+    assert table.status_code == 200 and name in table.text
+    # A finished sync redraws the table too (lists made in Klaviyo appear without a reload).
+    await post_form(client, "/lists/sync")
+    assert await run_worker_burst(client.test_settings) >= 1
+    synced = await client.get("/lists/sync/status", headers={"HX-Request": "true"})
+    assert synced.headers.get("HX-Trigger") == "lists-changed"
+
+
+async def test_no_consent_rows_are_skipped_not_failed_in_a_run(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    """accepts_marketing "no" is a skip: not subscribed, not failed, never offered for retry."""
+    client = lists_env
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, unique("Consent "))
+    people = [
+        {"email": f"{unique('yes')}@shop.test", "accepts_marketing": "yes", "tier": "gold"},
+        {"email": f"{unique('no')}@shop.test", "accepts_marketing": "no", "tier": "gold"},
+        {"email": f"{unique('yes')}@shop.test", "accepts_marketing": "Y", "tier": "bronze"},
+        {"email": f"{unique('blank')}@shop.test", "accepts_marketing": "", "tier": "gold"},
+    ]
+    upload = await make_upload(sessionmaker, tmp_path, csv_text(people), "consent.csv")
+    spec = Spec(
+        name=unique("consent "),
+        target=Target(kind=TargetKind.SUBSCRIPTION),
+        fields=[column("email", "email", Email()), column("accepts_marketing", "consent.email")],
+        filters=[RowFilter(column="tier", op="one_of", values=["gold", "silver"])],
+    )
+    mapping = await make_mapping(sessionmaker, spec)
+    run_id = await _list_run(client, list_id, upload, mapping)
+    assert await run_worker_burst(client.test_settings) >= 1
+    run, errors = await _finished(sessionmaker, run_id)
+    assert run.status == RunStatus.COMPLETED, run.error_message
+    assert (run.items_sent, run.rows_failed, run.rows_skipped, run.rows_ok) == (1, 0, 3, 1)
+    assert sorted((e.row_number, e.severity, e.rule) for e in errors) == [
+        (2, "skipped", "skipped_no_consent"),
+        (3, "skipped", "skipped_filter"),
+        (4, "skipped", "skipped_no_consent"),
+    ]
+    assert run.summary["skips"] == {"skipped_no_consent": 2, "skipped_filter": 1}
+    consent = sim_profile(simulator_url, people[0]["email"])["subscriptions"]["email"]["marketing"]
+    assert consent["consent"] == "SUBSCRIBED"
+    for person in people[1:]:
+        assert sim_profile(simulator_url, person["email"]) is None
+    members = set(sim_list(simulator_url, list_id)["members"])
+    assert members == {sim_profile(simulator_url, people[0]["email"])["id"]}
+
+    page = (await client.get(f"/runs/{run_id}")).text
+    assert 'data-testid="rows-skipped"' in page and "2 skipped: no consent given" in page
+    assert "1 skipped by filter" in page and "Retry" not in page
+    csv_body = (await client.get(f"/runs/{run_id}/errors.csv")).text
+    assert "skipped,mapping,accepts_marketing,skipped_no_consent,skipped: no consent given" in csv_body
+    retry = await post_form(client, f"/runs/{run_id}/retry")
+    assert retry.status_code in (400, 409, 422) or "no failed rows" in retry.text.lower()
+
+
+async def test_list_picker_offers_synced_lists_and_creates_one_inline(
+    lists_env, run_worker_burst, sessionmaker, simulator_url, tmp_path
+):
+    client = lists_env
+    known = unique("Picked ")
+    list_id = await _create_list(client, run_worker_burst, sessionmaker, known)
+    upload = await make_upload(
+        sessionmaker, tmp_path, csv_text([{"email": "p@shop.test", "phone": ""}]), "p.csv"
+    )
+    await make_mapping(sessionmaker, _subscription_spec())
+    page = (await client.get(f"/uploads/{upload.id}")).text
+    picker = page[page.index('data-testid="list-picker"') :]
+    picker = picker[: picker.index("</select>")]
+    assert f'<option value="{list_id}"' in picker and f"{known} · 0 members" in picker
+    assert 'data-kinds="event order"' in page  # backfill only for events, hidden for catalog runs
+    assert 'data-kinds="profile subscription list_membership"' in page
+
+    fresh = unique("Inline ")
+    made = await post_form(
+        client, "/lists/picker/create", {"new_list_name": fresh, "picker_field": "list_id"}
+    )
+    assert made.status_code == 200 and 'data-testid="list-picker-creating"' in made.text
+    poll = made.text.split('hx-get="', 1)[1].split('"', 1)[0]
+    assert await run_worker_burst(client.test_settings) >= 1
+    done = await client.get(poll.replace("&amp;", "&"))
+    assert 'data-testid="list-picker-created"' in done.text
+    new_id = next(
+        kl["id"] for kl in httpx.get(f"{simulator_url}/__sim/lists").json()["data"] if kl["name"] == fresh
+    )
+    assert f'<option value="{new_id}" selected>{fresh} · 0 members' in done.text

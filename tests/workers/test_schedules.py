@@ -4,6 +4,7 @@ simulator. Each tick must send exactly what is new; failures must show and heal 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from datetime import timedelta
 
@@ -17,6 +18,18 @@ from models.base import aware, utcnow
 from services import notifications, schedules
 from simulator.config import SANDBOX_KEY
 from simulator.server import SimulatorProcess
+from sync.mapping import (
+    DateParse,
+    Email,
+    FieldRule,
+    MappingOptions,
+    NumberCast,
+    PathSource,
+    Target,
+    TargetKind,
+    column,
+)
+from sync.mapping import Mapping as Spec
 from tests.support.feed_server import feed_server, order
 from tests.support.runs import make_mapping
 from tests.support.sandbox import sim_catalog
@@ -470,3 +483,84 @@ async def test_a_worker_without_an_allow_list_fetches_nothing_internal_nor_posts
     assert tick.outcome == "failed" and tick.run_id is None
     assert "2130706433 is a loopback address" in tick.message and "OUTBOUND_ALLOW" in tick.message
     assert hook.received == []
+
+
+async def test_a_feed_that_lacks_what_the_mapping_needs_is_refused_not_sent(
+    run_settings,  # noqa: F811
+    sessionmaker,
+    run_worker_burst,
+    simulator_url,
+):
+    """No created_at and no line items in the records: the tick fails naming them; nothing is sent."""
+    tag, metric = uuid.uuid4().hex[:6], f"Feed Placed {uuid.uuid4().hex[:6]}"
+    spec = Spec(
+        name=f"feed orders {tag}",
+        target=Target(kind=TargetKind.ORDER),
+        options=MappingOptions(order_metric=metric, line_metric=None, line_items_path="line_items"),
+        fields=[
+            column("email", "email", Email()),
+            column("created_at", "time", DateParse()),
+            column("order_id", "properties.OrderId"),
+            column("total", "value", NumberCast()),
+            FieldRule(source=PathSource(path="line.sku"), target="item.SKU"),
+        ],
+    )
+    mapping = await make_mapping(sessionmaker, spec)
+    with feed_server() as feed:
+        feed.state.orders = [order(n, f"2026-01-0{n}T10:00:00Z", tag) for n in range(1, 4)]
+        schedule = await _schedule(sessionmaker, run_settings, mapping.id, f"{feed.url}/orders.json")
+        tick = await _tick(sessionmaker, run_settings, run_worker_burst, schedule.id)
+    assert tick.outcome == "failed", tick.message
+    assert tick.run_id is None
+    assert "time" in tick.message and "created_at" in tick.message
+    assert "line_items" in tick.message
+    assert _events(simulator_url, metric) == []
+    async with sessionmaker() as db:
+        stored = await db.get(Schedule, schedule.id)
+        assert stored.cursor_value is None  # nothing taken: the next tick reads the same records
+        seen = (await db.exec(select(FeedRecordSeen).where(FeedRecordSeen.schedule_id == schedule.id))).all()
+        assert seen == []
+
+
+async def test_schedule_page_labels_ticks_by_their_runs_and_feed_files_stay_off_uploads(
+    run_settings,  # noqa: F811
+    sessionmaker,
+    run_worker_burst,
+    simulator_url,
+):
+    """A finished tick reads "sent", not "queued run"; an interval tick is not called "cron"; tick
+    files are off the Uploads list unless asked for; the run names the schedule that started it."""
+    from litestar.testing import AsyncTestClient
+
+    from models import Role
+    from tests.support.web import login, make_user
+    from web.app import create_app
+
+    tag, metric = uuid.uuid4().hex[:6], f"Feed Polish {uuid.uuid4().hex[:6]}"
+    mapping = await make_mapping(sessionmaker, order_spec(metric))
+    with feed_server() as feed:
+        feed.state.orders = [order(n, f"2026-01-0{n}T10:00:00Z", tag) for n in range(1, 3)]
+        schedule = await _schedule(sessionmaker, run_settings, mapping.id, f"{feed.url}/orders.json")
+        tick = await _tick(sessionmaker, run_settings, run_worker_burst, schedule.id)
+    assert tick.outcome == "queued_run", tick.message
+    async with sessionmaker() as db:
+        db.add(
+            ScheduleTick(schedule_id=schedule.id, trigger="cron", outcome="nothing_new", message="none new")
+        )
+        await db.commit()
+        run = await db.get(SyncRun, tick.run_id)
+        upload = await db.get(Upload, run.upload_id)
+    async with AsyncTestClient(create_app(run_settings)) as client:
+        user = await make_user(sessionmaker, f"op-{tag}", Role.OPERATOR)
+        assert (await login(client, user.username)).status_code == 302
+        page = (await client.get(f"/schedules/{schedule.id}")).text
+        outcomes = re.findall(r'data-testid="tick-outcome">([^<]*)<', page)
+        triggers = re.findall(r'data-testid="tick-trigger">([^<]*)<', page)
+        assert outcomes == ["nothing new", "sent"] and "queued run" not in page
+        assert triggers == ["every 60 min", "run now"] and ">cron<" not in page
+        listed = (await client.get("/uploads/")).text
+        assert f'href="/uploads/{upload.id}"' not in listed
+        assert f'href="/uploads/{upload.id}"' in (await client.get("/uploads/?feeds=true")).text
+        run_page = (await client.get(f"/runs/{run.id}")).text
+        started = run_page.split('data-testid="run-started-by"', 1)[1].split("</span>", 1)[0]
+        assert f'schedule <a href="/schedules/{schedule.id}">' in started and f"tick #{tick.id}" in started

@@ -29,9 +29,16 @@ def _problem(request: Request[Any, Any, Any], message: str, status: int = 400) -
     return render(request, "errors/_message.html", status, title="Cannot do that", message=message)
 
 
+# Operations whose end changes the lists table: the card's last answer tells the page to redraw it.
+_TABLE_CHANGES = ("create", "rename", "sync", "count")
+
+
 async def _op_partial(request: Request[Any, Any, Any], db: Db, op: ListOperation) -> Template:
     """An operation's status card with its first rows (it polls itself while queued or running)."""
-    return render(request, "lists/_op.html", op=op, kinds=lists.KINDS, rows_of=await lists.rows_of(db, [op]))
+    page = render(request, "lists/_op.html", op=op, kinds=lists.KINDS, rows_of=await lists.rows_of(db, [op]))
+    if op.status == ListOpStatus.COMPLETED and op.kind in _TABLE_CHANGES:
+        page.headers["HX-Trigger"] = "lists-changed"
+    return page
 
 
 async def _list(db: Db, list_id: str) -> KlaviyoList:
@@ -39,6 +46,25 @@ async def _list(db: Db, list_id: str) -> KlaviyoList:
     if klist is None:
         raise NotFoundException(f"No list {list_id} here; sync the lists first.")
     return klist
+
+
+def _picker_field(field: str) -> str:
+    # The picker names a form field of the page it sits in: only plain names, never markup.
+    return field if field.replace("_", "").isalnum() and len(field) <= 40 else "list_id"
+
+
+async def _picker(
+    request: Request[Any, Any, Any], db: Db, field: str, value: str, op: ListOperation | None
+) -> Template:
+    return render(
+        request,
+        "lists/_picker.html",
+        picker_name=field,
+        picker_value=value,
+        picker_lists=await lists.all_lists(db),
+        picker_none="no list",
+        picker_op=op,
+    )
 
 
 class ListsController(Controller):
@@ -58,6 +84,32 @@ class ListsController(Controller):
             opt_in=lists.OPT_IN,
         )
 
+    @post("/picker/create")
+    async def picker_create(
+        self, request: Request[Any, Any, Any], db: Db, arq: ArqDep, settings: SettingsDep
+    ) -> Template:
+        """Create a list from a picker inside another form; the picker polls until it exists."""
+        form = await request.form()
+        field = _picker_field(str(form.get("picker_field", "")))
+        name = str(form.get("new_list_name", "")).strip()
+        if not name or len(name) > 255:
+            return _problem(request, "A list needs a name of at most 255 characters.")
+        op = await self._start(request, db, arq, settings, "create", params={"name": name})
+        return await _picker(request, db, field, "", op)
+
+    @get("/picker/ops/{op_id:int}")
+    async def picker_op(
+        self, request: Request[Any, Any, Any], db: Db, op_id: FromPath[int], field: str = "list_id"
+    ) -> Template:
+        op = await db.get(ListOperation, op_id)
+        if op is None:
+            raise NotFoundException()
+        return await _picker(request, db, _picker_field(field), op.list_id or "", op)
+
+    @get("/table")
+    async def table(self, request: Request[Any, Any, Any], db: Db) -> Template:
+        return render(request, "lists/_table.html", lists=await lists.all_lists(db), opt_in=lists.OPT_IN)
+
     @post("/sync")
     async def sync(
         self, request: Request[Any, Any, Any], db: Db, arq: ArqDep, settings: SettingsDep
@@ -69,7 +121,11 @@ class ListsController(Controller):
 
     @get("/sync/status")
     async def sync_status(self, request: Request[Any, Any, Any], db: Db) -> Template:
-        return render(request, "lists/_sync.html", sync=await lists.latest_sync(db))
+        op = await lists.latest_sync(db)
+        page = render(request, "lists/_sync.html", sync=op)
+        if op is not None and op.status == ListOpStatus.COMPLETED:
+            page.headers["HX-Trigger"] = "lists-changed"  # the table redraws with what the sync found
+        return page
 
     @post("/create")
     async def create(

@@ -13,11 +13,12 @@ from litestar.response import Redirect, Template
 from redis.exceptions import RedisError
 
 from models import Mapping, Role
-from services import accounts, audit, catalog, mappings, metric_cache
+from services import accounts, audit, catalog, lists, mappings, metric_cache
 from services.mapping_editor import (
     FormErrors,
     base_options_json,
     editor_context,
+    filter_rows,
     rows_from_spec,
     spec_from_form,
     suggested_row,
@@ -136,6 +137,8 @@ class MappingsController(Controller):
             shown_version=stored.version,
             studio=studio,
             rows=rows_from_spec(spec),
+            filters=filter_rows(spec),
+            klaviyo_lists=await lists.all_lists(db),
             versions=await mappings.list_versions(db, mapping),
             uploads=await mappings.ready_uploads(db),
             editor=editor_context(spec.target.kind, spec.target.metric),

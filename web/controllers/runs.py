@@ -15,7 +15,7 @@ from litestar.response import Stream, Template
 from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import Mapping, MappingVersion, SyncRun, Upload, User
+from models import Mapping, MappingVersion, Schedule, SyncRun, Upload, User
 from services import audit, catalog, inspector, runs, verification
 from services.error_export import error_csv
 from web.deps import ArqDep, Db, SettingsDep
@@ -151,6 +151,8 @@ class RunsController(Controller):
         mapping = await db.get(Mapping, version.mapping_id) if version else None
         upload = await db.get(Upload, run.upload_id) if run.upload_id else None
         starter = await db.get(User, run.created_by) if run.created_by else None
+        schedule_id = run.summary.get("schedule_id")
+        feed_schedule = await db.get(Schedule, int(schedule_id)) if isinstance(schedule_id, int) else None
         return render(
             request,
             "runs/detail.html",
@@ -161,6 +163,7 @@ class RunsController(Controller):
             mapping=mapping,
             upload=upload,
             starter=starter,
+            feed_schedule=feed_schedule,
             groups=await runs.errors_by_rule(db, run),
             batches=await runs.batch_page(db, run_id, limit=BATCH_PAGE),
             batch_page_size=BATCH_PAGE,

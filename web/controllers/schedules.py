@@ -17,7 +17,7 @@ from litestar.response import Template
 from sqlmodel import col, select
 
 from models import Mapping, Role
-from services import audit, schedules
+from services import audit, feed_test, lists, schedule_view, schedules
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
 from web.templating import render
@@ -50,19 +50,54 @@ class SchedulesController(Controller):
 
     @get("/new")
     async def new(self, request: Request[Any, Any, Any], db: Db) -> Template:
-        return render(request, "schedules/new.html", mappings=await _mappings(db), form={}, problems={})
+        return render(
+            request,
+            "schedules/new.html",
+            mappings=await _mappings(db),
+            klaviyo_lists=await lists.all_lists(db),
+            form={},
+            problems={},
+        )
+
+    @post("/test-feed")
+    async def test_feed(self, request: Request[Any, Any, Any], db: Db, settings: SettingsDep) -> Template:
+        raw = dict(await request.form())
+        form = schedules.ScheduleForm.from_form(raw)
+        schedule_id = str(raw.get("schedule_id", ""))
+        row = await schedules.get_schedule(db, int(schedule_id)) if schedule_id.isdigit() else None
+        tested = await feed_test.try_feed(db, settings, form, row.schedule if row else None)
+        return render(request, "schedules/_feed_test.html", feed_test=tested, oob=True)
 
     @post("/")
     async def create(self, request: Request[Any, Any, Any], db: Db, settings: SettingsDep) -> Any:
         raw = dict(await request.form())
         form = schedules.ScheduleForm.from_form(raw)
+        tested = None if form.problems() else await feed_test.try_feed(db, settings, form)
+        if tested is not None and tested.refusal:
+            raw.pop("auth_header_value", None)
+            return render(
+                request,
+                "schedules/new.html",
+                400,
+                mappings=await _mappings(db),
+                klaviyo_lists=await lists.all_lists(db),
+                form=raw,
+                problems={"mapping_id": tested.refusal},
+                feed_test=tested,
+            )
         try:
             schedule = await schedules.create_schedule(db, settings, form, current_user(request))
         except schedules.ScheduleError as exc:
             raw.pop("auth_header_value", None)  # a secret is never rendered back
             problems = form.problems() or {exc.field: str(exc)}
             return render(
-                request, "schedules/new.html", 400, mappings=await _mappings(db), form=raw, problems=problems
+                request,
+                "schedules/new.html",
+                400,
+                mappings=await _mappings(db),
+                klaviyo_lists=await lists.all_lists(db),
+                form=raw,
+                problems=problems,
             )
         audit.record(db, request, "schedule.create", target=f"schedule #{schedule.id}", url=form.url)
         await db.commit()
@@ -71,25 +106,33 @@ class SchedulesController(Controller):
     @get("/{schedule_id:int}")
     async def detail(self, request: Request[Any, Any, Any], db: Db, schedule_id: FromPath[int]) -> Template:
         row = await _found(db, schedule_id)
+        ticks = await schedules.recent_ticks(db, schedule_id)
         return render(
             request,
             "schedules/detail.html",
             row=row,
             timing=schedules.describe_timing(row.schedule),
             upcoming=schedules.upcoming(row.schedule) if row.schedule.enabled else [],
-            ticks=await schedules.recent_ticks(db, schedule_id),
+            ticks=ticks,
             retries=await schedules.pending_retries(db, row.schedule),
+            tick_runs=await schedule_view.tick_runs(db, ticks),
+            outcome_label=schedule_view.outcome_label,
+            trigger_label=schedule_view.trigger_label,
         )
 
     @get("/{schedule_id:int}/ticks")
     async def ticks(self, request: Request[Any, Any, Any], db: Db, schedule_id: FromPath[int]) -> Template:
         row = await _found(db, schedule_id)
+        ticks = await schedules.recent_ticks(db, schedule_id)
         return render(
             request,
             "schedules/_ticks.html",
             row=row,
-            ticks=await schedules.recent_ticks(db, schedule_id),
+            ticks=ticks,
             retries=await schedules.pending_retries(db, row.schedule),
+            tick_runs=await schedule_view.tick_runs(db, ticks),
+            outcome_label=schedule_view.outcome_label,
+            trigger_label=schedule_view.trigger_label,
         )
 
     @post("/{schedule_id:int}/run")
@@ -105,13 +148,17 @@ class SchedulesController(Controller):
         audit.record(db, request, "schedule.run_now", target=f"schedule #{schedule_id}")
         await db.commit()
         await schedules.enqueue_tick(arq, settings.queue_name, schedule_id, "manual", uuid.uuid4().hex)
+        ticks = await schedules.recent_ticks(db, schedule_id)
         return render(
             request,
             "schedules/_ticks.html",
             row=row,
-            ticks=await schedules.recent_ticks(db, schedule_id),
+            ticks=ticks,
             retries=await schedules.pending_retries(db, row.schedule),
             queued=True,
+            tick_runs=await schedule_view.tick_runs(db, ticks),
+            outcome_label=schedule_view.outcome_label,
+            trigger_label=schedule_view.trigger_label,
         )
 
     @post("/{schedule_id:int}/enabled")
@@ -141,6 +188,15 @@ class SchedulesController(Controller):
         row = await _found(db, schedule_id)
         raw = dict(await request.form())
         form = schedules.ScheduleForm.from_form(raw)
+        stored = bool(row.source.auth_header_encrypted)
+        tested = (
+            None
+            if form.problems(stored_auth=stored)
+            else await feed_test.try_feed(db, settings, form, row.schedule)
+        )
+        if tested is not None and tested.refusal:
+            raw.pop("auth_header_value", None)
+            return await _edit_page(request, db, row, raw, {"mapping_id": tested.refusal}, 400, tested)
         try:
             edit = await schedules.update_schedule(db, settings, row.schedule, row.source, form)
         except schedules.ScheduleError as exc:  # raised before anything is changed
@@ -204,6 +260,7 @@ async def _edit_page(
     form: dict[str, Any],
     problems: dict[str, str],
     status: int = 200,
+    tested: feed_test.FeedTest | None = None,
 ) -> Template:
     ledger = await schedules.ledger_size(db, row.schedule.id or 0)
     return render(
@@ -212,9 +269,11 @@ async def _edit_page(
         status,
         row=row,
         mappings=await _mappings(db),
+        klaviyo_lists=await lists.all_lists(db),
         form=form,
         problems=problems,
         stored_auth=row.source.auth_header_hint if row.source.auth_header_encrypted else None,
+        feed_test=tested,
         ledger=ledger,
         position=schedules.describe_position(row.schedule, row.source, ledger),
     )

@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from models import Upload, UploadStatus
-from services import audit, consent_import, uploads
+from services import audit, consent_import, lists, uploads
 from services.workers import worker_health
 from web.deps import ArqDep, Db, RedisDep, SettingsDep
 from web.security import current_user
@@ -40,11 +40,13 @@ class UploadsController(Controller):
         db: Db,
         settings: SettingsDep,
         before: FromQuery[int | None] = None,
+        feeds: FromQuery[bool] = False,
     ) -> Template:
-        items = await uploads.list_uploads(db, before_id=before, limit=PAGE_SIZE)
+        items = await uploads.list_uploads(db, before_id=before, limit=PAGE_SIZE, feeds=feeds)
         return render(
             request,
             "uploads/index.html",
+            feeds=feeds,
             uploads=items,
             names=await uploads.usernames(db, items),
             more=items[-1].id if len(items) == PAGE_SIZE else None,
@@ -123,6 +125,7 @@ class UploadsController(Controller):
             reason=reason,
             mappings=mappings,
             resubscribe=await consent_import.resubscribe_warnings(db, settings, upload, mappings),
+            klaviyo_lists=await lists.all_lists(db) if runnable else [],
             health=await worker_health(redis, settings.queue_name),
             size=uploads.human_size,
             encodings=uploads.ENCODING_NAMES,
