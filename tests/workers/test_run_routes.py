@@ -226,3 +226,56 @@ async def test_route_and_send_takes_exactly_the_unrouted_records_through_the_cho
         assert len(got) == 1 and got[0]["properties"] == event["properties"], event["metric"]
     assert len(mine(simulator_url, "Added to Cart", email)) == 1
     assert mine(simulator_url, "Searched Site", email) == []
+
+
+async def test_a_schedule_routed_by_event_name_sends_each_feed_record_through_its_events_mapping(
+    sessionmaker, env, simulator_url, run_worker_burst
+):
+    from services import schedules
+    from tests.support.feed_server import feed_server
+    from tests.workers.test_schedules import _tick
+
+    email = shopper()
+    events = ["Product Added", "Order Completed", "Order Refunded"]
+    records = [person(event, email) for event in events] + [
+        {**person("Product Added", email), "event": "Wishlist Shared", "messageId": "wish-1"}
+    ]
+    for number, record in enumerate(records):
+        record.update(order_id=f"r{number}", updated_at=f"2026-01-0{number + 1}T10:00:00Z")
+    with feed_server() as feed:
+        feed.state.orders = records
+        form = {
+            "name": unique("routed feed"),
+            "mapping_id": "route:spec",
+            "url": f"{feed.url}/orders.json",
+            "records_path": "orders",
+            "cursor_kind": "none",
+            "key_field": "messageId",
+            "next_page_path": "next",
+            "timing": "interval",
+            "interval_minutes": "60",
+        }
+        async with sessionmaker() as db:
+            schedule = await schedules.create_schedule(db, env, schedules.ScheduleForm.from_form(form), None)
+            await db.commit()
+            assert schedule.route_set == "spec"
+            assert (
+                schedules.form_values(schedule, await db.get(schedules.FeedSource, schedule.source_id))[
+                    "mapping_id"
+                ]
+                == "route:spec"
+            )
+        tick = await _tick(sessionmaker, env, run_worker_burst, schedule.id)
+    assert tick.outcome == "queued_run", tick.message
+    async with sessionmaker() as db:
+        run = await db.get(SyncRun, tick.run_id)
+        assert run.status == RunStatus.COMPLETED, run.error_message
+        assert run.options["routing"]["set"] == "the ecommerce spec"
+        assert run.summary["unrouted"] == {"Wishlist Shared": 1} and run.rows_failed == 0
+    for event in events:
+        for want in expected(event):
+            got = [
+                e for e in mine(simulator_url, want["metric"], email) if e["unique_id"] == want["unique_id"]
+            ]
+            assert len(got) == 1 and got[0]["properties"] == want["properties"], (event, want["metric"])
+    assert len(mine(simulator_url, "Added to Cart", email)) == 1

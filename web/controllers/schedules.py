@@ -17,7 +17,7 @@ from litestar.response import Template
 from sqlmodel import col, select
 
 from models import Mapping, Role
-from services import audit, schedules
+from services import audit, run_routes, schedules
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
 from web.templating import render
@@ -50,7 +50,14 @@ class SchedulesController(Controller):
 
     @get("/new")
     async def new(self, request: Request[Any, Any, Any], db: Db) -> Template:
-        return render(request, "schedules/new.html", mappings=await _mappings(db), form={}, problems={})
+        return render(
+            request,
+            "schedules/new.html",
+            mappings=await _mappings(db),
+            route_sets=await run_routes.route_set_choices(db),
+            form={},
+            problems={},
+        )
 
     @post("/")
     async def create(self, request: Request[Any, Any, Any], db: Db, settings: SettingsDep) -> Any:
@@ -62,7 +69,13 @@ class SchedulesController(Controller):
             raw.pop("auth_header_value", None)  # a secret is never rendered back
             problems = form.problems() or {exc.field: str(exc)}
             return render(
-                request, "schedules/new.html", 400, mappings=await _mappings(db), form=raw, problems=problems
+                request,
+                "schedules/new.html",
+                400,
+                mappings=await _mappings(db),
+                route_sets=await run_routes.route_set_choices(db),
+                form=raw,
+                problems=problems,
             )
         audit.record(db, request, "schedule.create", target=f"schedule #{schedule.id}", url=form.url)
         await db.commit()
@@ -212,6 +225,7 @@ async def _edit_page(
         status,
         row=row,
         mappings=await _mappings(db),
+        route_sets=await run_routes.route_set_choices(db),
         form=form,
         problems=problems,
         stored_auth=row.source.auth_header_hint if row.source.auth_header_encrypted else None,
