@@ -317,3 +317,25 @@ async def route_unrouted(
 
 def _key_of(name: str) -> str:
     return NO_EVENT if name == NO_EVENT_NAME else route_key(name)
+
+
+async def repin(db: AsyncSession, run: SyncRun) -> None:
+    """Pin a routed run's routes to their mappings' current versions (a retry of failed rows goes
+    through the mappings as they are now, as a retry of one mapping does)."""
+    routing = run.options.get(ROUTING)
+    if not routing:
+        return
+    routes = []
+    for route in routing["routes"]:
+        mapping = await db.get(Mapping, route["mapping_id"])
+        if mapping is None or mapping.deleted:
+            raise runs.RunError(
+                f"The mapping of the route {route['event']!r} was deleted; route that event again "
+                "from a new run instead."
+            )
+        version = await _current(db, mapping)
+        routes.append(
+            {**route, "version_id": version.id, "version": version.version, "mapping": mapping.name}
+        )
+    run.options = {**run.options, ROUTING: {**routing, "routes": routes}}
+    run.mapping_version_id = routes[0]["version_id"]

@@ -279,3 +279,60 @@ async def test_a_schedule_routed_by_event_name_sends_each_feed_record_through_it
             ]
             assert len(got) == 1 and got[0]["properties"] == want["properties"], (event, want["metric"])
     assert len(mine(simulator_url, "Added to Cart", email)) == 1
+
+
+async def test_a_retry_of_a_routed_run_sends_the_failed_order_whole_through_its_routes_current_version(
+    sessionmaker, env, simulator_url, run_worker_burst
+):
+    from services import ingest_routes, run_routes
+    from sync.mapping import ConstantSource
+    from tests.support.ingest import make_source
+    from tests.support.runs import add_version
+
+    email = shopper()
+    spec = ecommerce_event_mapping("Order Completed")
+    spec = spec.model_copy(update={"name": unique("orders by route")})
+    source, _, _, mapping = await make_source(sessionmaker, env, spec)
+    async with sessionmaker() as db:
+        await ingest_routes.add_route(db, source, "order completed", mapping.id)
+        await db.commit()
+    broken = person("Order Completed", email)
+    broken["context"]["traits"]["email"] = "not-an-email"
+    del broken["userId"]
+    upload = await records_upload(sessionmaker, env.upload_dir, [broken, person("Product Viewed", email)])
+    first = await start_routed(sessionmaker, env, upload, f"route:ingest:{source.id}")
+    await run_worker_burst(env)
+    async with sessionmaker() as db:
+        parent = await db.get(SyncRun, first.id)
+        assert (parent.rows_failed, parent.rows_skipped) == (1, 1)
+        assert parent.summary["unrouted"] == {"Product Viewed": 1}
+        assert await runs.failed_rows(db, first.id) == [1]  # the unrouted record is not a retry candidate
+
+    # The mapping is fixed (the store's email comes from elsewhere): the retry goes through it.
+    fields = [
+        rule.model_copy(update={"source": ConstantSource(value=email)}) if rule.target == "email" else rule
+        for rule in spec.fields
+    ]
+    await add_version(sessionmaker, mapping.id, spec.model_copy(update={"fields": fields}))
+    async with sessionmaker() as db:
+        parent = await db.get(SyncRun, first.id)
+        retry = await runs.retry_failed(db, parent, None)
+        await run_routes.repin(db, retry)
+        await db.commit()
+        assert {r["version"] for r in retry.options["routing"]["routes"]} == {2}
+    from arq.connections import ArqRedis
+
+    arq = ArqRedis.from_url(env.redis_url)
+    try:
+        await runs.enqueue(arq, env.queue_name, retry, "start")
+    finally:
+        await arq.aclose()
+    await run_worker_burst(env)
+    async with sessionmaker() as db:
+        done = await db.get(SyncRun, retry.id)
+        assert done.status == RunStatus.COMPLETED, done.error_message
+        assert (done.rows_read, done.rows_failed, done.items_sent) == (1, 0, 3)
+    for want in expected("Order Completed"):
+        got = [e for e in mine(simulator_url, want["metric"], email) if e["unique_id"] == want["unique_id"]]
+        assert len(got) == 1, want["metric"]
+    assert mine(simulator_url, "Viewed Product", email) == []

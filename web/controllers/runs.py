@@ -270,6 +270,7 @@ class RunsController(Controller):
         try:
             if action == "retry":
                 retry = await runs.retry_failed(db, run, current_user(request))
+                await run_routes.repin(db, retry)
                 audit.record(db, request, "run.retry", target=f"run #{retry.id}", parent=run.id)
                 await db.commit()
                 await _queue(request, arq, settings.queue_name, retry)
