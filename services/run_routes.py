@@ -312,6 +312,9 @@ async def route_unrouted(
     _apply(run, {"set": f"chosen for the unrouted records of run #{parent.id}", "routes": routes})
     db.add(run)
     await db.flush()
+    # The parent's page links to the runs that took its unrouted records.
+    parent.summary = {**parent.summary, "unrouted_runs": [*parent.summary.get("unrouted_runs", []), run.id]}
+    db.add(parent)
     return run
 
 

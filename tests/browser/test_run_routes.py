@@ -131,5 +131,7 @@ async def test_an_upload_of_spec_events_is_routed_to_their_metrics_and_the_unrou
         "1 events accepted by Klaviyo from 1 rows"
     )
     await screenshot(page, "routes-unrouted-routed-and-sent")
+    await page.goto(parent_url)
+    await expect(page.get_by_test_id("unrouted-runs")).to_contain_text("run #")
     sent = _mine(simulator_url, wishlist_metric, email)
     assert [e["properties"]["ProductName"] for e in sent] == [EXAMPLES["Product Added"]["properties"]["name"]]

@@ -209,6 +209,7 @@ async def test_route_and_send_takes_exactly_the_unrouted_records_through_the_cho
         again = await run_routes.route_unrouted(db, parent, {"Order Completed": placed.id}, None)
         await db.commit()
         assert again.only_rows == [2] and again.parent_run_id == first.id
+        assert parent.summary["unrouted_runs"] == [again.id]
     arq = ArqRedis.from_url(env.redis_url)
     try:
         await runs.enqueue(arq, env.queue_name, again, "start")
