@@ -312,9 +312,10 @@ async def route_unrouted(
     _apply(run, {"set": f"chosen for the unrouted records of run #{parent.id}", "routes": routes})
     db.add(run)
     await db.flush()
-    # The parent's page links to the runs that took its unrouted records.
-    parent.summary = {**parent.summary, "unrouted_runs": [*parent.summary.get("unrouted_runs", []), run.id]}
-    db.add(parent)
+    if not dry_run:  # the parent's page links to the runs that sent its unrouted records
+        sent_by = [*parent.summary.get("unrouted_runs", []), run.id]
+        parent.summary = {**parent.summary, "unrouted_runs": sent_by}
+        db.add(parent)
     return run
 
 
