@@ -59,6 +59,9 @@ class Schedule(SQLModel, table=True):
     name: str = Field(max_length=120)
     source_id: int = Field(foreign_key="feed_sources.id", index=True)
     mapping_id: int = Field(foreign_key="mappings.id")
+    # Route each record by its event name instead ("spec", "ingest:<source id>"); mapping_id then
+    # names the first route's mapping (services/run_routes.py).
+    route_set: str | None = Field(default=None, max_length=40)
     list_id: str | None = Field(default=None, max_length=64)
     backfill: bool = False
     # Records without a time are sent timed when received (chosen on the form, stated on the page).

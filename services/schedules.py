@@ -46,7 +46,7 @@ from models import (
     User,
 )
 from models.base import aware, utcnow
-from services import runs
+from services import run_routes, runs
 from sync import outbound
 from sync.feed_check import check_records
 from sync.feeds import (
@@ -130,6 +130,8 @@ class ScheduleForm:
     name: str
     mapping_id: int
     url: str
+    # Route each record by its event name ("spec", "ingest:<id>") instead of one mapping.
+    route_set: str = ""
     format: str = "json"
     records_path: str = ""
     auth_header_name: str = ""
@@ -156,6 +158,9 @@ class ScheduleForm:
         def text(name: str, default: str = "") -> str:
             return str(form.get(name) or default).strip()
 
+        route_set = ""
+        if run_routes.is_route_choice(text("mapping_id")):
+            route_set = text("mapping_id").removeprefix(run_routes.CHOICE_PREFIX)
         try:
             mapping_id = int(text("mapping_id", "0") or 0)
         except ValueError:
@@ -163,6 +168,7 @@ class ScheduleForm:
         return cls(
             name=text("name"),
             mapping_id=mapping_id,
+            route_set=route_set,
             url=text("url"),
             format=text("format", "json"),
             records_path=text("records_path"),
@@ -193,7 +199,7 @@ class ScheduleForm:
         found: dict[str, str] = {}
         if not self.name or len(self.name) > 120:
             found["name"] = "Give the schedule a name of at most 120 characters."
-        if not self.mapping_id:
+        if not self.mapping_id and not self.route_set:
             found["mapping_id"] = "Choose the mapping the feed's records go through."
         url_problem = check_url(self.url) if self.url else "Enter the feed's URL."
         if url_problem:
@@ -264,6 +270,7 @@ async def create_schedule(
     if problems:
         raise ScheduleError(" ".join(problems.values()))
     await _check_reachable(settings, form.url)
+    await _resolve_routes(db, form, user)
     mapping = await _live_mapping(db, form.mapping_id)
     source = FeedSource(name=form.name, url=form.url, created_by=user.id if user else None)
     _apply_source(source, form)
@@ -292,6 +299,18 @@ async def _check_reachable(settings: Settings, url: str) -> None:
         raise ScheduleError(problem, field="url")
 
 
+async def _resolve_routes(db: AsyncSession, form: ScheduleForm, user: User | None) -> None:
+    """A schedule routed by event name keeps its first route's mapping as its own (each tick routes
+    by the set's mappings as they are then)."""
+    if not form.route_set:
+        return
+    try:
+        routing = await run_routes.resolve_route_set(db, run_routes.CHOICE_PREFIX + form.route_set, user)
+    except runs.RunError as exc:
+        raise ScheduleError(str(exc)) from exc
+    form.mapping_id = int(routing["routes"][0]["mapping_id"])
+
+
 async def _live_mapping(db: AsyncSession, mapping_id: int) -> Mapping:
     mapping = await db.get(Mapping, mapping_id)
     if mapping is None or mapping.deleted:
@@ -316,6 +335,7 @@ apply_source = _apply_source  # "Test feed" fills a transient source the same wa
 
 def _apply_schedule(schedule: Schedule, form: ScheduleForm) -> None:
     schedule.name, schedule.mapping_id = form.name, form.mapping_id
+    schedule.route_set = form.route_set or None
     schedule.list_id = form.list_id or None
     schedule.backfill = form.backfill
     schedule.use_received_time = form.use_received_time
@@ -334,7 +354,9 @@ def form_values(schedule: Schedule, source: FeedSource) -> dict[str, str]:
     """The Edit form filled from the stored schedule (the auth header's value is never included)."""
     return {
         "name": schedule.name,
-        "mapping_id": str(schedule.mapping_id),
+        "mapping_id": (
+            run_routes.CHOICE_PREFIX + schedule.route_set if schedule.route_set else str(schedule.mapping_id)
+        ),
         "url": source.url,
         "format": source.format.value,
         "records_path": source.records_path,
@@ -361,6 +383,7 @@ def _snapshot(schedule: Schedule, source: FeedSource) -> dict[str, Any]:
         **{name: getattr(source, name) for name in FEED_FIELDS},
         "name": schedule.name,
         "mapping_id": schedule.mapping_id,
+        "route_set": schedule.route_set,
         "list_id": schedule.list_id,
         "backfill": schedule.backfill,
         "use_received_time": schedule.use_received_time,
@@ -388,6 +411,7 @@ async def update_schedule(
     if problems:
         raise ScheduleError(" ".join(problems.values()))
     await _check_reachable(settings, form.url)
+    await _resolve_routes(db, form, None)
     await _live_mapping(db, form.mapping_id)
     if form.position == "restart" and (aware(schedule.tick_until) or utcnow()) > utcnow():
         # The tick would write its own mark over the reset when it finishes.
@@ -721,16 +745,31 @@ async def run_tick(ctx: TickContext, schedule_id: int, trigger: str = "cron") ->
             return {"schedule": schedule_id, "outcome": "nothing_new"}
         try:
             upload = await _store_records(db, settings, schedule, tick, fresh)
-            run = await runs.create_run(
-                db,
-                upload_id=upload.id or 0,
-                mapping_id=schedule.mapping_id,
-                dry_run=False,
-                backfill=schedule.backfill,
-                user=None,
-                list_id=schedule.list_id,
-                source=RunSource.FEED,
-            )
+            if schedule.route_set:
+                # Each record through its event's mapping, as the route set stands at this tick.
+                routing = await run_routes.resolve_route_set(
+                    db, run_routes.CHOICE_PREFIX + schedule.route_set, None
+                )
+                run = await run_routes.start_routed_run(
+                    db,
+                    upload_id=upload.id or 0,
+                    routing=routing,
+                    dry_run=False,
+                    backfill=schedule.backfill,
+                    user=None,
+                    source=RunSource.FEED,
+                )
+            else:
+                run = await runs.create_run(
+                    db,
+                    upload_id=upload.id or 0,
+                    mapping_id=schedule.mapping_id,
+                    dry_run=False,
+                    backfill=schedule.backfill,
+                    user=None,
+                    list_id=schedule.list_id,
+                    source=RunSource.FEED,
+                )
         except runs.RunError as exc:
             await db.rollback()
             schedule, tick = await _reload(db, schedule_id, tick.id or 0)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 from sqlmodel import col, select
@@ -32,8 +33,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from config.settings import Settings
 from models import Mapping, MappingVersion, Upload, UploadStatus, User
 from models.base import utcnow
+from sync.feeds import is_record_file
 from sync.mapping import Mapping as MappingSpec
-from sync.readers import FALLBACK_ENCODING, CsvReader, SourceError, SourceProblem, detect_encoding
+from sync.readers import (
+    FALLBACK_ENCODING,
+    CsvReader,
+    SourceError,
+    SourceProblem,
+    detect_encoding,
+    read_ndjson_file,
+)
 
 WRITE_BUFFER = 1024 * 1024
 PREVIEW_ROWS = 20
@@ -68,7 +77,15 @@ RULE_TITLES = {
     "missing_cells": "Rows with missing cells",
     "excel_serial_date": "Excel serial dates",
     "encoding_fallback": "Not UTF-8",
+    "malformed_json": "Not JSON records",
+    "not_an_object": "Records that are not objects",
 }
+# JSON records (one object per event, as stores and tracking tools export them): an array in a
+# .json file, or one object per line (.ndjson, .jsonl). They are stored as NDJSON and read like a
+# feed's records, so nested fields (properties.products[]) map by path.
+RECORD_SUFFIXES = (".json", ".ndjson", ".jsonl")
+MAX_JSON_ARRAY_BYTES = 256 * 1024 * 1024  # a .json array is read whole; larger files: use NDJSON
+HEADER_SCAN = 1000
 
 
 class UploadRefused(Exception):
@@ -324,7 +341,8 @@ async def mapping_choices(db: AsyncSession, upload: Upload) -> list[dict[str, An
     choices = []
     for mapping, version in (await db.exec(query)).all():
         missing: list[str] = []
-        if version is not None:
+        # JSON records vary in their keys (optional fields are simply absent): none is required.
+        if version is not None and not is_record_file(upload.stored_as):
             try:
                 spec = MappingSpec.model_validate(version.spec)
                 # A filter on a column the file lacks would skip (or keep) every row: name it too.
@@ -351,8 +369,11 @@ class Analysis:
     row_count: int | None = None
     preview: list[dict[str, Any]] = field(default_factory=list)
     problems: list[dict[str, Any]] = field(default_factory=list)
+    stored_as: str | None = None  # JSON records converted to NDJSON are read from this file
 
     def apply(self, upload: Upload) -> None:
+        if self.stored_as:
+            upload.stored_as = self.stored_as
         for name in (
             "status",
             "encoding",
@@ -474,6 +495,8 @@ def analyse_file(path: Path, name: str) -> Analysis:
     if not path.exists():
         problems.add("missing_file", "the stored file is missing; upload it again", blocking=True)
         return Analysis(UploadStatus.INVALID, problems=problems.result())
+    if name.lower().endswith(RECORD_SUFFIXES) or is_record_file(path.name):
+        return analyse_records(path, problems)
     try:
         encoding, note = detect_encoding(path)
     except SourceError as exc:
@@ -523,6 +546,87 @@ def analyse_file(path: Path, name: str) -> Analysis:
         result.status = UploadStatus.INVALID
     result.problems = problems.result()
     return result
+
+
+def analyse_records(path: Path, problems: _Problems) -> Analysis:
+    """JSON records: stored as NDJSON beside the upload (``<id>.ndjson``), then counted; columns are
+    the records' top-level keys and the preview shows nested values as JSON."""
+    target = path if is_record_file(path.name) else path.with_suffix(".ndjson")
+    result = Analysis(UploadStatus.READY, encoding="utf-8", stored_as=target.name)
+    keys: dict[str, None] = {}
+    rows = 0
+    try:
+        if target != path:
+            _to_ndjson(path, target)
+        for _, record in read_ndjson_file(target):
+            rows += 1
+            if rows <= HEADER_SCAN:
+                keys.update(dict.fromkeys(record))
+            if len(result.preview) < PREVIEW_ROWS:
+                result.preview.append({key: _clip(_cell(value)) for key, value in record.items()})
+    except SourceError as exc:
+        problems.add_source(exc.problem, blocking=True)
+    result.headers, result.row_count = list(keys), rows
+    if not problems.blocking and rows == 0:
+        problems.add("no_rows", "the file holds no records", blocking=True)
+    if problems.blocking:
+        result.status = UploadStatus.INVALID
+    result.problems = problems.result()
+    return result
+
+
+_JSON_KINDS = {int: "a number", float: "a number", str: "text", list: "an array", bool: "true or false"}
+
+
+def _cell(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _to_ndjson(path: Path, target: Path) -> None:
+    """Write the upload's records one per line: an array is read whole, NDJSON line by line."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    partial = target.with_suffix(".part")
+    try:
+        _write_records(path, head, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, target)
+
+
+def _write_records(path: Path, head: bytes, partial: Path) -> None:
+    with open(partial, "wb") as out:
+        if head.startswith(b"["):
+            if path.stat().st_size > MAX_JSON_ARRAY_BYTES:
+                raise SourceError(
+                    SourceProblem(
+                        path.name,
+                        "malformed_json",
+                        "a JSON array over 256 MB is not read whole: upload the records one per line "
+                        "(NDJSON, .ndjson) instead",
+                    )
+                )
+            try:
+                document = orjson.loads(path.read_bytes().decode("utf-8-sig"))
+            except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise SourceError(
+                    SourceProblem(path.name, "malformed_json", f"the file is not valid JSON: {exc}")
+                ) from None
+            for number, record in enumerate(document, start=1):
+                if not isinstance(record, dict):
+                    raise SourceError(
+                        SourceProblem(
+                            path.name,
+                            "not_an_object",
+                            f"record {number} is {_JSON_KINDS.get(type(record), 'a value')}, not an object",
+                            number,
+                        )
+                    )
+                out.write(orjson.dumps(record) + b"\n")
+        else:
+            for _, record in read_ndjson_file(path):
+                out.write(orjson.dumps(record) + b"\n")
 
 
 def _check_cut_inside_quotes(problems: _Problems, reader: CsvReader, last_row: int) -> None:

@@ -18,6 +18,7 @@ from sync.mapping import (
     TargetKind,
     TemplateSource,
     parse_path,
+    path_alternatives,
     template_fields,
 )
 
@@ -112,12 +113,20 @@ def _present(rule: FieldRule, rows: Sequence[dict[str, Any]]) -> bool | None:
     if isinstance(source, ColumnSource):
         return any(_filled(row.get(source.column)) for row in rows)
     if isinstance(source, PathSource):
-        keys = parse_path(source.path)
-        return any(_filled(_value(row, keys)) for row in rows)
+        return any(_has(row, source.path) for row in rows)
     if isinstance(source, TemplateSource):
         names = template_fields(source.template)
-        return any(all(_filled(row.get(name)) for name in names) for row in rows)
+        return any(all(_filled(row.get(name)) or _has(row, name) for name in names) for row in rows)
     return None
+
+
+def _has(row: dict[str, Any], path: str) -> bool:
+    """Whether the row has a value at the path, or at any of its ``a | b`` alternatives."""
+    try:
+        alternatives = path_alternatives(path)
+    except ValueError:
+        return False
+    return any(_filled(_value(row, parse_path(alternative))) for alternative in alternatives)
 
 
 def _where(rule: FieldRule) -> str:

@@ -359,11 +359,17 @@ class RetryOrders:
         return {key: rows for key, rows in self.parent.items() if key not in self.found}
 
 
+class OrderKeys(Protocol):
+    """Anything that tells a raw row's order id (a pipeline, or several routed by event name)."""
+
+    def order_key(self, row: Row) -> str | None: ...
+
+
 class OrderLayout:
     """Order ids whose rows are not all next to each other in the source, found in a first pass,
     so that no part of such an order is sent (the pipeline groups adjacent rows only)."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: OrderKeys) -> None:
         self.key = pipeline.order_key
         self.seen: set[int] = set()
         self.scattered: set[int] = set()

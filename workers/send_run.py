@@ -45,7 +45,7 @@ from models import (
     Upload,
 )
 from models.base import utcnow
-from services import catalog
+from services import catalog, run_routes
 from services.accounts import get_account, klaviyo_target
 from services.runs import SKIPPED, count_failed_rows, count_skipped_rows, failed_orders, skipped_by_rule
 from services.targets import CATALOG_ENDPOINTS, SendTarget, target_for
@@ -54,6 +54,7 @@ from sync.issues import SKIPPED_EMPTY, Issue, RuleError
 from sync.mapping import Mapping as MappingSpec
 from sync.pipeline import ORDER_INCOMPLETE, OrderLayout, Pipeline, RetryOrders, RowResult, row_failures
 from sync.readers import CsvReader, SourceError
+from sync.routing import UNROUTED, UNROUTED_SEVERITY, RoutedPipeline
 from sync.verification import tally_events
 from workers.catalog_routes import CatalogRouter, Closed
 from workers.check_connection import INTERACTIVE_RETRY
@@ -69,7 +70,9 @@ GROUP_CACHE = 200_000
 # Warnings about something left out of what a row sends, or about rows that name the same profile,
 # are recorded on the row itself (the error CSV then lists whose phone was dropped, and which rows
 # share an email); other warnings are only counted in the run's summary.
-ROW_WARNINGS = frozenset({"phone_dropped", "duplicate_email", "duplicate_phone", "duplicate_external_id"})
+ROW_WARNINGS = frozenset(
+    {"phone_dropped", "duplicate_email", "duplicate_phone", "duplicate_external_id", UNROUTED}
+)
 # Warnings about rows Klaviyo accepts but never keeps (reserved test domains): the run's headline
 # counts their items as "accepted but Klaviyo will not store".
 NOT_STORED = frozenset({"example_address"})
@@ -255,8 +258,10 @@ class RunExecutor:
         client = None if run.dry_run else await self._client()
         endpoint = target.endpoint_of(run, spec)
         backfill = bool(run.options.get("backfill", True))
+        # Each record through the mapping of its event: one named by another event is never mapped.
+        async with self.sessionmaker() as db:
+            pipeline = await run_routes.run_pipeline(db, run, spec)
         spec = spec.model_copy(update={"options": spec.options.model_copy(update={"backfill": backfill})})
-        pipeline = Pipeline(spec)
         self.target = target
         self.envelope = {
             "relationships": target.relationships(run, spec),
@@ -492,14 +497,14 @@ class RunExecutor:
     async def _retry_orders(
         self,
         run: SyncRun,
-        pipeline: Pipeline,
+        pipeline: Pipeline | RoutedPipeline,
         upload: Upload,
         path: Path,
         only: set[int],
     ) -> RetryOrders:
         """Every row of the orders a retry takes, and what each order must hold to be sent whole."""
         parent: dict[str, list[int]] = {}
-        if run.parent_run_id is not None:
+        if run.parent_run_id is not None and not run.options.get("unrouted_of"):
             async with self.sessionmaker() as db:
                 parent = await failed_orders(db, run.parent_run_id)
 
@@ -540,7 +545,9 @@ class RunExecutor:
 
         return read
 
-    async def _order_layout(self, pipeline: Pipeline, upload: Upload, path: Path) -> OrderLayout:
+    async def _order_layout(
+        self, pipeline: Pipeline | RoutedPipeline, upload: Upload, path: Path
+    ) -> OrderLayout:
         """A first pass over an order file: which orders have rows apart from each other."""
         layout = OrderLayout(pipeline)
         with self._reopen(upload, path)() as reader:
@@ -573,7 +580,8 @@ class RunExecutor:
     def _record_issues(self, result: RowResult) -> None:
         """A result's errors on every row they fail (an order fails whole), and its row warnings."""
         state = self.state
-        if result.skipped:
+        unrouted = any(w.rule == UNROUTED for w in result.warnings)
+        if result.skipped and not unrouted:  # an unrouted record is stored below, with its event's name
             # A filtered or no-consent row is a skip: stored for the run page and the error CSV,
             # never a failure, never a retry candidate (retries take severity "error" only).
             reason = result.skip or Issue(SKIPPED_EMPTY, "skipped: a field marked skip row if empty is empty")
@@ -588,7 +596,11 @@ class RunExecutor:
             state.errors.append(error)
         for issue in result.warnings:
             if issue.rule in ROW_WARNINGS:
-                state.errors.append(self._row_error(issue, issue.row or result.row_ref, "mapping"))
+                error = self._row_error(issue, issue.row or result.row_ref, "mapping")
+                if issue.rule == UNROUTED:
+                    error.stage, error.severity = "routing", UNROUTED_SEVERITY
+                    state.skipped += 1
+                state.errors.append(error)
         self._note_warnings(result.warnings, result.row_ref)
 
     def _rows(
@@ -943,13 +955,14 @@ class RunExecutor:
             run.lease_owner, run.lease_until = None, None
             if status.finished:
                 run.finished_at = utcnow()
+            unrouted = await run_routes.unrouted_counts(db, self.run_id)
+            run.rows_skipped = await count_skipped_rows(db, self.run_id)
             if status == RunStatus.COMPLETED:
                 if run.only_rows is None:
                     # Rows the reader refused are not yielded: the last row number counts them.
                     run.rows_read = max(run.rows_read, run.cursor_row)
                 # Two batches can each refuse events of one order: count each failed row once.
                 run.rows_failed = await count_failed_rows(db, self.run_id)
-                run.rows_skipped = await count_skipped_rows(db, self.run_id)
                 run.rows_ok = max(run.rows_read - run.rows_failed - run.rows_skipped, 0)
             warnings = [{**w, "count": self.warning_counts[r]} for r, w in self.summary_warnings.items()]
             if self.router is not None:
@@ -960,6 +973,7 @@ class RunExecutor:
             run.summary = {
                 **run.summary,
                 "not_stored": not_stored,
+                **({"unrouted": unrouted} if unrouted else {}),
                 **(await _job_doubts(db, self.run_id)),
                 "warnings": sorted(warnings, key=lambda w: -w["count"]),
                 "items": self.state.items if run.dry_run else run.items_sent,

@@ -69,3 +69,15 @@ def test_an_event_mapping_without_a_time_field_needs_the_received_time_choice():
         "the mapping has no field for the time of each event (time)"
     ]
     assert check_records(mapping, RECORDS, received_time=True).ok
+
+
+def test_a_path_with_alternatives_is_present_when_any_alternative_is():
+    """Spec records carry `timestamp`, `originalTimestamp` or `sentAt`: the preset reads the first
+    present one, so the check must not call `timestamp | originalTimestamp | sentAt` missing."""
+    spec = orders()
+    spec.fields[2] = FieldRule(
+        source=PathSource(path="timestamp | originalTimestamp | sentAt"), target="time"
+    )
+    stamped = [{**RECORDS[0], "originalTimestamp": "2026-01-01T10:00:00Z"}, RECORDS[1]]
+    assert check_records(spec, stamped).ok
+    assert not check_records(spec, RECORDS).ok

@@ -66,3 +66,34 @@ def test_analysis_reads_a_large_file_of_bad_rows_with_bounded_problems(tmp_path)
     assert len(result.problems) == uploads.MAX_LISTED_PROBLEMS + 1
     assert result.problems[-1]["count"] == 200_000
     assert all("7.upload" not in p["message"] for p in result.problems)
+
+
+async def test_json_records_are_stored_as_ndjson_with_their_keys_as_columns_twice_alike(settings, db_factory):
+    import json
+
+    records = [
+        {"event": "Product Added", "properties": {"sku": "A", "price": 3}, "userId": "u1"},
+        {"event": "Order Completed", "properties": {"order_id": "o1"}, "messageId": "m2"},
+    ]
+    upload = await stored(db_factory, settings, json.dumps(records, indent=2).encode(), "events.json")
+    ctx = {"settings": settings, "sessionmaker": db_factory}
+    assert await analyse_upload(ctx, upload.id) == {"status": "ready", "rows": 2}
+    async with db_factory() as db:
+        first = await db.get(Upload, upload.id)
+    assert first.stored_as == f"{upload.id}.ndjson"
+    assert first.headers == ["event", "properties", "userId", "messageId"]
+    assert first.preview[0]["properties"] == '{"sku":"A","price":3}'
+    lines = (Path(settings.upload_dir) / first.stored_as).read_text().splitlines()
+    assert [json.loads(line) for line in lines] == records
+    assert await analyse_upload(ctx, upload.id) == {"status": "ready", "rows": 2}  # from the NDJSON now
+
+
+async def test_json_that_is_not_records_makes_the_upload_invalid_saying_why(settings, db_factory):
+    upload = await stored(db_factory, settings, b'[{"event": "a"}, 7]', "events.json")
+    ctx = {"settings": settings, "sessionmaker": db_factory}
+    assert (await analyse_upload(ctx, upload.id))["status"] == "invalid"
+    async with db_factory() as db:
+        bad = await db.get(Upload, upload.id)
+    assert [(p["rule"], p["message"]) for p in bad.problems if p["row"]] == [
+        ("not_an_object", "record 2 is a number, not an object")
+    ]

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Mapping, MappingVersion, Schedule, SyncRun, Upload, User
-from services import audit, catalog, inspector, runs, verification
+from services import audit, catalog, inspector, run_routes, runs, verification
 from services.error_export import error_csv
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
@@ -114,17 +114,29 @@ class RunsController(Controller):
     async def start(self, request: Request[Any, Any, Any], db: Db, arq: ArqDep, settings: SettingsDep) -> Any:
         form = await request.form()
         try:
-            run = await runs.create_run(
-                db,
-                upload_id=int(form.get("upload_id") or 0),
-                mapping_id=int(form.get("mapping_id") or 0),
-                dry_run=form.get("dry_run") == "1",
-                backfill=form.get("backfill") == "1",
-                user=current_user(request),
-                list_id=form.get("list_id") or None,
-                catalog_sync=form.get("catalog_mode", "sync") == "sync",
-                delete_missing=form.get("delete_missing") == "1",
-            )
+            if run_routes.is_route_choice(form.get("mapping_id")):
+                run = await run_routes.start_routed_run(
+                    db,
+                    upload_id=int(form.get("upload_id") or 0),
+                    routing=await run_routes.resolve_route_set(
+                        db, str(form.get("mapping_id")), current_user(request)
+                    ),
+                    dry_run=form.get("dry_run") == "1",
+                    backfill=form.get("backfill") == "1",
+                    user=current_user(request),
+                )
+            else:
+                run = await runs.create_run(
+                    db,
+                    upload_id=int(form.get("upload_id") or 0),
+                    mapping_id=int(form.get("mapping_id") or 0),
+                    dry_run=form.get("dry_run") == "1",
+                    backfill=form.get("backfill") == "1",
+                    user=current_user(request),
+                    list_id=form.get("list_id") or None,
+                    catalog_sync=form.get("catalog_mode", "sync") == "sync",
+                    delete_missing=form.get("delete_missing") == "1",
+                )
         except (runs.RunError, ValueError) as exc:
             return render(
                 request, "errors/_message.html", 400, title="Cannot start the run", message=str(exc)
@@ -171,6 +183,8 @@ class RunsController(Controller):
             catalog=await catalog.outcome(db, run),
             why_not=verification.can_verify(run),
             stalled=verification.stalled(run),
+            unrouted=await run_routes.unrouted_picks(db, run),
+            event_mappings=await run_routes.event_mappings(db) if run.summary.get("unrouted") else [],
         )
 
     @get("/{run_id:int}/verification")
@@ -209,6 +223,33 @@ class RunsController(Controller):
         audit.record(db, request, "run.verify", target=f"run #{run.id}")
         await db.commit()
         return render(request, "runs/_verification.html", area="runs", run=run)
+
+    @post("/{run_id:int}/unrouted")
+    async def route_unrouted(
+        self,
+        request: Request[Any, Any, Any],
+        db: Db,
+        arq: ArqDep,
+        settings: SettingsDep,
+        run_id: FromPath[int],
+    ) -> Any:
+        """A run over the records this run kept unrouted, each through the mapping chosen for its event."""
+        run = await _load(db, run_id)
+        form = await request.form()
+        names, chosen = form.getall("event", []), form.getall("mapping_id", [])
+        try:
+            picks = {str(name): int(mapping or 0) for name, mapping in zip(names, chosen, strict=False)}
+            routed = await run_routes.route_unrouted(
+                db, run, picks, current_user(request), dry_run=form.get("dry_run") == "1"
+            )
+        except (runs.RunError, ValueError) as exc:
+            return render(
+                request, "errors/_message.html", 400, title="Cannot route these records", message=str(exc)
+            )
+        audit.record(db, request, "run.route_unrouted", target=f"run #{routed.id}", parent=run.id)
+        await db.commit()
+        await _queue(request, arq, settings.queue_name, routed)
+        return redirect(request, f"/runs/{routed.id}")
 
     @get("/{run_id:int}/catalog")
     async def catalog_outcome(
@@ -265,6 +306,7 @@ class RunsController(Controller):
         try:
             if action == "retry":
                 retry = await runs.retry_failed(db, run, current_user(request))
+                await run_routes.repin(db, retry)
                 audit.record(db, request, "run.retry", target=f"run #{retry.id}", parent=run.id)
                 await db.commit()
                 await _queue(request, arq, settings.queue_name, retry)

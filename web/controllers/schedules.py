@@ -17,7 +17,7 @@ from litestar.response import Template
 from sqlmodel import col, select
 
 from models import Mapping, Role
-from services import audit, feed_test, lists, schedule_view, schedules
+from services import audit, feed_test, lists, run_routes, schedule_view, schedules
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
 from web.templating import render
@@ -55,6 +55,7 @@ class SchedulesController(Controller):
             "schedules/new.html",
             mappings=await _mappings(db),
             klaviyo_lists=await lists.all_lists(db),
+            route_sets=await run_routes.route_set_choices(db),
             form={},
             problems={},
         )
@@ -96,6 +97,7 @@ class SchedulesController(Controller):
                 400,
                 mappings=await _mappings(db),
                 klaviyo_lists=await lists.all_lists(db),
+                route_sets=await run_routes.route_set_choices(db),
                 form=raw,
                 problems=problems,
             )
@@ -270,6 +272,7 @@ async def _edit_page(
         row=row,
         mappings=await _mappings(db),
         klaviyo_lists=await lists.all_lists(db),
+        route_sets=await run_routes.route_set_choices(db),
         form=form,
         problems=problems,
         stored_auth=row.source.auth_header_hint if row.source.auth_header_encrypted else None,

@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from models import Upload, UploadStatus
-from services import audit, consent_import, lists, uploads
+from services import audit, consent_import, lists, run_routes, uploads
 from services.workers import worker_health
 from web.deps import ArqDep, Db, RedisDep, SettingsDep
 from web.security import current_user
@@ -124,6 +124,7 @@ class UploadsController(Controller):
             runnable=runnable,
             reason=reason,
             mappings=mappings,
+            route_sets=await run_routes.route_set_choices(db) if runnable else [],
             resubscribe=await consent_import.resubscribe_warnings(db, settings, upload, mappings),
             klaviyo_lists=await lists.all_lists(db) if runnable else [],
             health=await worker_health(redis, settings.queue_name),
