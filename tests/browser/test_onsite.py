@@ -46,7 +46,10 @@ async def test_try_it_sends_the_generated_snippets_from_a_sandbox_store_page(
     await bind.locator("input[name='m0.f.Brand']").fill('"Sandbox Co"')
     await page.get_by_test_id("preview").click()
     await expect(page.get_by_test_id("snippet-viewed_product")).to_contain_text('"Brand": "Sandbox Co"')
-    await expect(page.get_by_test_id("onsite-warnings")).to_contain_text("No catalog mapping to compare with")
+    # The ProductID check speaks of the catalog: none yet, or one another test of this session made.
+    await expect(page.get_by_test_id("onsite-warnings")).to_contain_text(
+        re.compile(r"No catalog mapping to compare with|the catalog mapping '")
+    )
     await screenshot(page, "onsite-01-draft")
     await page.get_by_test_id("save").click()
     await expect(page.locator("#flash")).to_contain_text("Saved onsite snippets version")

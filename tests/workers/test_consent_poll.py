@@ -16,7 +16,7 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 
 from models import ConsentChange, ConsentPollState
-from services.accounts import get_account
+from services.accounts import get_account, set_private_key, use_sandbox
 from simulator.config import SANDBOX_KEY
 from tests.conftest import REDIS_URL
 from workers.consent import poll_consent
@@ -44,9 +44,11 @@ async def poll_ctx(settings, simulator_url, sessionmaker) -> AsyncIterator[dict[
     await redis.aclose()
 
 
-def change_in_klaviyo(simulator_url: str, kind: str, email: str, at: datetime, channel: str = "email") -> str:
+def change_in_klaviyo(
+    simulator_url: str, kind: str, email: str, at: datetime, channel: str = "email", account: str = "SBX000"
+) -> str:
     """What a recipient does in Klaviyo (or a bounce), at a given time; returns the event id."""
-    body = {"kind": kind, "email": email, "channel": channel, "at": at.isoformat()}
+    body = {"kind": kind, "email": email, "channel": channel, "at": at.isoformat(), "account": account}
     answer = httpx.post(f"{simulator_url}/__sim/consent-changes", json=body, timeout=10)
     assert answer.status_code == 200, answer.text
     return str(answer.json()["event_id"])
@@ -65,9 +67,35 @@ def events_requests(simulator_url: str) -> int:
     return sum((stats["requests"].get("GET /api/events") or {}).values())
 
 
+@pytest.fixture
+async def own_account(poll_ctx, simulator_url, sessionmaker) -> AsyncIterator[tuple[dict[str, Any], str]]:
+    """A Klaviyo account of this test's own in the session's simulator: the consent events other tests
+    left in the sandbox account are newer than this test's backdated ones, and a first poll that read
+    them would rightly put the mark past the downtime."""
+    account_id = f"POLL{uuid.uuid4().hex[:8].upper()}"
+    key = f"pk_poll_{account_id.lower()}_0123456789"
+    added = {"add": [{"key": key, "account": {"id": account_id, "public_key": account_id[:6]}}]}
+    httpx.post(f"{simulator_url}/__sim/keys", json=added, timeout=10).raise_for_status()
+    settings = poll_ctx["settings"].model_copy(update={"klaviyo_base_url": simulator_url})
+    async with sessionmaker() as db:
+        account = await get_account(db)
+        set_private_key(account, settings, key, None)
+        db.add(account)
+        await db.commit()
+    try:
+        yield dict(poll_ctx, settings=settings), account_id
+    finally:
+        async with sessionmaker() as db:
+            account = await get_account(db)
+            use_sandbox(account)
+            db.add(account)
+            await db.commit()
+
+
 async def test_polling_after_two_hours_of_downtime_catches_up_exactly_once(
-    poll_ctx, simulator_url, sessionmaker
+    own_account, simulator_url, sessionmaker
 ):
+    poll_ctx, account_id = own_account
     tag = uuid.uuid4().hex[:8]
     now = datetime.now(UTC).replace(microsecond=0)
     async with sessionmaker() as db:
@@ -76,7 +104,11 @@ async def test_polling_after_two_hours_of_downtime_catches_up_exactly_once(
     # Before the downtime: one change of each kind, polled while the worker still ran.
     before = {
         change_in_klaviyo(
-            simulator_url, kind, f"before-{kind}-{tag}@shop.io", now - timedelta(hours=2, minutes=30)
+            simulator_url,
+            kind,
+            f"before-{kind}-{tag}@shop.io",
+            now - timedelta(hours=2, minutes=30),
+            account=account_id,
         )
         for kind in ("unsubscribe", "resubscribe", "spam", "bounce")
     }
@@ -92,14 +124,24 @@ async def test_polling_after_two_hours_of_downtime_catches_up_exactly_once(
     for i in range(230):
         at = now - timedelta(hours=2) + timedelta(seconds=30 * i)
         email = f"gone-{i}-{tag}@shop.io"
-        during[change_in_klaviyo(simulator_url, "unsubscribe", email, at)] = ("unsubscribed", email, at)
+        during[change_in_klaviyo(simulator_url, "unsubscribe", email, at, account=account_id)] = (
+            "unsubscribed",
+            email,
+            at,
+        )
     for kind, stored in (("spam", "spam_complaint"), ("bounce", "bounced"), ("resubscribe", "subscribed")):
         email = f"{kind}-{tag}@shop.io"
         at = now - timedelta(minutes=20)
-        during[change_in_klaviyo(simulator_url, kind, email, at)] = (stored, email, at)
+        during[change_in_klaviyo(simulator_url, kind, email, at, account=account_id)] = (stored, email, at)
     sms_email = f"sms-{tag}@shop.io"
     at = now - timedelta(minutes=10)
-    body = {"kind": "unsubscribe", "email": sms_email, "channel": "sms", "at": at.isoformat()}
+    body = {
+        "kind": "unsubscribe",
+        "email": sms_email,
+        "channel": "sms",
+        "at": at.isoformat(),
+        "account": account_id,
+    }
     sms_id = httpx.post(f"{simulator_url}/__sim/consent-changes", json=body, timeout=10).json()["event_id"]
 
     pages_before = events_requests(simulator_url)
