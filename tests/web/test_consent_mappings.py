@@ -9,8 +9,8 @@ from services import mappings
 from sync.kind_targets import accepts
 from sync.mapping import TargetKind
 from sync.pipeline import Pipeline, run_pipeline
+from tests.support.env import unique
 from tests.support.web import post_form
-from tests.web.conftest import unique
 
 CUSTOMERS_CSV = (
     "Customer ID,First Name,Last Name,Email,Accepts Email Marketing,Default Address City,"

@@ -10,8 +10,8 @@ from models import Role
 from services.mapping_editor import filter_rows, rows_from_spec, spec_from_form
 from sync.mapping import BooleanCast, Mapping, MapValues, Target, TargetKind, column
 from sync.row_filters import RowFilter
+from tests.support.env import unique
 from tests.support.web import post_form
-from tests.web.conftest import unique
 
 CUSTOMERS = "Email,Accepts Marketing,Country\nada@shop.test,yes,Germany\nalan@shop.test,no,France\n"
 
