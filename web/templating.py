@@ -24,10 +24,14 @@ NAV = [
     ("lists", "Lists", "/lists"),
     ("schedules", "Schedules", "/schedules"),
     ("onsite", "Onsite tracking", "/onsite"),
+    ("ingest", "Real-time ingest", "/ingest"),
     ("consent", "Consent", "/consent"),
+    ("notifications", "Notifications", "/notifications"),
     ("users", "Users", "/users"),
     ("audit", "Audit log", "/audit"),
 ]
+# Areas only an admin may open: the navigation leaves them out for everyone else.
+ADMIN_ONLY = frozenset({"users", "notifications"})
 
 
 def ago(value: datetime | None) -> str:
@@ -67,7 +71,7 @@ def number(value: int | float | None) -> str:
 
 def _configure(engine: JinjaTemplateEngine) -> None:
     engine.engine.filters.update(ago=ago, when=when, number=number)
-    engine.engine.globals.update(NAV=NAV)
+    engine.engine.globals.update(NAV=NAV, ADMIN_ONLY=ADMIN_ONLY)
 
 
 template_config = TemplateConfig(
