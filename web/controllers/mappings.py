@@ -78,8 +78,9 @@ class MappingsController(Controller):
     include_in_schema = False
 
     @get("/")
-    async def index(self, request: AnyRequest, db: Db) -> Template:
-        return await _index(request, db)
+    async def index(self, request: AnyRequest, db: Db, sample_upload: int | None = None) -> Template:
+        # ?sample_upload= comes from an upload's page and the Overview's checklist: that file is the sample.
+        return await _index(request, db, sample_upload=sample_upload)
 
     @post("/")
     async def create(self, request: AnyRequest, db: Db, redis: RedisDep) -> Response[Any] | Template:
