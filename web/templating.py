@@ -69,8 +69,13 @@ def number(value: int | float | None) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
 
 
+def plural(count: int | None, noun: str, nouns: str | None = None) -> str:
+    """'1 request', '2,000 requests': the count as ``number`` shows it, with the noun agreeing."""
+    return f"{number(count)} {noun if count == 1 else (nouns or noun + 's')}"
+
+
 def _configure(engine: JinjaTemplateEngine) -> None:
-    engine.engine.filters.update(ago=ago, when=when, number=number)
+    engine.engine.filters.update(ago=ago, when=when, number=number, plural=plural)
     engine.engine.globals.update(NAV=NAV, ADMIN_ONLY=ADMIN_ONLY)
 
 

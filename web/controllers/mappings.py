@@ -142,7 +142,7 @@ class MappingsController(Controller):
             editor=editor_context(spec.target.kind, spec.target.metric),
             base_options=base_options_json(spec.options),
             kinds=mappings.KIND_LABELS,
-            hints=mappings.HINTS,
+            hints=mappings.hints_for(spec),
             metric_names=sorted({*STANDARD_METRICS, *studio.metrics.names}),
         )
 
@@ -164,7 +164,12 @@ class MappingsController(Controller):
         await mappings.remember_sample(redis, _uid(request), mapping_id, choice)
         keys = [str(key) for key in form.getall("rule", [])]
         return render(
-            request, "mappings/_preview.html", studio=studio, keys=keys, hints=mappings.HINTS, oob=True
+            request,
+            "mappings/_preview.html",
+            studio=studio,
+            keys=keys,
+            hints=mappings.hints_for(spec),
+            oob=True,
         )
 
     @post("/{mapping_id:int}/versions")
