@@ -100,12 +100,29 @@ async def test_a_new_console_is_walked_to_its_first_run(browser: Browser, fresh_
 
         await _follow(page, "send")
         await page.get_by_test_id("send-now").click()
-        await page.wait_for_url("**/runs/*")
+        # The confirmation is on the page: rows and the events the dry run counted.
+        confirm = page.get_by_test_id("send-confirm")
+        await expect(confirm).to_contain_text("Send 4 rows of shopify-orders.csv to the sandbox?")
+        await expect(confirm).to_contain_text("5 events will be sent, as the dry run #1 counted")
+        await expect(page.get_by_test_id("already-sent")).to_have_count(0)
+        await screenshot(page, "getting-started-confirm")
+        await page.get_by_test_id("confirm-send").click()
+        await page.wait_for_url("**/runs/2")
         await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
         await expect(page.locator("h1")).not_to_contain_text("dry run")
         await screenshot(page, "getting-started-sent")
         await _back_to_overview(page)
         await expect(start).to_have_count(0)
         await screenshot(page, "getting-started-done")
+        # Sending the same file again says it was sent once, before anything goes.
+        await page.goto("/uploads/1")
+        await page.get_by_role("button", name="Send to Klaviyo").click()
+        await expect(page.get_by_test_id("already-sent")).to_contain_text(
+            "This file was already sent once: run #2"
+        )
+        await expect(page.get_by_test_id("confirm-send")).to_have_text("Send again")
+        await screenshot(page, "getting-started-send-again")
+        await page.get_by_test_id("cancel-send").click()
+        await expect(page.get_by_test_id("send-confirm")).to_have_count(0)
     finally:
         await context.close()

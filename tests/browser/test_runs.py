@@ -66,8 +66,8 @@ async def test_operator_walks_upload_dry_run_send_and_errors(
 
     await page.goto(upload_url)
     await page.select_option("select[name=mapping_id]", label=f"Ordered Product ({metric}) (event)")
-    page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Send to Klaviyo").click()
+    await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
     await page.wait_for_url("**/runs/*")
     send_url = page.url
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
