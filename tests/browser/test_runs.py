@@ -82,8 +82,10 @@ async def test_operator_walks_upload_dry_run_send_and_errors(
         await page.get_by_role("link", name="Download error CSV").click()
     path = await (await download_info.value).path()
     rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-    assert [(r["row_number"], r["column"], r["rule"]) for r in rows] == [("11", "email", rows[0]["rule"])]
-    assert "broken-address" in rows[0]["original_values"]
+    assert [(r["error_row"], r["error_column"], r["error_rule"]) for r in rows] == [
+        ("11", "email", rows[0]["error_rule"])
+    ]
+    assert "broken-address" in rows[0]["email"]  # the row's own cell, under its own column
 
     await page.goto("/runs/")
     for url in (dry_run_url, send_url):
