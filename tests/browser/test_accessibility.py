@@ -33,9 +33,10 @@ AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 ALSO = ["heading-order", "empty-table-header", "landmark-unique", "page-has-heading-one"]
 
 
-async def _axe(page: Page, url: str) -> list[str]:
-    response = await page.goto(url)
-    assert response is not None and response.status in (200, 404), url
+async def _axe(page: Page, url: str, *, go: bool = True) -> list[str]:
+    if go:
+        response = await page.goto(url)
+        assert response is not None and response.status in (200, 404), url
     await page.wait_for_load_state("networkidle")
     await page.wait_for_timeout(500)  # htmx partials settle
     # Evaluated through the DevTools protocol, which the page's Content-Security-Policy does not
@@ -127,6 +128,11 @@ async def test_every_page_passes_axe(page: Page, user_factory, live_sessionmaker
     ]
     for url in pages:
         found += await _axe(page, url)
+    # The send confirmation, swapped into the upload page.
+    await page.goto(f"/uploads/{ids['upload']}")
+    await page.get_by_role("button", name="Send to Klaviyo").click()
+    await expect(page.get_by_test_id("send-confirm")).to_be_visible()
+    found += await _axe(page, f"/uploads/{ids['upload']} (send confirmation)", go=False)
     assert found == [], "\n".join(found)
 
 
