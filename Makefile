@@ -74,11 +74,11 @@ vendor: ## refresh static/vendor from the npm registry (versions pinned in packa
 	cp node_modules/uplot/dist/uPlot.iife.min.js static/vendor/uplot.min.js
 	cp node_modules/uplot/dist/uPlot.min.css static/vendor/uplot.min.css
 
-node: ## install Node and the npm dev packages the onsite snippet tests render and parse with
+node: ## install Node and the npm dev packages (the onsite snippet tests render and parse with them; the accessibility test runs axe-core)
 	@command -v npm >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
-	@[ -d node_modules/acorn ] && [ -d node_modules/liquidjs ] && [ -d node_modules/handlebars ] && [ -d node_modules/twig ] \
+	@[ -d node_modules/acorn ] && [ -d node_modules/liquidjs ] && [ -d node_modules/handlebars ] && [ -d node_modules/twig ] && [ -d node_modules/axe-core ] \
 	  || npm ci --no-audit --no-fund --loglevel=error
 
 bench: install ## every benchmark in its quick form

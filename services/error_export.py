@@ -1,4 +1,8 @@
-"""A run's row errors as CSV, streamed, and safe to open in a spreadsheet."""
+"""A run's row errors as CSV, streamed, and safe to open in a spreadsheet.
+
+Each failed row comes back with the upload's own columns (same headers, same order) and the error
+columns after them, so an operator can fix the cells in a spreadsheet and upload the file again
+with the same mapping: a mapping reads its columns by name and ignores the error ones."""
 
 from __future__ import annotations
 
@@ -11,9 +15,18 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from models import RowError
+from models import RowError, SyncRun, Upload
 
-HEADER = ["row_number", "severity", "stage", "column", "rule", "message", "original_values"]
+# After the source columns; prefixed, so they cannot collide with a column of the upload.
+ERROR_HEADER = [
+    "error_row",
+    "error_severity",
+    "error_stage",
+    "error_column",
+    "error_rule",
+    "error_message",
+    "error_other_values",
+]
 # A cell starting with one of these is run as a formula by Excel, LibreOffice and Sheets.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 PAGE = 2000
@@ -35,8 +48,9 @@ def _values(values: dict[str, object]) -> str:
     return "; ".join(f"{k}={v}" for k, v in values.items())
 
 
-def _merged(errors: list[RowError]) -> str:
-    """One CSV line for one row's errors: distinct stages, columns, rules and messages joined."""
+def _merged(errors: list[RowError], columns: list[str]) -> str:
+    """One CSV line for one row's errors: the row's cells under its own columns, then the distinct
+    stages, columns, rules and messages joined, and any value that has no column of its own."""
 
     def cells(values: list[str | None]) -> str:
         return " | ".join(dict.fromkeys(v for v in values if v))
@@ -46,30 +60,43 @@ def _merged(errors: list[RowError]) -> str:
     values: dict[str, object] = {}
     for error in errors:
         values.update(error.values)
+    known = set(columns)
+    other = {k: v for k, v in values.items() if k not in known}
     return _line(
         [
+            *(values.get(name, "") for name in columns),
             first.row_number,
             severity,
             cells([e.stage for e in errors]),
             cells([e.column for e in errors]),
             cells([e.rule for e in errors]),
             cells([e.message for e in errors]),
-            _values(values),
+            _values(other),
         ]
     )
 
 
-def _lines(errors: list[RowError]) -> str:
+def _lines(errors: list[RowError], columns: list[str]) -> str:
     # Row 0 and below hold errors with no source row (catalog deletes): each names its own entry.
     if errors[0].row_number <= 0:
-        return "".join(_merged([e]) for e in errors)
-    return _merged(errors)
+        return "".join(_merged([e], columns) for e in errors)
+    return _merged(errors, columns)
+
+
+async def _source_columns(sessionmaker: async_sessionmaker[AsyncSession], run_id: int) -> list[str]:
+    """The upload's headers in file order (none for a run with no file behind it)."""
+    async with sessionmaker() as db:
+        run = await db.get(SyncRun, run_id)
+        upload = await db.get(Upload, run.upload_id) if run is not None and run.upload_id else None
+        # A re-uploaded error CSV brings its error columns along: they are written afresh, not twice.
+        return [h for h in upload.headers if h not in ERROR_HEADER] if upload is not None else []
 
 
 async def error_csv(sessionmaker: async_sessionmaker[AsyncSession], run_id: int) -> AsyncIterator[str]:
     """Yield the CSV text in row order, one line per source row, a page at a time (keyset), so a
     million errors never sit in memory. An order's error is on each of its rows: listed once each."""
-    yield "\ufeff" + _line(list(HEADER))  # BOM: Excel then reads UTF-8 correctly
+    columns = await _source_columns(sessionmaker, run_id)
+    yield "\ufeff" + _line([*columns, *ERROR_HEADER])  # BOM: Excel then reads UTF-8 correctly
     last_row, last_id = -1, 0
     pending: list[RowError] = []  # the last row of a page may continue on the next
     while True:
@@ -88,12 +115,12 @@ async def error_csv(sessionmaker: async_sessionmaker[AsyncSession], run_id: int)
             rows = list((await db.exec(query)).all())
         if not rows:
             if pending:
-                yield _lines(pending)
+                yield _lines(pending, columns)
             return
         out = []
         for error in rows:
             if pending and pending[0].row_number != error.row_number:
-                out.append(_lines(pending))
+                out.append(_lines(pending, columns))
                 pending = []
             pending.append(error)
         yield "".join(out)

@@ -740,6 +740,19 @@ HINTS = {
 }
 
 
+def hints_for(spec: Spec | None) -> dict[str, str]:
+    """HINTS with the phone hint naming the region this mapping reads bare numbers with."""
+    if spec is None:
+        return HINTS
+    region = (spec.options.default_phone_region or "US").upper()
+    return {
+        **HINTS,
+        "invalid_phone": f"Numbers without a +country code are read as {region} numbers (the mapping's "
+        "phone region under Options, unless the field sets its own); change it if they come from "
+        "elsewhere.",
+    }
+
+
 # ---------------------------------------------------------------- the studio
 
 
@@ -815,6 +828,8 @@ class Studio:
     notes: list[FieldNote] = field(default_factory=list)
     form_errors: list[str] = field(default_factory=list)
     suggestions: list[tuple[str, presets.Suggestion]] = field(default_factory=list)
+    # Column -> the targets the mapping already sends it to (the columns table says where each goes).
+    mapped_to: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def current(self) -> RowPreview | None:
@@ -848,6 +863,9 @@ def build_studio(
         rows = dict(sample.rows)
         studio.notes = field_notes(spec, rows.get(current.result.row_ref, {}), sample.columns)
     mapped = set(spec.source_columns())
+    for rule in spec.fields:
+        if rule.source.kind == "column":
+            studio.mapped_to.setdefault(rule.source.column, []).append(rule.target)
     suggested = presets.suggest_targets(sample.columns, spec.target.kind)
     taken = set(spec.targets())
     studio.suggestions = [

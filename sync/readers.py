@@ -41,9 +41,12 @@ _OTHER_SCRIPTS = {
 }
 DEFAULT_MAX_CELL_BYTES = 32 * 1024 * 1024
 _DELIMITERS = ",;\t|"
+# The menu path spelled out: "export as CSV" alone leaves people hunting for it.
+SAVE_AS_CSV = "save it as CSV (File > Save as > CSV UTF-8), then upload the .csv file"
 _MAGIC = {
-    b"PK\x03\x04": "a ZIP archive (an .xlsx workbook?): export it from your spreadsheet as CSV",
-    b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook: export it as CSV",
+    b"PK\x03\x04": "a ZIP archive, such as an Excel .xlsx workbook: open it in your spreadsheet and "
+    + SAVE_AS_CSV,
+    b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook: open it in Excel and " + SAVE_AS_CSV,
     b"%PDF": "a PDF document",
     b"\x89PNG": "a PNG image",
     b"\xff\xd8\xff": "a JPEG image",

@@ -24,10 +24,14 @@ NAV = [
     ("lists", "Lists", "/lists"),
     ("schedules", "Schedules", "/schedules"),
     ("onsite", "Onsite tracking", "/onsite"),
+    ("ingest", "Real-time ingest", "/ingest"),
     ("consent", "Consent", "/consent"),
+    ("notifications", "Notifications", "/notifications"),
     ("users", "Users", "/users"),
     ("audit", "Audit log", "/audit"),
 ]
+# Areas only an admin may open: the navigation leaves them out for everyone else.
+ADMIN_ONLY = frozenset({"users", "notifications"})
 
 
 def ago(value: datetime | None) -> str:
@@ -65,9 +69,14 @@ def number(value: int | float | None) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
 
 
+def plural(count: int | None, noun: str, nouns: str | None = None) -> str:
+    """'1 request', '2,000 requests': the count as ``number`` shows it, with the noun agreeing."""
+    return f"{number(count)} {noun if count == 1 else (nouns or noun + 's')}"
+
+
 def _configure(engine: JinjaTemplateEngine) -> None:
-    engine.engine.filters.update(ago=ago, when=when, number=number)
-    engine.engine.globals.update(NAV=NAV)
+    engine.engine.filters.update(ago=ago, when=when, number=number, plural=plural)
+    engine.engine.globals.update(NAV=NAV, ADMIN_ONLY=ADMIN_ONLY)
 
 
 template_config = TemplateConfig(

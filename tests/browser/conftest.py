@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,9 @@ def live_env(browser_pg_url: str, simulator_url: str, queue_name: str) -> dict[s
     }
 
 
-@pytest.fixture(scope="session")
-def live_server(live_env: dict[str, str]) -> Iterator[str]:
-    """uvicorn + one arq worker, as `make dev` runs them."""
+@contextmanager
+def serve(env: dict[str, str]) -> Iterator[str]:
+    """uvicorn + one arq worker, as `make dev` runs them, on a free port; yields the base URL."""
     port = free_port()
     web = subprocess.Popen(
         [
@@ -75,9 +76,9 @@ def live_server(live_env: dict[str, str]) -> Iterator[str]:
             str(port),
         ],
         cwd=ROOT,
-        env=live_env,
+        env=env,
     )
-    worker = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=live_env)
+    worker = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/healthz", proc=web)
@@ -87,6 +88,13 @@ def live_server(live_env: dict[str, str]) -> Iterator[str]:
             proc.terminate()
         for proc in (web, worker):
             proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def live_server(live_env: dict[str, str]) -> Iterator[str]:
+    """The session's console, shared by the browser tests."""
+    with serve(live_env) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,8 @@ async def _upload_and_sync(page: Page, rows: list[dict[str, str]], mapping: str,
         await options.get_by_label("Delete entries the last sync sent").check()
         await options.scroll_into_view_if_needed()
         await screenshot(page, "catalog-start-form")
-    page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Send to Klaviyo").click()
+    await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
     await page.wait_for_url("**/runs/*")
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
 

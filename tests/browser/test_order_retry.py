@@ -53,8 +53,8 @@ async def test_operator_retries_failed_orders_whole(
     await page.get_by_role("button", name="Upload").click()
     await expect(page.get_by_test_id("upload-ready")).to_be_visible(timeout=20_000)
     await page.select_option("select[name=mapping_id]", label=f"Shopify orders {tag} (order)")
-    page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Send to Klaviyo").click()
+    await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
     await page.wait_for_url("**/runs/*")
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
     # Three orders fail: all 7 of their rows, not their 3 first rows.

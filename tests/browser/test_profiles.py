@@ -69,8 +69,8 @@ async def test_operator_imports_profiles_into_a_list(
     await options.scroll_into_view_if_needed()
     await screenshot(page, "profiles-start")
 
-    page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Send to Klaviyo").click()
+    await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
     await page.wait_for_url("**/runs/*")
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
     await expect(page.get_by_test_id("run-summary")).to_contain_text(
@@ -124,8 +124,8 @@ async def test_refusals_klaviyo_does_not_attribute_are_shown_on_the_run(
     await page.select_option("select[name=mapping_id]", label=f"Hidden {tag} (profile)")
     httpx.post(f"{simulator_url}/__sim/config", json={"faults": {"job_errors_hidden_share": 1.0}})
     try:
-        page.once("dialog", lambda dialog: dialog.accept())
         await page.get_by_role("button", name="Send to Klaviyo").click()
+        await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
         await page.wait_for_url("**/runs/*")
         await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
     finally:

@@ -66,8 +66,8 @@ async def test_operator_walks_upload_dry_run_send_and_errors(
 
     await page.goto(upload_url)
     await page.select_option("select[name=mapping_id]", label=f"Ordered Product ({metric}) (event)")
-    page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Send to Klaviyo").click()
+    await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
     await page.wait_for_url("**/runs/*")
     send_url = page.url
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
@@ -82,8 +82,10 @@ async def test_operator_walks_upload_dry_run_send_and_errors(
         await page.get_by_role("link", name="Download error CSV").click()
     path = await (await download_info.value).path()
     rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-    assert [(r["row_number"], r["column"], r["rule"]) for r in rows] == [("11", "email", rows[0]["rule"])]
-    assert "broken-address" in rows[0]["original_values"]
+    assert [(r["error_row"], r["error_column"], r["error_rule"]) for r in rows] == [
+        ("11", "email", rows[0]["error_rule"])
+    ]
+    assert "broken-address" in rows[0]["email"]  # the row's own cell, under its own column
 
     await page.goto("/runs/")
     for url in (dry_run_url, send_url):

@@ -47,8 +47,8 @@ async def test_run_page_runs_list_and_overview_tell_the_truth(
     await page.get_by_role("button", name="Upload").click()
     await expect(page.get_by_test_id("upload-ready")).to_be_visible(timeout=20_000)
     await page.select_option("select[name=mapping_id]", label=f"{name} (profile)")
-    page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Send to Klaviyo").click()
+    await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
     await page.wait_for_url("**/runs/*")
     run_id = page.url.rsplit("/", 1)[1]
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)

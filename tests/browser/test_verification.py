@@ -48,8 +48,8 @@ async def test_a_completed_backfill_is_verified_in_klaviyo(page: Page, user_fact
     await page.get_by_role("button", name="Upload").click()
     await expect(page.get_by_test_id("upload-ready")).to_be_visible(timeout=20_000)
     await page.select_option("select[name=mapping_id]", label=f"{name} (event)")
-    page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Send to Klaviyo").click()
+    await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
     await page.wait_for_url("**/runs/*")
     run_id = page.url.rsplit("/", 1)[1]
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
@@ -109,8 +109,8 @@ async def test_events_lost_in_klaviyo_are_flagged_on_their_day(
         await page.get_by_role("button", name="Upload").click()
         await expect(page.get_by_test_id("upload-ready")).to_be_visible(timeout=20_000)
         await page.select_option("select[name=mapping_id]", label=f"{name} (event)")
-        page.once("dialog", lambda dialog: dialog.accept())
         await page.get_by_role("button", name="Send to Klaviyo").click()
+        await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
         await page.wait_for_url("**/runs/*")
         await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
     finally:
@@ -161,8 +161,8 @@ async def test_a_profile_changed_in_klaviyo_shows_in_the_sample(
     await page.get_by_role("button", name="Upload").click()
     await expect(page.get_by_test_id("upload-ready")).to_be_visible(timeout=20_000)
     await page.select_option("select[name=mapping_id]", label=f"{name} (profile)")
-    page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Send to Klaviyo").click()
+    await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
     await page.wait_for_url("**/runs/*")
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
 

@@ -34,12 +34,13 @@ async def test_each_row_is_listed_once_across_pages(sessionmaker, monkeypatch):
         await db.commit()
     text = "".join([chunk async for chunk in error_export.error_csv(sessionmaker, run.id)])
     lines = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
-    assert [(r["row_number"], r["rule"]) for r in lines] == [
+    assert [(r["error_row"], r["error_rule"]) for r in lines] == [
         ("0", "gone"),
         ("0", "gone"),
         ("1", "invalid_email | not_a_number"),
         ("2", "time_out_of_range"),
     ]
-    assert lines[2]["message"] == "invalid_email message | not_a_number message"
-    assert lines[2]["original_values"] == "email=x"
-    assert [lines[0]["original_values"], lines[1]["original_values"]] == ["external_id=A", "external_id=B"]
+    assert lines[2]["error_message"] == "invalid_email message | not_a_number message"
+    assert lines[2]["error_other_values"] == "email=x"
+    others = [lines[0]["error_other_values"], lines[1]["error_other_values"]]
+    assert others == ["external_id=A", "external_id=B"]

@@ -190,8 +190,14 @@ def test_header_only_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "hint"),
     [
-        (b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 50, "xlsx"),
-        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 50, "xls"),
+        (
+            b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 50,
+            "xlsx workbook: open it in your spreadsheet and save it as CSV (File > Save as > CSV UTF-8)",
+        ),
+        (
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 50,
+            "xls workbook: open it in Excel and save it as CSV (File > Save as > CSV UTF-8)",
+        ),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "PNG"),
         (b"Email,Total\na\x00b,1\n", "NUL"),
     ],

@@ -82,7 +82,7 @@ async def test_refused_catalog_variant_run_counts_its_requests_and_closes_its_ba
     assert all(b.sent_at is not None for b in batches)
 
     page = (await client.get(f"/runs/{run.id}")).text
-    assert re.search(r"<h3>Requests</h3><div class=\"big\">10</div>", page)
+    assert re.search(r"<h2>Requests</h2><div class=\"big\">10</div>", page)
 
     # The Overview counts the refused requests and their items in its error rate.
     assert after.failed_requests - before.failed_requests == 10

@@ -134,7 +134,7 @@ async def test_external_id_only_mapping_is_flagged_in_the_dry_run(
     assert not any(p.get("external_id", "").endswith(tag) for p in all_profiles)  # nothing sent
     await as_role(Role.VIEWER)
     page = await client.get(f"/runs/{run.id}")
-    assert "3 profiles in 1 requests would be sent" in page.text
+    assert "3 profiles in 1 request would be sent" in page.text
     assert "external_id_only" in page.text and "second, permanent duplicate" in page.text
 
 

@@ -13,7 +13,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 from sqlmodel import select
 
-from models import Role, RowError, RunStatus, SyncBatch, SyncRun
+from models import Role, RowError, RunStatus, SyncBatch, SyncRun, Upload, UploadStatus
+from services import error_export
 from tests.support.env import unique
 from tests.support.runs import (
     add_version,
@@ -113,8 +114,8 @@ async def test_dry_run_then_send_then_retry_failed_rows(
     # The error CSV lists exactly the bad rows, with their original values, safe for spreadsheets.
     export = await client.get(f"/runs/{run_id}/errors.csv")
     rows = list(csv.DictReader(io.StringIO(export.text.lstrip("\ufeff"))))
-    assert [(r["row_number"], r["column"]) for r in rows] == [("5", "email"), ("6", "price")]
-    assert "nobody-at-all" in rows[0]["original_values"]
+    assert [(r["error_row"], r["error_column"]) for r in rows] == [("5", "email"), ("6", "price")]
+    assert "nobody-at-all" in rows[0]["email"]  # the row's own cells, under the upload's columns
 
     # Fix the mapping (stop reading the broken price column), then retry exactly the failed rows.
     await add_version(sessionmaker, mapping.id, ordered_product_spec(metric, with_price=False))
@@ -205,3 +206,52 @@ async def test_rows_the_reader_cannot_use_are_source_errors(
         errors = (await db.exec(select(RowError).where(RowError.run_id == run.id))).all()
     assert done.status == RunStatus.COMPLETED and done.items_sent == 5 and done.rows_failed == 1
     assert [(e.row_number, e.stage, e.rule) for e in errors] == [(4, "source", "extra_cells")]
+
+
+async def test_the_error_csv_fixed_in_a_spreadsheet_uploads_and_sends(
+    run_env, run_worker_burst, sessionmaker, simulator_url
+):
+    """Download the failed rows, fix a cell, upload that file, run it with the same mapping."""
+    client, settings, upload, mapping, metric = run_env
+    run_id = await _start(client, upload, mapping, dry_run=False)
+    await run_worker_burst(settings)
+    export = await client.get(f"/runs/{run_id}/errors.csv")
+    text = export.text.lstrip("\ufeff")
+    reader = csv.DictReader(io.StringIO(text))
+    # The upload's own columns first, in its order, then the error columns.
+    assert reader.fieldnames is not None and reader.fieldnames[:5] == list(GOOD[0])
+    assert reader.fieldnames[5:] == list(error_export.ERROR_HEADER)
+    rows = list(reader)
+    assert [(r["order"], r["email"], r["price"]) for r in rows] == [
+        ("2001", "nobody-at-all", "5"),
+        ("2002", "late@shop.test", "n/a"),
+    ]
+    # The operator fixes both cells in the spreadsheet and uploads the file again.
+    rows[0]["email"], rows[1]["price"] = "found@shop.test", "7.25"
+    fixed = io.StringIO()
+    writer = csv.DictWriter(fixed, fieldnames=reader.fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    response = await client.post(
+        "/uploads/?name=run-errors-fixed.csv",
+        content=fixed.getvalue().encode(),
+        headers={
+            "x-csrftoken": client.cookies["kc_csrf"],
+            "content-type": "application/octet-stream",
+            "accept": "application/json",
+        },
+    )
+    assert response.status_code == 201, response.text
+    await run_worker_burst(settings)
+    async with sessionmaker() as db:
+        again = await db.get(Upload, response.json()["id"])
+    assert again is not None and again.status == UploadStatus.READY and again.row_count == 2
+
+    retry_id = await _start(client, again, mapping, dry_run=False)
+    await run_worker_burst(settings)
+    async with sessionmaker() as db:
+        retry = await db.get(SyncRun, retry_id)
+    assert retry.status == RunStatus.COMPLETED and retry.rows_failed == 0 and retry.items_sent == 2
+    by_id = {e["unique_id"]: e for e in _sim_events(simulator_url, metric)}
+    assert by_id["2001_X"]["profile"]["email"] == "found@shop.test"
+    assert by_id["2002_Y"]["value"] == 7.25

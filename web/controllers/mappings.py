@@ -79,8 +79,9 @@ class MappingsController(Controller):
     include_in_schema = False
 
     @get("/")
-    async def index(self, request: AnyRequest, db: Db) -> Template:
-        return await _index(request, db)
+    async def index(self, request: AnyRequest, db: Db, sample_upload: int | None = None) -> Template:
+        # ?sample_upload= comes from an upload's page and the Overview's checklist: that file is the sample.
+        return await _index(request, db, sample_upload=sample_upload)
 
     @post("/")
     async def create(self, request: AnyRequest, db: Db, redis: RedisDep) -> Response[Any] | Template:
@@ -144,7 +145,7 @@ class MappingsController(Controller):
             editor=editor_context(spec.target.kind, spec.target.metric),
             base_options=base_options_json(spec.options),
             kinds=mappings.KIND_LABELS,
-            hints=mappings.HINTS,
+            hints=mappings.hints_for(spec),
             metric_names=sorted({*STANDARD_METRICS, *studio.metrics.names}),
         )
 
@@ -166,7 +167,12 @@ class MappingsController(Controller):
         await mappings.remember_sample(redis, _uid(request), mapping_id, choice)
         keys = [str(key) for key in form.getall("rule", [])]
         return render(
-            request, "mappings/_preview.html", studio=studio, keys=keys, hints=mappings.HINTS, oob=True
+            request,
+            "mappings/_preview.html",
+            studio=studio,
+            keys=keys,
+            hints=mappings.hints_for(spec),
+            oob=True,
         )
 
     @post("/{mapping_id:int}/versions")

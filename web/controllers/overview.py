@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Controller, Request, get
 from litestar.response import Template
 
-from services import ingest, runs, status
+from services import getting_started, ingest, runs, status
 from services.accounts import get_account
 from services.workers import worker_health
 from web.deps import Db, RedisDep, SettingsDep
@@ -22,7 +22,13 @@ class OverviewController(Controller):
         self, request: Request[Any, Any, Any], db: Db, redis: RedisDep, settings: SettingsDep
     ) -> Template:
         context = await self._status(db, redis, settings)
-        return render(request, "overview/index.html", traffic=await status.throughput(db), **context)
+        return render(
+            request,
+            "overview/index.html",
+            traffic=await status.throughput(db),
+            steps=await getting_started.steps(db),
+            **context,
+        )
 
     @get("/overview/status")
     async def status(

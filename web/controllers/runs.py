@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from models import Mapping, MappingVersion, Schedule, SyncRun, Upload, User
-from services import audit, catalog, inspector, run_routes, runs, verification
+from services import audit, catalog, inspector, run_routes, runs, send_check, verification
 from services.error_export import error_csv
 from web.deps import ArqDep, Db, SettingsDep
 from web.security import current_user
@@ -155,6 +155,31 @@ class RunsController(Controller):
         await db.commit()
         await _queue(request, arq, settings.queue_name, run)
         return redirect(request, f"/runs/{run.id}")
+
+    @post("/confirm")
+    async def confirm_send(self, request: Request[Any, Any, Any], db: Db) -> Template:
+        """The send confirmation as a page element: rows, events, and an earlier send of the file."""
+        form = await request.form()
+        upload_id, mapping_id = str(form.get("upload_id") or ""), str(form.get("mapping_id") or "")
+        found = (
+            await send_check.check(db, int(upload_id), int(mapping_id))
+            if upload_id.isdigit() and mapping_id.isdigit()
+            else None
+        )
+        if found is None:
+            return render(
+                request,
+                "errors/_message.html",
+                400,
+                title="Cannot send",
+                message="Choose an upload and a mapping that still exist.",
+            )
+        return render(request, "runs/_confirm_send.html", area="runs", check=found)
+
+    @get("/confirm/cancel")
+    async def cancel_confirm(self) -> str:
+        """Cancel on the confirmation: it goes away, nothing is sent."""
+        return ""
 
     @get("/{run_id:int}")
     async def detail(self, request: Request[Any, Any, Any], db: Db, run_id: FromPath[int]) -> Template:
