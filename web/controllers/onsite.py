@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import FromQuery
@@ -157,7 +158,12 @@ class OnsiteController(Controller):
             flash(request, str(exc), category="error")
             return Response(content="", status_code=303, headers={"Location": "/onsite"})
         audit.record(db, request, "onsite.try", target=f"onsite snippets v{saved.version}")
-        return Response(content="", status_code=303, headers={"Location": url})
+        # A page with a link, not a redirect: the console's CSP allows forms to post only to itself
+        # (form-action 'self'), and that covers where a form's answer redirects to.
+        origin = str(httpx.URL(url).copy_with(path="/", query=None)).rstrip("/")
+        return render(
+            request, "onsite/tried.html", area="onsite", url=url, origin=origin, version=saved.version
+        )
 
     @get("/activity")
     async def activity(self, request: AnyRequest, settings: SettingsDep) -> Template:
