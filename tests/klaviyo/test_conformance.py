@@ -255,6 +255,7 @@ async def test_import_error_answers_conform_to_the_pinned_operation(client, sim)
     outcome = BatchOutcome(seq=0, accepted=[1, 2], job_ids=[job_id], job_rows={job_id: [1, 2]})
     outcome = await settle(client, ep.BULK_PROFILES, outcome, first_delay=0.02, max_delay=0.1)
     assert [r.row_ref for r in outcome.rejected] == [2]
+    _conforms(sim, "get_bulk_import_profiles_job")
     for answer in _answers(sim, "get_errors_for_bulk_import_profiles_job"):
         schema = oas.response_schema(spec, answer["status"])
         assert schema is not None
