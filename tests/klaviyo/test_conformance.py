@@ -439,3 +439,18 @@ async def test_subscription_jobs_conform_to_the_pinned_operations(client, sim) -
     assert len(subscribe) == 2 and len(unsubscribe) == 1
     _conforms(sim, "bulk_subscribe_profiles", subscribe)
     _conforms(sim, "bulk_unsubscribe_profiles", unsubscribe)
+
+
+async def test_list_writes_conform_to_the_pinned_operations(client, sim) -> None:
+    created = _capture(client, "POST", "/api/lists")
+    list_id = await client.create_list("Pinned members")
+    path = f"/api/lists/{list_id}/relationships/profiles"
+    added = _capture(client, "POST", path)
+    removed = _capture(client, "DELETE", path)
+    profile_id = await client.import_profile({"email": "member@shop.test"})
+    await client.add_list_members(list_id, [profile_id])
+    await client.remove_list_members(list_id, [profile_id])
+    assert created and added and removed
+    _conforms(sim, "create_list", created)
+    _conforms(sim, "add_profiles_to_list", added)
+    _conforms(sim, "remove_profiles_from_list", removed)
