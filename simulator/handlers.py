@@ -1135,8 +1135,9 @@ def catalog_job_resource(req: Request, kind: str, job: Job) -> dict[str, Any]:
     return {
         "type": job.type,
         "id": job.id,
+        # No "job_id" attribute: the job document of bulk_create_catalog_items.json (klaviyo/openapi,
+        # PostCatalogItemCreateJobResponse) names none; the id is the resource's own.
         "attributes": {
-            "job_id": job.id,
             "status": status,
             "created_at": job.created,
             "total_count": total,

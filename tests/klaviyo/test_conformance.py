@@ -397,7 +397,7 @@ def _conforms(sim, operation: str, sent: list[bytes] | None = None) -> None:
         if schema is None:
             assert answer["body"] is None, (operation, "a body where the spec documents none")
         else:
-            assert oas.problems(spec, schema, answer["body"]) == [], answer["body"]
+            assert oas.problems(spec, schema, answer["body"]) == [], operation
     for body in sent or []:
         assert oas.problems(spec, oas.request_schema(spec), loads(body)) == [], operation
 
@@ -454,3 +454,13 @@ async def test_list_writes_conform_to_the_pinned_operations(client, sim) -> None
     _conforms(sim, "create_list", created)
     _conforms(sim, "add_profiles_to_list", added)
     _conforms(sim, "remove_profiles_from_list", removed)
+
+
+async def test_catalog_item_jobs_conform_to_the_pinned_operation(client, sim) -> None:
+    sent = _capture(client, "POST", ep.CATALOG_ITEMS_CREATE.path)
+    second = copy.deepcopy(CATALOG_ITEM)
+    second["attributes"] |= {"external_id": "SKU-2", "images": ["https://shop.test/2.png"]}
+    second["attributes"]["custom_metadata"] = {"Top Pick": True}
+    job_id = await client.create_catalog_items([CATALOG_ITEM, second])
+    assert job_id and sent
+    _conforms(sim, "bulk_create_catalog_items", sent)
