@@ -1124,9 +1124,14 @@ def catalog_job_resource(req: Request, kind: str, job: Job) -> dict[str, Any]:
     """The JSON:API resource of a catalog bulk job (errors filled once complete)."""
     status = _job_status(job)
     total, completed, failed = _job_counts(job, status)
+    # A job error is an APIJobErrorPayload (bulk_create_catalog_items.json, klaviyo/openapi): id,
+    # code, title, detail and source only; the HTTP-style "status" of a request error is not one.
     errors = (
         [
-            {**{k: v for k, v in e.items() if k != "_index"}, "source": _job_error_source(req, e["source"])}
+            {
+                **{k: v for k, v in e.items() if k not in ("_index", "status")},
+                "source": _job_error_source(req, e["source"]),
+            }
             for e in job.errors
         ]
         if job.done and not job.errors_hidden

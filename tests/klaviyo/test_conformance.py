@@ -461,6 +461,27 @@ async def test_catalog_item_jobs_conform_to_the_pinned_operation(client, sim) ->
     second = copy.deepcopy(CATALOG_ITEM)
     second["attributes"] |= {"external_id": "SKU-2", "images": ["https://shop.test/2.png"]}
     second["attributes"]["custom_metadata"] = {"Top Pick": True}
-    job_id = await client.create_catalog_items([CATALOG_ITEM, second])
+    job_id = await client.create_catalog_items([CATALOG_ITEM, second, CATALOG_ITEM])
     assert job_id and sent
     _conforms(sim, "bulk_create_catalog_items", sent)
+    # The job's reads, with the refused duplicate among its errors.
+    outcome = BatchOutcome(seq=0, accepted=[1, 2, 3], job_ids=[job_id], job_rows={job_id: [1, 2, 3]})
+    outcome = await settle(client, ep.CATALOG_ITEMS_CREATE, outcome, first_delay=0.02, max_delay=0.1)
+    assert [r.row_ref for r in outcome.rejected] == [3]
+    _conforms(sim, "get_bulk_create_catalog_items_job")
+    reads = _answers(sim, "get_bulk_create_catalog_items_job")
+    assert any(a["body"]["data"]["attributes"]["errors"] for a in reads)
+
+
+async def test_catalog_category_jobs_conform_to_the_pinned_operation(client, sim) -> None:
+    sent = _capture(client, "POST", ep.CATALOG_CATEGORIES_CREATE.path)
+    await client.create_catalog_items([CATALOG_ITEM])
+    linked = copy.deepcopy(CATEGORY)
+    linked["relationships"] = {
+        "items": {"data": [{"type": "catalog-item", "id": "$custom:::$default:::SKU-1"}]}
+    }
+    assert await client.create_catalog_categories(
+        [CATEGORY | {"attributes": {**CATEGORY["attributes"], "external_id": "cups"}}, linked]
+    )
+    assert sent
+    _conforms(sim, "bulk_create_catalog_categories", sent)
