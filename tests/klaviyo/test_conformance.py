@@ -485,3 +485,11 @@ async def test_catalog_category_jobs_conform_to_the_pinned_operation(client, sim
     )
     assert sent
     _conforms(sim, "bulk_create_catalog_categories", sent)
+
+
+async def test_catalog_variant_jobs_conform_to_the_pinned_operation(client, sim) -> None:
+    sent = _capture(client, "POST", ep.CATALOG_VARIANTS_CREATE.path)
+    await client.create_catalog_items([CATALOG_ITEM])
+    assert await client.create_catalog_variants([VARIANT])
+    assert sent
+    _conforms(sim, "bulk_create_catalog_variants", sent)
