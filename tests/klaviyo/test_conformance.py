@@ -493,3 +493,15 @@ async def test_catalog_variant_jobs_conform_to_the_pinned_operation(client, sim)
     assert await client.create_catalog_variants([VARIANT])
     assert sent
     _conforms(sim, "bulk_create_catalog_variants", sent)
+
+
+async def test_metric_aggregate_queries_conform_to_the_pinned_operation(client, sim) -> None:
+    from sync.verification import aggregate_queries
+
+    sent = _capture(client, "POST", ep.QUERY_METRIC_AGGREGATES.path)
+    await client.bulk_create_events([EVENT_ITEM])
+    [metric] = [m for m in await client.get_metrics() if m["attributes"]["name"] == "Placed Order"]
+    for query in aggregate_queries(metric["id"], ["2024-05-01", "2024-05-02"], "Europe/Oslo"):
+        await client.query_metric_aggregates(query)
+    assert sent
+    _conforms(sim, "query_metric_aggregates", sent)
