@@ -505,3 +505,4 @@ async def test_metric_aggregate_queries_conform_to_the_pinned_operation(client, 
         await client.query_metric_aggregates(query)
     assert sent
     _conforms(sim, "query_metric_aggregates", sent)
+    _conforms(sim, "get_metrics")
