@@ -102,7 +102,15 @@ def get_accounts(req: Request) -> Response:
                 "default_sender_email": "store@sandbox.invalid",
                 "website_url": "https://sandbox.invalid",
                 "organization_name": account.name,
-                "street_address": {},
+                # StreetAddress requires "city" (get_accounts.json, klaviyo/openapi).
+                "street_address": {
+                    "address1": None,
+                    "address2": None,
+                    "city": "Sandbox",
+                    "region": None,
+                    "country": None,
+                    "zip": None,
+                },
             },
             "industry": "Retail",
             "timezone": account.timezone,

@@ -506,3 +506,9 @@ async def test_metric_aggregate_queries_conform_to_the_pinned_operation(client, 
     assert sent
     _conforms(sim, "query_metric_aggregates", sent)
     _conforms(sim, "get_metrics")
+
+
+async def test_account_reads_conform_to_the_pinned_operation(client, sim) -> None:
+    account = await client.get_account()
+    assert account
+    _conforms(sim, "get_accounts")
