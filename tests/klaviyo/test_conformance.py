@@ -512,3 +512,14 @@ async def test_account_reads_conform_to_the_pinned_operation(client, sim) -> Non
     account = await client.get_account()
     assert account
     _conforms(sim, "get_accounts")
+
+
+async def test_webhook_creation_conforms_to_the_pinned_operation(client, sim) -> None:
+    sent = _capture(client, "POST", ep.CREATE_WEBHOOK.path)
+    topics = [t["id"] for t in await client.get_webhook_topics()][:1]
+    webhook_id = await client.create_webhook("Consent feed", "https://hooks.shop.test/k", "s3cret", topics)
+    assert webhook_id and sent
+    _conforms(sim, "create_webhook", sent)
+    _conforms(sim, "get_webhook_topics")
+    await client.delete_webhook(webhook_id)
+    _conforms(sim, "delete_webhook")
