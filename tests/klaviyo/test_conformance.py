@@ -523,3 +523,11 @@ async def test_webhook_creation_conforms_to_the_pinned_operation(client, sim) ->
     _conforms(sim, "get_webhook_topics")
     await client.delete_webhook(webhook_id)
     _conforms(sim, "delete_webhook")
+
+
+async def test_list_reads_conform_to_the_pinned_operation(client, sim) -> None:
+    for i in range(12):  # more than one page of ten
+        await client.create_list(f"Pinned read {i}")
+    names = [lst["attributes"]["name"] async for lst in client.get_lists()]
+    assert len(names) >= 12
+    _conforms(sim, "get_lists")
