@@ -531,3 +531,13 @@ async def test_list_reads_conform_to_the_pinned_operation(client, sim) -> None:
     names = [lst["attributes"]["name"] async for lst in client.get_lists()]
     assert len(names) >= 12
     _conforms(sim, "get_lists")
+
+
+async def test_single_events_conform_to_the_pinned_operation(client, sim) -> None:
+    sent = _capture(client, "POST", ep.CREATE_EVENT.path)
+    attributes = EVENT_ITEM["attributes"]["events"]["data"][0]["attributes"]
+    await client.create_event(
+        {"type": "event", "attributes": attributes | {"profile": EVENT_ITEM["attributes"]["profile"]}}
+    )
+    assert sent
+    _conforms(sim, "create_event", sent)
