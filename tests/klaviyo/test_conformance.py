@@ -541,3 +541,13 @@ async def test_single_events_conform_to_the_pinned_operation(client, sim) -> Non
     )
     assert sent
     _conforms(sim, "create_event", sent)
+
+
+async def test_profile_upserts_conform_to_the_pinned_operation(client, sim) -> None:
+    sent = _capture(client, "POST", ep.PROFILE_IMPORT.path)
+    profile = {**PROFILE, "location": {"city": "Oslo", "latitude": 59.91}, "phone_number": "+4791234567"}
+    await client.import_profile(profile)  # created: 201
+    await client.import_profile({**profile, "last_name": "Lund"})  # updated: 200
+    assert len(sent) == 2
+    assert {a["status"] for a in _answers(sim, "create_or_update_profile")} == {200, 201}
+    _conforms(sim, "create_or_update_profile", sent)
