@@ -551,3 +551,11 @@ async def test_profile_upserts_conform_to_the_pinned_operation(client, sim) -> N
     assert len(sent) == 2
     assert {a["status"] for a in _answers(sim, "create_or_update_profile")} == {200, 201}
     _conforms(sim, "create_or_update_profile", sent)
+
+
+async def test_profile_patches_conform_to_the_pinned_operation(client, sim) -> None:
+    profile_id = await client.import_profile({"email": "patch@shop.test", "first_name": "Ana"})
+    sent = _capture(client, "PATCH", f"/api/profiles/{profile_id}")
+    await client.update_profile(profile_id, {"first_name": None, "properties": {"Tier": "gold"}})
+    assert sent
+    _conforms(sim, "update_profile", sent)
