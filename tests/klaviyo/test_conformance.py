@@ -559,3 +559,11 @@ async def test_profile_patches_conform_to_the_pinned_operation(client, sim) -> N
     await client.update_profile(profile_id, {"first_name": None, "properties": {"Tier": "gold"}})
     assert sent
     _conforms(sim, "update_profile", sent)
+
+
+async def test_catalog_item_deletes_conform_to_the_pinned_operation(client, sim) -> None:
+    sent = _capture(client, "POST", ep.CATALOG_ITEMS_DELETE.path)
+    await client.create_catalog_items([CATALOG_ITEM])
+    assert await client.delete_catalog_items([{"type": "catalog-item", "id": "$custom:::$default:::SKU-1"}])
+    assert sent
+    _conforms(sim, "bulk_delete_catalog_items", sent)
