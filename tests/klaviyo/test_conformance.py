@@ -452,6 +452,10 @@ async def test_list_writes_conform_to_the_pinned_operations(client, sim) -> None
     await client.remove_list_members(list_id, [profile_id])
     assert created and added and removed
     _conforms(sim, "create_list", created)
+    renamed = _capture(client, "PATCH", f"/api/lists/{list_id}")
+    await client.rename_list(list_id, "Pinned members, renamed")
+    assert renamed
+    _conforms(sim, "update_list", renamed)
     _conforms(sim, "add_profiles_to_list", added)
     _conforms(sim, "remove_profiles_from_list", removed)
 
