@@ -568,6 +568,10 @@ async def test_profile_patches_conform_to_the_pinned_operation(client, sim) -> N
 async def test_catalog_item_deletes_conform_to_the_pinned_operation(client, sim) -> None:
     sent = _capture(client, "POST", ep.CATALOG_ITEMS_DELETE.path)
     await client.create_catalog_items([CATALOG_ITEM])
-    assert await client.delete_catalog_items([{"type": "catalog-item", "id": "$custom:::$default:::SKU-1"}])
-    assert sent
+    gone = [{"type": "catalog-item", "id": "$custom:::$default:::SKU-1"}]
+    job_id = await client.delete_catalog_items(gone)
+    assert job_id and sent
     _conforms(sim, "bulk_delete_catalog_items", sent)
+    outcome = BatchOutcome(seq=0, accepted=[1], job_ids=[job_id], job_rows={job_id: [1]})
+    await settle(client, ep.CATALOG_ITEMS_DELETE, outcome, first_delay=0.02, max_delay=0.1)
+    _conforms(sim, "get_bulk_delete_catalog_items_job")
