@@ -484,11 +484,14 @@ async def test_catalog_category_jobs_conform_to_the_pinned_operation(client, sim
     linked["relationships"] = {
         "items": {"data": [{"type": "catalog-item", "id": "$custom:::$default:::SKU-1"}]}
     }
-    assert await client.create_catalog_categories(
+    job_id = await client.create_catalog_categories(
         [CATEGORY | {"attributes": {**CATEGORY["attributes"], "external_id": "cups"}}, linked]
     )
-    assert sent
+    assert job_id and sent
     _conforms(sim, "bulk_create_catalog_categories", sent)
+    outcome = BatchOutcome(seq=0, accepted=[1, 2], job_ids=[job_id], job_rows={job_id: [1, 2]})
+    await settle(client, ep.CATALOG_CATEGORIES_CREATE, outcome, first_delay=0.02, max_delay=0.1)
+    _conforms(sim, "get_bulk_create_categories_job")
 
 
 async def test_catalog_variant_jobs_conform_to_the_pinned_operation(client, sim) -> None:
