@@ -497,9 +497,12 @@ async def test_catalog_category_jobs_conform_to_the_pinned_operation(client, sim
 async def test_catalog_variant_jobs_conform_to_the_pinned_operation(client, sim) -> None:
     sent = _capture(client, "POST", ep.CATALOG_VARIANTS_CREATE.path)
     await client.create_catalog_items([CATALOG_ITEM])
-    assert await client.create_catalog_variants([VARIANT])
-    assert sent
+    job_id = await client.create_catalog_variants([VARIANT])
+    assert job_id and sent
     _conforms(sim, "bulk_create_catalog_variants", sent)
+    outcome = BatchOutcome(seq=0, accepted=[1], job_ids=[job_id], job_rows={job_id: [1]})
+    await settle(client, ep.CATALOG_VARIANTS_CREATE, outcome, first_delay=0.02, max_delay=0.1)
+    _conforms(sim, "get_bulk_create_variants_job")
 
 
 async def test_metric_aggregate_queries_conform_to_the_pinned_operation(client, sim) -> None:
