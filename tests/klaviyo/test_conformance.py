@@ -581,3 +581,13 @@ async def test_catalog_item_deletes_conform_to_the_pinned_operation(client, sim)
     outcome = BatchOutcome(seq=0, accepted=[1], job_ids=[job_id], job_rows={job_id: [1]})
     await settle(client, ep.CATALOG_ITEMS_DELETE, outcome, first_delay=0.02, max_delay=0.1)
     _conforms(sim, "get_bulk_delete_catalog_items_job")
+
+
+async def test_catalog_item_updates_conform_to_the_pinned_operation(client, sim) -> None:
+    sent = _capture(client, "POST", ep.CATALOG_ITEMS_UPDATE.path)
+    await client.create_catalog_items([CATALOG_ITEM])
+    change = {"title": "Big mug", "price": 14.0, "published": False, "custom_metadata": {"Top Pick": True}}
+    item = {"type": "catalog-item", "id": "$custom:::$default:::SKU-1", "attributes": change}
+    assert await client.update_catalog_items([item])
+    assert sent
+    _conforms(sim, "bulk_update_catalog_items", sent)
