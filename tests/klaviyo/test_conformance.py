@@ -588,6 +588,9 @@ async def test_catalog_item_updates_conform_to_the_pinned_operation(client, sim)
     await client.create_catalog_items([CATALOG_ITEM])
     change = {"title": "Big mug", "price": 14.0, "published": False, "custom_metadata": {"Top Pick": True}}
     item = {"type": "catalog-item", "id": "$custom:::$default:::SKU-1", "attributes": change}
-    assert await client.update_catalog_items([item])
-    assert sent
+    job_id = await client.update_catalog_items([item])
+    assert job_id and sent
     _conforms(sim, "bulk_update_catalog_items", sent)
+    outcome = BatchOutcome(seq=0, accepted=[1], job_ids=[job_id], job_rows={job_id: [1]})
+    await settle(client, ep.CATALOG_ITEMS_UPDATE, outcome, first_delay=0.02, max_delay=0.1)
+    _conforms(sim, "get_bulk_update_catalog_items_job")
