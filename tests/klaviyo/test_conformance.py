@@ -594,3 +594,15 @@ async def test_catalog_item_updates_conform_to_the_pinned_operation(client, sim)
     outcome = BatchOutcome(seq=0, accepted=[1], job_ids=[job_id], job_rows={job_id: [1]})
     await settle(client, ep.CATALOG_ITEMS_UPDATE, outcome, first_delay=0.02, max_delay=0.1)
     _conforms(sim, "get_bulk_update_catalog_items_job")
+
+
+async def test_catalog_variant_deletes_conform_to_the_pinned_operation(client, sim) -> None:
+    endpoint = ep.CATALOG_VARIANTS_DELETE
+    sent = _capture(client, "POST", endpoint.path)
+    await client.create_catalog_items([CATALOG_ITEM])
+    await client.create_catalog_variants([VARIANT])
+    gone = {"type": "catalog-variant", "id": "$custom:::$default:::SKU-1-RED"}
+    for batch in batches([(1, gone)], endpoint):
+        assert (await client.send_bulk(endpoint, endpoint.envelope_bytes(batch.items))).id
+    assert sent
+    _conforms(sim, "bulk_delete_catalog_variants", sent)
