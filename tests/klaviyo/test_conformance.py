@@ -606,3 +606,14 @@ async def test_catalog_variant_deletes_conform_to_the_pinned_operation(client, s
         assert (await client.send_bulk(endpoint, endpoint.envelope_bytes(batch.items))).id
     assert sent
     _conforms(sim, "bulk_delete_catalog_variants", sent)
+
+
+async def test_catalog_category_deletes_conform_to_the_pinned_operation(client, sim) -> None:
+    endpoint = ep.CATALOG_CATEGORIES_DELETE
+    sent = _capture(client, "POST", endpoint.path)
+    await client.create_catalog_categories([CATEGORY])
+    gone = {"type": "catalog-category", "id": "$custom:::$default:::mugs"}
+    for batch in batches([(1, gone)], endpoint):
+        assert (await client.send_bulk(endpoint, endpoint.envelope_bytes(batch.items))).id
+    assert sent
+    _conforms(sim, "bulk_delete_catalog_categories", sent)
