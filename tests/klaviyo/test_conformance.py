@@ -223,10 +223,12 @@ def test_repr_masks_the_key() -> None:
 
 import copy  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from klaviyo.jobs import settle  # noqa: E402
 from klaviyo.sender import BatchOutcome  # noqa: E402
+from simulator.app import ROUTES as SIM_ROUTES  # noqa: E402
 from simulator.config import default_limits  # noqa: E402
 from simulator.conformance import check_answer  # noqa: E402
 from simulator.validation import MODELS as SIM_MODELS  # noqa: E402
@@ -341,12 +343,16 @@ def test_the_simulators_rate_classes_carry_the_spec_limits() -> None:
         assert rate.burst <= entry["burst"] and rate.steady <= entry["steady"], operation
         same = (rate.burst, rate.steady) == (entry["burst"], entry["steady"])
         assert same != entry.get("client_slower", False), operation
-    # The pinned operation files say the same as the table.
+    # The pinned operation files say the same as the table, and the simulator's route for each
+    # operation is in the table's class.
     for path in sorted(SPEC_DIR.glob("*.json")):
         if path.name == "rate_limits.json":
             continue
         operation = path.stem
-        _, _, op = oas.operation_of(oas.load(operation))
+        method, template, op = oas.operation_of(oas.load(operation))
+        concrete = re.sub(r"\{[^}]+\}", "X1", template)
+        [route] = [r for r in SIM_ROUTES if r.method == method and r.pattern.match(concrete)]
+        assert route.limit_class == table[operation]["class"], operation
         rate = op["x-klaviyo-ratelimit"]
         assert (rate["burst"], rate["steady"]) == (
             f"{table[operation]['burst']}/s",
@@ -617,3 +623,7 @@ async def test_catalog_category_deletes_conform_to_the_pinned_operation(client, 
         assert (await client.send_bulk(endpoint, endpoint.envelope_bytes(batch.items))).id
     assert sent
     _conforms(sim, "bulk_delete_catalog_categories", sent)
+    [job_id] = [a["body"]["data"]["id"] for a in _answers(sim, "bulk_delete_catalog_categories")]
+    outcome = BatchOutcome(seq=0, accepted=[1], job_ids=[job_id], job_rows={job_id: [1]})
+    await settle(client, endpoint, outcome, first_delay=0.02, max_delay=0.1)
+    _conforms(sim, "get_bulk_delete_categories_job")
