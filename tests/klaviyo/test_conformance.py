@@ -612,6 +612,10 @@ async def test_catalog_variant_deletes_conform_to_the_pinned_operation(client, s
         assert (await client.send_bulk(endpoint, endpoint.envelope_bytes(batch.items))).id
     assert sent
     _conforms(sim, "bulk_delete_catalog_variants", sent)
+    [job_id] = [a["body"]["data"]["id"] for a in _answers(sim, "bulk_delete_catalog_variants")]
+    outcome = BatchOutcome(seq=0, accepted=[1], job_ids=[job_id], job_rows={job_id: [1]})
+    await settle(client, endpoint, outcome, first_delay=0.02, max_delay=0.1)
+    _conforms(sim, "get_bulk_delete_variants_job")
 
 
 async def test_catalog_category_deletes_conform_to_the_pinned_operation(client, sim) -> None:
