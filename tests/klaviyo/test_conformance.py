@@ -631,3 +631,15 @@ async def test_catalog_category_deletes_conform_to_the_pinned_operation(client, 
     outcome = BatchOutcome(seq=0, accepted=[1], job_ids=[job_id], job_rows={job_id: [1]})
     await settle(client, endpoint, outcome, first_delay=0.02, max_delay=0.1)
     _conforms(sim, "get_bulk_delete_categories_job")
+
+
+async def test_catalog_category_update_job_reads_conform_to_the_pinned_operation(client, sim) -> None:
+    endpoint = ep.CATALOG_CATEGORIES_UPDATE
+    await client.create_catalog_categories([CATEGORY])
+    change = {"type": "catalog-category", "id": "$custom:::$default:::mugs", "attributes": {"name": "Cups"}}
+    [batch] = list(batches([(1, change)], endpoint))
+    job_id = (await client.send_bulk(endpoint, endpoint.envelope_bytes(batch.items))).id
+    assert job_id
+    outcome = BatchOutcome(seq=0, accepted=[1], job_ids=[job_id], job_rows={job_id: [1]})
+    await settle(client, endpoint, outcome, first_delay=0.02, max_delay=0.1)
+    _conforms(sim, "get_bulk_update_categories_job")
