@@ -643,3 +643,16 @@ async def test_catalog_category_update_job_reads_conform_to_the_pinned_operation
     outcome = BatchOutcome(seq=0, accepted=[1], job_ids=[job_id], job_rows={job_id: [1]})
     await settle(client, endpoint, outcome, first_delay=0.02, max_delay=0.1)
     _conforms(sim, "get_bulk_update_categories_job")
+
+
+async def test_catalog_variant_update_job_reads_conform_to_the_pinned_operation(client, sim) -> None:
+    endpoint = ep.CATALOG_VARIANTS_UPDATE
+    await client.create_catalog_items([CATALOG_ITEM])
+    await client.create_catalog_variants([VARIANT])
+    change = {"type": "catalog-variant", "id": "$custom:::$default:::SKU-1-RED", "attributes": {"price": 9.5}}
+    [batch] = list(batches([(1, change)], endpoint))
+    job_id = (await client.send_bulk(endpoint, endpoint.envelope_bytes(batch.items))).id
+    assert job_id
+    outcome = BatchOutcome(seq=0, accepted=[1], job_ids=[job_id], job_rows={job_id: [1]})
+    await settle(client, endpoint, outcome, first_delay=0.02, max_delay=0.1)
+    _conforms(sim, "get_bulk_update_variants_job")
