@@ -42,7 +42,9 @@ CATALOG_WRITE = RateClass("catalog_write", 75, 750)
 CATALOG_JOB_READ = RateClass("catalog_job_read", 75, 750)
 CATALOG_ITEMS_READ = RateClass("catalog_items_read", 350, 3500)
 EVENTS_READ = RateClass("events_read", 350, 3500)
-WEBHOOKS = RateClass("webhooks", 10, 150)
+# x-klaviyo-ratelimit of create_webhook, delete_webhook and get_webhook_topics (klaviyo/openapi,
+# openapi/stable/apis/<operation>.json): 1/s, 15/m, the XS tier.
+WEBHOOKS = RateClass("webhooks", 1, 15)
 # x-klaviyo-ratelimit of query_metric_aggregates: a small class, shared by every reconciliation.
 METRIC_AGGREGATES = RateClass("metric_aggregates", 3, 60)
 

@@ -106,8 +106,20 @@ ROUTES = [
 ]
 # Job reads Klaviyo's spec rates XL (350/s, 3500/m in x-klaviyo-ratelimit of
 # openapi/stable/apis/get_bulk_create_catalog_items_job.json, get_bulk_delete_catalog_items_job.json,
-# get_bulk_create_categories_job.json); the others keep the stricter 75/s until checked.
-XL_JOB_READS = {"item_create", "item_delete", "category_create"}
+# get_bulk_create_categories_job.json, get_bulk_delete_categories_job.json,
+# get_bulk_delete_variants_job.json, get_bulk_update_categories_job.json,
+# get_bulk_update_variants_job.json); the item update and
+# variant create job reads are 75/s, 750/m (get_bulk_update_catalog_items_job.json,
+# get_bulk_create_variants_job.json); the others keep the stricter 75/s until checked.
+XL_JOB_READS = {
+    "item_create",
+    "item_delete",
+    "category_create",
+    "category_delete",
+    "category_update",
+    "variant_delete",
+    "variant_update",
+}
 for _kind, _path in handlers.CATALOG_JOB_PATHS.items():
     _read = "catalog_job_read_xl" if _kind in XL_JOB_READS else "catalog_job_read"
     ROUTES.append(Route("POST", f"/api/{_path}", handlers.catalog_job_creator(_kind), "catalog_write"))

@@ -56,7 +56,8 @@ def default_limits() -> dict[str, Limit]:
         "catalog_job_read_xl": (350, 3500),
         "catalog_items_read": (350, 3500),
         "events_read": (350, 3500),
-        "webhooks": (10, 150),
+        # create_webhook.json, delete_webhook.json, get_webhook_topics.json (klaviyo/openapi): 1/s, 15/m.
+        "webhooks": (1, 15),
         "metric_aggregates": (3, 60),
     }
     return {name: Limit(burst, steady) for name, (burst, steady) in table.items()}

@@ -269,14 +269,11 @@ def get_events(req: Request) -> Response:
 
 def get_webhook_topics(req: Request) -> Response:
     """GET /api/webhook-topics."""
+    # A topic is type, id and links only (WebhookTopicResponseObjectResource of
+    # get_webhook_topics.json, klaviyo/openapi): no attributes.
     data = [
-        {
-            "type": "webhook-topic",
-            "id": t,
-            "attributes": {"name": m},
-            "links": {"self": f"{req.base_url}/api/webhook-topics/{t}"},
-        }
-        for t, m in TOPICS.items()
+        {"type": "webhook-topic", "id": t, "links": {"self": f"{req.base_url}/api/webhook-topics/{t}"}}
+        for t in TOPICS
     ]
     return Response(200, {"data": data, "links": {"self": f"{req.base_url}/api/webhook-topics"}})
 

@@ -102,7 +102,15 @@ def get_accounts(req: Request) -> Response:
                 "default_sender_email": "store@sandbox.invalid",
                 "website_url": "https://sandbox.invalid",
                 "organization_name": account.name,
-                "street_address": {},
+                # StreetAddress requires "city" (get_accounts.json, klaviyo/openapi).
+                "street_address": {
+                    "address1": None,
+                    "address2": None,
+                    "city": "Sandbox",
+                    "region": None,
+                    "country": None,
+                    "zip": None,
+                },
             },
             "industry": "Retail",
             "timezone": account.timezone,
@@ -1124,9 +1132,14 @@ def catalog_job_resource(req: Request, kind: str, job: Job) -> dict[str, Any]:
     """The JSON:API resource of a catalog bulk job (errors filled once complete)."""
     status = _job_status(job)
     total, completed, failed = _job_counts(job, status)
+    # A job error is an APIJobErrorPayload (bulk_create_catalog_items.json, klaviyo/openapi): id,
+    # code, title, detail and source only; the HTTP-style "status" of a request error is not one.
     errors = (
         [
-            {**{k: v for k, v in e.items() if k != "_index"}, "source": _job_error_source(req, e["source"])}
+            {
+                **{k: v for k, v in e.items() if k not in ("_index", "status")},
+                "source": _job_error_source(req, e["source"]),
+            }
             for e in job.errors
         ]
         if job.done and not job.errors_hidden
@@ -1135,8 +1148,9 @@ def catalog_job_resource(req: Request, kind: str, job: Job) -> dict[str, Any]:
     return {
         "type": job.type,
         "id": job.id,
+        # No "job_id" attribute: the job document of bulk_create_catalog_items.json (klaviyo/openapi,
+        # PostCatalogItemCreateJobResponse) names none; the id is the resource's own.
         "attributes": {
-            "job_id": job.id,
             "status": status,
             "created_at": job.created,
             "total_count": total,
