@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from simulator import aggregates, client_api, consent, faults, handlers
-from simulator.common import Request, Response
+from simulator.common import Request, Response, read_body
 from simulator.config import LATEST_REVISION, Account, SimConfig
 from simulator.conformance import Recorder
 from simulator.ratelimit import Decision, RateLimiter, fmt_seconds
@@ -427,20 +427,7 @@ async def _read_body(req: Request, receive: Any, scope: dict[str, Any], limit: i
     length = req.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise Problem(413, [error(413, "too_large", f"Request body is larger than {limit} bytes")])
-    chunks = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, [error(413, "too_large", f"Request body is larger than {limit} bytes")])
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    req.raw = b"".join(chunks)
+    req.raw = await read_body(receive, limit)
     if req.raw:
         try:
             req.body = orjson.loads(req.raw)

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from simulator.common import Request
+from simulator.common import Request, read_body
 from simulator.config import Account, Limit
 from simulator.handlers import _store_event
 from simulator.ratelimit import fmt_seconds
@@ -260,18 +260,7 @@ _SCRIPT = (Path(__file__).parent / "klaviyo_standin.js").read_text(encoding="utf
 
 
 async def _read(receive: Any) -> bytes:
-    chunks, size, more = [], 0, True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise Problem(413, [error(413, "too_large", f"Request body is larger than {MAX_BODY} bytes")])
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return b"".join(chunks)
+    return await read_body(receive, MAX_BODY)
 
 
 async def _json(send: Any, status: int, body: Any, extra: list[tuple[bytes, bytes]] | None = None) -> None:

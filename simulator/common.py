@@ -95,3 +95,20 @@ def paginate(
     if offset > 0:
         links["prev"] = url(max(0, offset - size) or None)
     return page, links
+
+
+async def read_body(receive: Any, limit: int) -> bytes:
+    """An ASGI request's body, refused with a 413 as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, [error(413, "too_large", f"Request body is larger than {limit} bytes")])
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
