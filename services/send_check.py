@@ -18,7 +18,7 @@ class SendCheck:
     """The facts the confirmation shows."""
 
     upload: Upload
-    mapping: Mapping
+    mapping: Mapping | None  # None: the records are routed by event name, each through its event's mapping
     sandbox: bool
     # A completed dry run of this file with this mapping: its count of events (items) is exact.
     dry_run: SyncRun | None = None
@@ -30,26 +30,31 @@ class SendCheck:
         return int(self.dry_run.summary.get("items", 0)) if self.dry_run else None
 
 
-async def check(db: AsyncSession, upload_id: int, mapping_id: int) -> SendCheck | None:
-    """The confirmation's facts, or None when the upload or mapping does not exist."""
+async def check(db: AsyncSession, upload_id: int, mapping_id: int | None) -> SendCheck | None:
+    """The confirmation's facts, or None when the upload or mapping does not exist (``mapping_id``
+    None: a send routed by event name)."""
     upload = await db.get(Upload, upload_id)
-    mapping = await db.get(Mapping, mapping_id)
-    if upload is None or mapping is None or mapping.deleted:
+    if upload is None:
         return None
-    versions = select(MappingVersion.id).where(col(MappingVersion.mapping_id) == mapping_id)
-    dry = (
-        await db.exec(
-            select(SyncRun)
-            .where(
-                col(SyncRun.upload_id) == upload_id,
-                col(SyncRun.dry_run).is_(True),
-                col(SyncRun.status) == RunStatus.COMPLETED,
-                col(SyncRun.mapping_version_id).in_(versions),
+    mapping = await db.get(Mapping, mapping_id) if mapping_id is not None else None
+    dry = None
+    if mapping_id is not None:
+        if mapping is None or mapping.deleted:
+            return None
+        versions = select(MappingVersion.id).where(col(MappingVersion.mapping_id) == mapping_id)
+        dry = (
+            await db.exec(
+                select(SyncRun)
+                .where(
+                    col(SyncRun.upload_id) == upload_id,
+                    col(SyncRun.dry_run).is_(True),
+                    col(SyncRun.status) == RunStatus.COMPLETED,
+                    col(SyncRun.mapping_version_id).in_(versions),
+                )
+                .order_by(col(SyncRun.id).desc())
+                .limit(1)
             )
-            .order_by(col(SyncRun.id).desc())
-            .limit(1)
-        )
-    ).first()
+        ).first()
     earlier = (
         await db.exec(
             select(SyncRun)

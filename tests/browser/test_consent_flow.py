@@ -95,8 +95,8 @@ async def test_subscribe_only_the_customers_who_accepted_marketing(
     await page.goto(upload_url)
     await page.locator("select[name=mapping_id]").select_option(await mapping_option.get_attribute("value"))
     await page.get_by_test_id("profile-options").get_by_test_id("list-picker-select").select_option(list_id)
-    page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Send to Klaviyo").click()
+    await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
     await page.wait_for_url("**/runs/*")
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
     await expect(page.get_by_test_id("run-list")).to_contain_text(list_name)

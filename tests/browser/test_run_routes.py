@@ -85,8 +85,8 @@ async def test_an_upload_of_spec_events_is_routed_to_their_metrics_and_the_unrou
     await page.uncheck("input[name=backfill]")
     await screenshot(page, "routes-upload-spec-events")
 
-    page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Send to Klaviyo").click()
+    await page.get_by_test_id("confirm-send").click()  # the confirmation on the page
     await page.wait_for_url("**/runs/*")
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
     await expect(page.get_by_test_id("run-summary")).to_contain_text("1 skipped as unrouted")
@@ -118,7 +118,7 @@ async def test_an_upload_of_spec_events_is_routed_to_their_metrics_and_the_unrou
         await page.get_by_role("link", name="Download every failed and skipped row (CSV)").click()
     path = await (await download_info.value).path()
     rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-    assert [(r["row_number"], r["severity"], r["message"]) for r in rows] == [
+    assert [(r["error_row"], r["error_severity"], r["error_message"]) for r in rows] == [
         ("6", "skipped", "unrouted: Wishlist Product Added")
     ]
 
@@ -127,9 +127,7 @@ async def test_an_upload_of_spec_events_is_routed_to_their_metrics_and_the_unrou
     await page.get_by_role("button", name="Route and send these records").click()
     await page.wait_for_url(lambda url: url != parent_url and "/runs/" in url)
     await expect(page.get_by_test_id("run-status")).to_have_text("completed", timeout=30_000)
-    await expect(page.get_by_test_id("run-summary")).to_contain_text(
-        "1 events accepted by Klaviyo from 1 rows"
-    )
+    await expect(page.get_by_test_id("run-summary")).to_contain_text("1 event accepted by Klaviyo from 1 row")
     await screenshot(page, "routes-unrouted-routed-and-sent")
     await page.goto(parent_url)
     await expect(page.get_by_test_id("unrouted-runs")).to_contain_text("run #")

@@ -95,7 +95,7 @@ async def test_worker_card_counts_jobs_done(fresh, simulator_url, tmp_path):
                 await arq.aclose()
 
             async def counted() -> bool:
-                return "· 1 jobs done" in await card()
+                return "· 1 job done" in await card()
 
             await wait_until(counted, 30, "the worker card to count the finished job")
     finally:

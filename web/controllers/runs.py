@@ -161,9 +161,10 @@ class RunsController(Controller):
         """The send confirmation as a page element: rows, events, and an earlier send of the file."""
         form = await request.form()
         upload_id, mapping_id = str(form.get("upload_id") or ""), str(form.get("mapping_id") or "")
+        routed = mapping_id.startswith("route:")  # each record through its event's mapping
         found = (
-            await send_check.check(db, int(upload_id), int(mapping_id))
-            if upload_id.isdigit() and mapping_id.isdigit()
+            await send_check.check(db, int(upload_id), None if routed else int(mapping_id))
+            if upload_id.isdigit() and (mapping_id.isdigit() or routed)
             else None
         )
         if found is None:
