@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,6 +96,34 @@ def live_server(live_env: dict[str, str]) -> Iterator[str]:
     """The session's console, shared by the browser tests."""
     with serve(live_env) as url:
         yield url
+
+
+@pytest.fixture
+def fresh_console(live_env: dict[str, str]) -> Iterator[tuple[str, str, str]]:
+    """A console of its own: an empty database, its own job queue (the session's worker must not
+    take its jobs) and its own sandbox (its metrics must not show in other tests' accounts).
+    Yields (its URL, the database URL, its sandbox URL)."""
+    port = free_port()
+    args = ["--host", "127.0.0.1", "--port", str(port), "--time-scale", "20"]
+    sandbox = subprocess.Popen(
+        [sys.executable, "-m", "simulator", *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    sim = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{sim}/__sim/stats", proc=sandbox)
+        with migrated_postgres() as url:
+            env = {
+                **live_env,
+                "DATABASE_URL": url,
+                "QUEUE_NAME": f"{live_env['QUEUE_NAME']}:own:{uuid.uuid4().hex[:6]}",
+                "SANDBOX_URL": sim,
+                "KLAVIYO_BASE_URL": sim,
+            }
+            with serve(env) as server:
+                yield server, url, sim
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

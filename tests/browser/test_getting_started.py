@@ -3,22 +3,13 @@ the Overview's getting-started checklist offers; screenshots of each state."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator
-
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from models import Role
 from models.db import make_engine, make_sessionmaker
-from tests.browser.conftest import PASSWORD, log_in, screenshot, serve
+from tests.browser.conftest import PASSWORD, log_in, screenshot
 from tests.browser.test_mappings import SHOPIFY
-from tests.support.databases import migrated_postgres
-from tests.support.env import ROOT
-from tests.support.processes import free_port, wait_for_http
 from tests.support.web import make_user
 
 pytestmark = pytest.mark.browser
@@ -44,36 +35,10 @@ async def _follow(page: Page, step: str) -> None:
     await page.get_by_test_id(f"step-{step}").locator("a").click()
 
 
-@pytest.fixture
-def fresh_console(live_env: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """A console of its own: an empty database, its own job queue (the session's worker must not
-    take its jobs) and its own sandbox (its metrics must not show in other tests' accounts).
-    Yields (its URL, the database URL)."""
-    port = free_port()
-    args = ["--host", "127.0.0.1", "--port", str(port), "--time-scale", "20"]
-    sandbox = subprocess.Popen(
-        [sys.executable, "-m", "simulator", *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
-    )
-    sim = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{sim}/__sim/stats", proc=sandbox)
-        with migrated_postgres() as url:
-            env = {
-                **live_env,
-                "DATABASE_URL": url,
-                "QUEUE_NAME": f"{live_env['QUEUE_NAME']}:firstday:{uuid.uuid4().hex[:6]}",
-                "SANDBOX_URL": sim,
-                "KLAVIYO_BASE_URL": sim,
-            }
-            with serve(env) as server:
-                yield server, url
-    finally:
-        sandbox.terminate()
-        sandbox.wait(timeout=10)
-
-
-async def test_a_new_console_is_walked_to_its_first_run(browser: Browser, fresh_console: tuple[str, str]):
-    server, url = fresh_console
+async def test_a_new_console_is_walked_to_its_first_run(
+    browser: Browser, fresh_console: tuple[str, str, str]
+):
+    server, url, _ = fresh_console
     engine = make_engine(url)
     try:
         await make_user(make_sessionmaker(engine), "firstday", Role.ADMIN, PASSWORD)
